@@ -1,14 +1,42 @@
 //! `httpsig@1.0` HTTP encoding of TABMs and the HMAC ("unsigned") ID (spec 03 §4–5.6).
 //!
-//! OWNER: helper B (codec). Signatures are fixed; bodies to be written.
+//! [`to_http`] lays a TABM out as HTTP headers and (possibly multipart) body exactly as
+//! the reference does, byte for byte, because the multipart boundary and the
+//! `content-digest` become signature components and hence part of every message ID.
+//! [`hmac_id`] computes the HMAC commitment ID of a TABM and [`message_id`] the default
+//! ID of a rich message.
 
 use std::collections::BTreeMap;
 
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
 use bytes::Bytes;
+use hmac::{Hmac, Mac};
+use sha2::{Digest, Sha256};
 
-use crate::id::Id;
-use crate::structured::CodecError;
-use crate::value::Message;
+use crate::id::{Id, b64url};
+use crate::sf::{self, BareItem, Member};
+use crate::structured::{CodecError, to_tabm};
+use crate::value::{Key, Message, Value, is_id_like, is_private};
+
+/// Values longer than this many bytes go to the body instead of a header (03 §4.1).
+pub const MAX_HEADER_LENGTH: usize = 4096;
+
+const CRLF: &[u8] = b"\r\n";
+
+/// Component names that RFC 9421 treats as derived: they are `@`-prefixed in component
+/// lists (03 §5.2 step 3).
+pub const DERIVED_COMPONENTS: [&str; 9] = [
+    "method",
+    "target-uri",
+    "authority",
+    "scheme",
+    "request-target",
+    "path",
+    "query",
+    "query-param",
+    "status",
+];
 
 /// An HTTP message: lower-case header names to values, plus an optional body.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -19,22 +47,876 @@ pub struct HttpMessage {
     pub body: Option<Bytes>,
 }
 
+/// The HTTP encoding with shared keys (internal form of [`HttpMessage`]).
+struct Encoded {
+    headers: BTreeMap<Key, Bytes>,
+    body: Option<Bytes>,
+}
+
+/// A body part before flattening.
+enum TopPart<'a> {
+    Bin(&'a Bytes),
+    Map(&'a Message),
+}
+
+/// A body part after flattening (03 §4.2 step 6).
+enum FlatPart<'a> {
+    /// A binary part.
+    Bin(&'a Bytes),
+    /// The small binary fields of a nested map (sorted by key).
+    Fields(Vec<(&'a Key, &'a Bytes)>),
+}
+
+fn unencodable(k: &str) -> CodecError {
+    CodecError::Unencodable(k.to_owned())
+}
+
+/// `sha-256=:<b64(sha256(body))>:`.
+pub fn content_digest(body: &[u8]) -> Bytes {
+    let mut out = Vec::with_capacity(56);
+    out.extend_from_slice(b"sha-256=:");
+    out.extend_from_slice(STANDARD.encode(Sha256::digest(body)).as_bytes());
+    out.push(b':');
+    Bytes::from(out)
+}
+
+/// Flattens a nested map part named `path` into `parts` (the reference's grouping).
+fn flatten_map<'a>(
+    path: &str,
+    map: &'a Message,
+    parts: &mut BTreeMap<String, FlatPart<'a>>,
+) -> Result<(), CodecError> {
+    let mut fields = Vec::new();
+    for (k, v) in map.iter() {
+        match v {
+            Value::Message(m) => flatten_map(&format!("{path}/{k}"), m, parts)?,
+            Value::Binary(b) if b.len() > MAX_HEADER_LENGTH => {
+                parts.insert(format!("{path}/{k}"), FlatPart::Bin(b));
+            }
+            Value::Binary(b) => fields.push((k, b)),
+            _ => return Err(unencodable(&format!("{path}/{k}"))),
+        }
+    }
+    if !fields.is_empty() {
+        parts.insert(path.to_owned(), FlatPart::Fields(fields));
+    }
+    Ok(())
+}
+
+/// Encodes one multipart part (without the boundary line).
+fn encode_part(out: &mut Vec<u8>, name: &str, part: &FlatPart<'_>, inline_key: &str) {
+    fn disposition(out: &mut Vec<u8>, name: &str, inline_key: &str) {
+        out.extend_from_slice(b"content-disposition: ");
+        if name == inline_key {
+            out.extend_from_slice(b"inline");
+        } else {
+            out.extend_from_slice(b"form-data;name=\"");
+            out.extend_from_slice(name.as_bytes());
+            out.push(b'"');
+        }
+    }
+    match part {
+        FlatPart::Bin(b) => {
+            disposition(out, name, inline_key);
+            if !b.is_empty() {
+                out.extend_from_slice(CRLF);
+                out.extend_from_slice(CRLF);
+                out.extend_from_slice(b);
+            }
+        }
+        FlatPart::Fields(fields) => {
+            let only_body = fields.len() == 1 && &**fields[0].0 == "body";
+            let renamed;
+            let name = if only_body {
+                renamed = format!("{name}/body");
+                renamed.as_str()
+            } else {
+                name
+            };
+            let mut first = true;
+            let mut sep = |out: &mut Vec<u8>| {
+                if !first {
+                    out.extend_from_slice(CRLF);
+                }
+                first = false;
+            };
+            let mut body = None;
+            let mut disposition_written = false;
+            for (k, v) in fields {
+                if &***k == "body" {
+                    body = Some(*v);
+                    continue;
+                }
+                if !disposition_written && &***k > "content-disposition" {
+                    sep(out);
+                    disposition(out, name, inline_key);
+                    disposition_written = true;
+                }
+                sep(out);
+                out.extend_from_slice(k.as_bytes());
+                out.extend_from_slice(b": ");
+                out.extend_from_slice(v);
+            }
+            if !disposition_written {
+                sep(out);
+                disposition(out, name, inline_key);
+            }
+            if let Some(b) = body.filter(|b| !b.is_empty()) {
+                out.extend_from_slice(CRLF);
+                out.extend_from_slice(CRLF);
+                out.extend_from_slice(b);
+            }
+        }
+    }
+}
+
+/// TABM -> HTTP encoding, steps 1–9 of 03 §4.2 (no signature headers).
+fn encode(tabm: &Message) -> Result<Encoded, CodecError> {
+    let mut headers: BTreeMap<Key, Bytes> = BTreeMap::new();
+    let mut ao_ids: Vec<u8> = Vec::new();
+
+    // Step 3: the inline key.
+    let inline_key: &str = match tabm.get("inline-body-key") {
+        Some(v) => v.as_str().ok_or_else(|| unencodable("inline-body-key"))?,
+        None if tabm.contains("body") => "body",
+        None if tabm.contains("data") => {
+            headers.insert(Key::from("inline-body-key"), Bytes::from_static(b"data"));
+            "data"
+        }
+        None => "body",
+    };
+
+    // Steps 1, 2 and 4.
+    let mut top_parts: Vec<(&Key, TopPart<'_>)> = Vec::new();
+    for (k, v) in tabm.iter() {
+        let key: &str = k;
+        if matches!(key, "commitments" | "signature" | "signature-input") || is_private(key) {
+            continue;
+        }
+        match v {
+            Value::Binary(b) if is_id_like(key.as_bytes()) => {
+                if !ao_ids.is_empty() {
+                    ao_ids.extend_from_slice(b", ");
+                }
+                ao_ids.extend_from_slice(key.as_bytes());
+                ao_ids.push(b'=');
+                sf::write_string(&mut ao_ids, b);
+            }
+            Value::Binary(b)
+                if key == "body" || key == inline_key || b.len() > MAX_HEADER_LENGTH =>
+            {
+                top_parts.push((k, TopPart::Bin(b)));
+            }
+            Value::Binary(b) => {
+                headers.insert(k.clone(), b.clone());
+            }
+            Value::Message(m) => top_parts.push((k, TopPart::Map(m))),
+            _ => return Err(unencodable(key)),
+        }
+    }
+    if !ao_ids.is_empty() {
+        headers.insert(Key::from("ao-ids"), Bytes::from(ao_ids));
+    }
+
+    // Step 5.
+    if top_parts.is_empty() {
+        return Ok(Encoded {
+            headers,
+            body: None,
+        });
+    }
+
+    // Step 6.
+    let mut parts: BTreeMap<String, FlatPart<'_>> = BTreeMap::new();
+    for (k, p) in &top_parts {
+        match p {
+            TopPart::Bin(b) => {
+                parts.insert(k.to_string(), FlatPart::Bin(b));
+            }
+            TopPart::Map(m) => flatten_map(k, m, &mut parts)?,
+        }
+    }
+
+    // Step 7.
+    let body = if let (1, Some((name, FlatPart::Bin(b)))) = (parts.len(), parts.first_key_value())
+        && name == inline_key
+    {
+        (*b).clone()
+    } else if parts.is_empty() {
+        // Only maps without fields: nothing to send.
+        return Ok(Encoded {
+            headers,
+            body: None,
+        });
+    } else {
+        // Step 8.
+        let mut encoded: Vec<Vec<u8>> = Vec::with_capacity(parts.len());
+        let mut body_keys = Vec::new();
+        let mut hasher = Sha256::new();
+        for (n, (name, part)) in parts.iter().enumerate() {
+            let mut e = Vec::new();
+            encode_part(&mut e, name, part, inline_key);
+            if n > 0 {
+                hasher.update(CRLF);
+                body_keys.extend_from_slice(b", ");
+            }
+            hasher.update(&e);
+            sf::write_string(&mut body_keys, name.as_bytes());
+            encoded.push(e);
+        }
+        let boundary = b64url(&hasher.finalize());
+        let total: usize = encoded
+            .iter()
+            .map(|e| e.len() + boundary.len() + 6)
+            .sum::<usize>()
+            + boundary.len()
+            + 6;
+        let mut body = Vec::with_capacity(total);
+        for (n, e) in encoded.iter().enumerate() {
+            if n > 0 {
+                body.extend_from_slice(CRLF);
+            }
+            body.extend_from_slice(b"--");
+            body.extend_from_slice(boundary.as_bytes());
+            body.extend_from_slice(CRLF);
+            body.extend_from_slice(e);
+        }
+        body.extend_from_slice(CRLF);
+        body.extend_from_slice(b"--");
+        body.extend_from_slice(boundary.as_bytes());
+        body.extend_from_slice(b"--");
+        headers.insert(Key::from("body-keys"), Bytes::from(body_keys));
+        headers.insert(
+            Key::from("content-type"),
+            Bytes::from(format!("multipart/form-data; boundary=\"{boundary}\"")),
+        );
+        Bytes::from(body)
+    };
+
+    // Step 9.
+    if !body.is_empty() {
+        headers.insert(Key::from("content-digest"), content_digest(&body));
+    }
+    Ok(Encoded {
+        headers,
+        body: Some(body),
+    })
+}
+
+fn is_hmac_commitment(c: &Message) -> bool {
+    c.get_str("commitment-device") == Some("httpsig@1.0") && c.get_str("alg") == Some("hmac-sha256")
+}
+
 /// TABM -> HTTP message (spec 03 §4.2).
 pub fn to_http(tabm: &Message) -> Result<HttpMessage, CodecError> {
-    let _ = tabm;
-    todo!()
+    let enc = encode(tabm)?;
+    let mut headers: BTreeMap<String, Bytes> = enc
+        .headers
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+    // Step 10: the single HMAC commitment carries the combined signatures.
+    if let Some(commitments) = tabm.get("commitments").and_then(Value::as_message) {
+        let hmacs: Vec<&Message> = commitments
+            .iter()
+            .filter_map(|(_, c)| c.as_message())
+            .filter(|c| is_hmac_commitment(c))
+            .collect();
+        if let [c] = hmacs.as_slice()
+            && let (Some(Value::Binary(sig)), Some(Value::Binary(input))) =
+                (c.get("signature"), c.get("signature-input"))
+        {
+            headers.insert("signature".to_owned(), sig.clone());
+            headers.insert("signature-input".to_owned(), input.clone());
+        }
+        for (_, c) in commitments.iter() {
+            if let Some(c) = c.as_message() {
+                for (k, v) in c.iter() {
+                    if k.starts_with("hashpath")
+                        && let Value::Binary(b) = v
+                    {
+                        headers.insert(k.to_string(), b.clone());
+                    }
+                }
+            }
+        }
+    }
+    Ok(HttpMessage {
+        headers,
+        body: enc.body,
+    })
+}
+
+/// The signature names and members of all RSA (non-HMAC httpsig) commitments, combined
+/// and ordered by signature name (03 §5.6 step 2): returns the component list of the
+/// first `signature-input` member, if there is one.
+fn rsa_components(tabm: &Message) -> Result<Option<Vec<String>>, CodecError> {
+    let Some(commitments) = tabm.get("commitments").and_then(Value::as_message) else {
+        return Ok(None);
+    };
+    let mut first: Option<(String, Vec<String>)> = None;
+    for (_, c) in commitments.iter() {
+        let Some(c) = c.as_message() else { continue };
+        if is_hmac_commitment(c) || c.get_str("commitment-device") != Some("httpsig@1.0") {
+            continue;
+        }
+        let Some(input) = c.get("signature-input").and_then(Value::as_bytes) else {
+            continue;
+        };
+        let dict = sf::parse_dictionary(input)
+            .map_err(|e| CodecError::Other(format!("bad signature-input: {e}")))?;
+        for (name, member) in dict {
+            if first.as_ref().is_some_and(|(n, _)| *n <= name) {
+                continue;
+            }
+            let Member::InnerList(items, _) = member else {
+                return Err(CodecError::Other(format!(
+                    "signature-input `{name}` is not an inner list"
+                )));
+            };
+            let mut comps = Vec::with_capacity(items.len());
+            for i in items {
+                match i.bare {
+                    BareItem::String(s) => comps
+                        .push(String::from_utf8(s).map_err(|_| {
+                            CodecError::Other("component name is not UTF-8".into())
+                        })?),
+                    _ => return Err(CodecError::Other("component is not a string".into())),
+                }
+            }
+            first = Some((name, comps));
+        }
+    }
+    Ok(first.map(|(_, c)| c))
 }
 
 /// The HMAC commitment ID of a TABM (spec 03 §5.6).
 pub fn hmac_id(tabm: &Message) -> Result<Id, CodecError> {
-    let _ = tabm;
-    todo!()
+    let components = rsa_components(tabm)?;
+    let mut enc = encode(tabm)?;
+    enc.headers.remove("body-keys");
+    if let Some(body) = &enc.body {
+        enc.headers
+            .insert(Key::from("content-digest"), content_digest(body));
+    }
+
+    // Component names, `@`-prefixed where derived, sorted after prefixing.
+    let mut names: Vec<(bool, &str)> = match &components {
+        Some(c) => c
+            .iter()
+            .map(|c| c.trim_start_matches('@'))
+            .map(|c| (is_derived(c), c))
+            .collect(),
+        None => enc.headers.keys().map(|k| (is_derived(k), &**k)).collect(),
+    };
+    names.sort_by(|a, b| prefixed(*a).cmp(prefixed(*b)));
+
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(b"ao")
+        .map_err(|e| CodecError::Other(e.to_string()))?;
+    for (_, name) in &names {
+        let lower;
+        let lookup: &str = if name.bytes().any(|c| c.is_ascii_uppercase()) {
+            lower = name.to_ascii_lowercase();
+            &lower
+        } else {
+            name
+        };
+        let value = enc.headers.get(lookup).ok_or_else(|| {
+            CodecError::Other(format!("signature component `{lookup}` is missing"))
+        })?;
+        mac.update(b"\"");
+        mac.update(lookup.as_bytes());
+        mac.update(b"\": ");
+        let mut v: &[u8] = value;
+        while let [b' ', rest @ ..] = v {
+            v = rest;
+        }
+        while let [rest @ .., b' '] = v {
+            v = rest;
+        }
+        let mut chunks = v.split(|&c| c == b'\n');
+        if let Some(c) = chunks.next() {
+            mac.update(c);
+        }
+        for c in chunks {
+            mac.update(b" ");
+            mac.update(c);
+        }
+        mac.update(b"\n");
+    }
+    if names.is_empty() {
+        mac.update(b"\n");
+    }
+    mac.update(b"\"@signature-params\": (");
+    for (n, (derived, name)) in names.iter().enumerate() {
+        if n > 0 {
+            mac.update(b" ");
+        }
+        mac.update(if *derived { b"\"@" } else { b"\"" });
+        mac.update(name.as_bytes());
+        mac.update(b"\"");
+    }
+    mac.update(b");alg=\"hmac-sha256\";keyid=\"ao\"");
+    Ok(Id(mac.finalize().into_bytes().into()))
+}
+
+/// The bytes of a component name as it is sorted: `@`-prefixed when derived.
+fn prefixed<'a>((derived, name): (bool, &'a str)) -> impl Iterator<Item = u8> + 'a {
+    derived.then_some(b'@').into_iter().chain(name.bytes())
+}
+
+fn is_derived(name: &str) -> bool {
+    DERIVED_COMPONENTS.contains(&name)
 }
 
 /// The ID of a rich message as `message@1.0`'s `id` with default parameters computes
 /// it (spec 01 §6.5): no commitments -> the HMAC ID of its TABM; one -> that
 /// commitment's ID; several -> SHA-256 of the sorted IDs joined by `", "`.
 pub fn message_id(msg: &Message) -> Result<Id, CodecError> {
-    let _ = msg;
-    todo!()
+    match msg.get("commitments") {
+        Some(Value::Message(c)) if !c.is_empty() => {
+            if c.len() == 1 {
+                let key = c
+                    .keys()
+                    .next()
+                    .ok_or_else(|| CodecError::Other("no commitment".into()))?;
+                Id::from_human(key.as_bytes()).ok_or_else(|| {
+                    CodecError::Other(format!("commitment key `{key}` is not an ID"))
+                })
+            } else {
+                let mut ids: Vec<&str> = c.keys().map(|k| &**k).collect();
+                ids.sort_unstable();
+                let mut h = Sha256::new();
+                for (n, id) in ids.iter().enumerate() {
+                    if n > 0 {
+                        h.update(b", ");
+                    }
+                    h.update(id.as_bytes());
+                }
+                Ok(Id(h.finalize().into()))
+            }
+        }
+        Some(_) => hmac_id(&to_tabm(&msg.clone().without("commitments"))?),
+        None => hmac_id(&to_tabm(msg)?),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "tests")]
+mod tests {
+    use super::*;
+    use crate::structured::from_tabm;
+
+    fn m(pairs: Vec<(&str, Value)>) -> Message {
+        Message::from_pairs(pairs)
+    }
+
+    fn h(e: &HttpMessage, k: &str) -> String {
+        String::from_utf8(
+            e.headers
+                .get(k)
+                .unwrap_or_else(|| panic!("no header {k}"))
+                .to_vec(),
+        )
+        .unwrap()
+    }
+
+    fn body(e: &HttpMessage) -> String {
+        String::from_utf8(e.body.clone().unwrap().to_vec()).unwrap()
+    }
+
+    fn id(msg: &Message) -> String {
+        message_id(msg).unwrap().to_human()
+    }
+
+    fn http(msg: &Message) -> HttpMessage {
+        to_http(&to_tabm(msg).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn spec03_4_2_inline_body() {
+        let e = http(&m(vec![
+            ("a", Value::text("1")),
+            ("body", Value::text("hello")),
+        ]));
+        assert_eq!(h(&e, "a"), "1");
+        assert_eq!(body(&e), "hello");
+        assert!(e.headers.contains_key("content-digest"));
+        assert_eq!(e.headers.len(), 2);
+        let e = http(&m(vec![
+            ("a", Value::text("1")),
+            ("data", Value::text("DATA")),
+        ]));
+        assert_eq!(h(&e, "a"), "1");
+        assert_eq!(h(&e, "inline-body-key"), "data");
+        assert_eq!(body(&e), "DATA");
+        let e = http(&m(vec![("a", Value::text("1"))]));
+        assert_eq!(e.body, None);
+        assert_eq!(e.headers.len(), 1);
+    }
+
+    #[test]
+    fn spec03_4_2_ao_ids() {
+        let k = "IYkkrqlZNW_J-4T-5eFApZOMRl5P4VjvrcOXWvIqB1Q";
+        let e = http(&m(vec![(k, Value::text("v")), ("a", Value::text("1"))]));
+        assert_eq!(h(&e, "ao-ids"), format!("{k}=\"v\""));
+        assert!(!e.headers.contains_key(k));
+    }
+
+    #[test]
+    fn spec03_4_2_nested_multipart() {
+        let e = http(&m(vec![
+            ("a", Value::text("1")),
+            ("nested", Value::Message(m(vec![("b", Value::text("2"))]))),
+        ]));
+        let b = "T8hSpMyOHsOwjtAeI6nSAiT1DgJeDXcnMSRadq1hGRc";
+        assert_eq!(h(&e, "a"), "1");
+        assert_eq!(h(&e, "body-keys"), "\"nested\"");
+        assert_eq!(
+            h(&e, "content-digest"),
+            "sha-256=:HZQj6o5uPjkCC6qf/FbAhCCVMGjmo504RkOtx3g/eBo=:"
+        );
+        assert_eq!(
+            h(&e, "content-type"),
+            format!("multipart/form-data; boundary=\"{b}\"")
+        );
+        assert_eq!(
+            body(&e),
+            format!("--{b}\r\nb: 2\r\ncontent-disposition: form-data;name=\"nested\"\r\n--{b}--")
+        );
+        assert_eq!(e.headers.len(), 4);
+    }
+
+    #[test]
+    fn spec03_4_2_nested_body_part() {
+        let e = http(&m(vec![
+            ("a", Value::text("1")),
+            (
+                "nested",
+                Value::Message(m(vec![("body", Value::text("2"))])),
+            ),
+        ]));
+        let b = "X5AHjDMsZhia2sCiuk4Dg2uxi-G9iECS9VOi6xqLQDA";
+        assert_eq!(h(&e, "body-keys"), "\"nested\"");
+        assert_eq!(
+            h(&e, "content-type"),
+            format!("multipart/form-data; boundary=\"{b}\"")
+        );
+        assert_eq!(
+            body(&e),
+            format!(
+                "--{b}\r\ncontent-disposition: form-data;name=\"nested/body\"\r\n\r\n2\r\n--{b}--"
+            )
+        );
+    }
+
+    #[test]
+    fn spec03_4_2_deep_nesting() {
+        let msg = m(vec![(
+            "a",
+            Value::Message(m(vec![(
+                "b",
+                Value::Message(m(vec![("c", Value::text("X"))])),
+            )])),
+        )]);
+        let e = http(&msg);
+        let b = "H0TmA3pFFHwqRy2DMhdp1LLvy9lgq6jdrbTNIs9SI84";
+        assert_eq!(h(&e, "body-keys"), "\"a/b\"");
+        assert_eq!(
+            h(&e, "content-type"),
+            format!("multipart/form-data; boundary=\"{b}\"")
+        );
+        assert_eq!(
+            h(&e, "content-digest"),
+            "sha-256=:Tln3HmV7gfwWuf0ltbysvdwU3kc99jb5WWLJscQehuM=:"
+        );
+        assert_eq!(
+            body(&e),
+            format!("--{b}\r\nc: X\r\ncontent-disposition: form-data;name=\"a/b\"\r\n--{b}--")
+        );
+    }
+
+    #[test]
+    fn spec03_4_2_inline_and_form_parts() {
+        let e = http(&m(vec![
+            ("body", Value::text("BODY")),
+            ("n", Value::Message(m(vec![("x", Value::text("1"))]))),
+        ]));
+        assert_eq!(h(&e, "body-keys"), "\"body\", \"n\"");
+        let ct = h(&e, "content-type");
+        let b = ct.split('"').nth(1).unwrap();
+        let parts = [
+            "content-disposition: inline\r\n\r\nBODY",
+            "content-disposition: form-data;name=\"n\"\r\nx: 1",
+        ];
+        assert_eq!(b, b64url(&Sha256::digest(parts.join("\r\n"))));
+        assert_eq!(
+            body(&e),
+            format!("--{b}\r\n{}\r\n--{b}\r\n{}\r\n--{b}--", parts[0], parts[1])
+        );
+    }
+
+    #[test]
+    fn spec03_4_2_list_of_maps_body() {
+        let msg = m(vec![(
+            "body",
+            Value::list(vec![
+                Value::Message(m(vec![("k", Value::text("v1"))])),
+                Value::Message(m(vec![("k", Value::text("v2"))])),
+            ]),
+        )]);
+        let e = http(&msg);
+        assert_eq!(h(&e, "ao-types"), "body=\"list\"");
+        assert_eq!(h(&e, "body-keys"), "\"body/1\", \"body/2\"");
+        assert!(body(&e).contains("content-disposition: form-data;name=\"body/1\"\r\nk: v1"));
+    }
+
+    #[test]
+    fn spec03_4_2_big_values_and_deep_parts() {
+        let big = "x".repeat(5000);
+        let msg = m(vec![
+            ("big", Value::text(&big)),
+            ("small", Value::text("s")),
+            (
+                "n",
+                Value::Message(m(vec![
+                    ("x", Value::text("1")),
+                    ("y", Value::Message(m(vec![("z", Value::text("2"))]))),
+                ])),
+            ),
+        ]);
+        let e = http(&msg);
+        assert_eq!(h(&e, "body-keys"), "\"big\", \"n\", \"n/y\"");
+        assert_eq!(h(&e, "small"), "s");
+        let b = body(&e);
+        assert!(b.contains(&format!(
+            "content-disposition: form-data;name=\"big\"\r\n\r\n{big}\r\n"
+        )));
+        assert!(b.contains("content-disposition: form-data;name=\"n/y\"\r\nz: 2"));
+        // Exactly 4096 bytes stays a header.
+        let e = http(&m(vec![("v", Value::text(&"y".repeat(4096)))]));
+        assert_eq!(e.body, None);
+    }
+
+    #[test]
+    fn spec03_5_6_hmac_vectors() {
+        let cases: Vec<(Message, &str)> = vec![
+            (
+                Message::new(),
+                "VnYnaoOvankqXk13s502zpiq9PIaqFHDRcIrTNhyqKQ",
+            ),
+            (
+                m(vec![("a", Value::text("1"))]),
+                "N0nIQ3Vna7YDxuRsaVTYeYS4glkmxD4HrUbZIwIvN_s",
+            ),
+            (
+                m(vec![("a", Value::Integer(1))]),
+                "np3stvTlJELQLgarP2Iw5NuN6oFI_iMfrglyWWsK3ME",
+            ),
+            (
+                m(vec![("a", Value::text("1")), ("b", Value::Integer(2))]),
+                "aU8BUmgbZw0qlfQ-AZEy7EQwp1d7UaOHcRIOWvA17LE",
+            ),
+            (
+                m(vec![
+                    ("path", Value::text("/x")),
+                    ("method", Value::text("GET")),
+                    ("body", Value::text("B")),
+                ]),
+                "p07v-fWQoZZrWORzkhGxnE1qFrX6GuSA9LQpIxLpRbg",
+            ),
+            (
+                m(vec![(
+                    "a",
+                    Value::Message(m(vec![(
+                        "b",
+                        Value::Message(m(vec![("c", Value::text("X"))])),
+                    )])),
+                )]),
+                "MgSU6gLkR0WiqCizKUeqmNP-nH9F97lwn3mX1O9SIfo",
+            ),
+            (
+                m(vec![
+                    ("name", Value::text("Alice")),
+                    ("age", Value::Integer(30)),
+                    (
+                        "tags",
+                        Value::list(vec![Value::text("x"), Value::Integer(2)]),
+                    ),
+                    ("empty", Value::text("")),
+                    ("body", Value::text("hello")),
+                ]),
+                "S81C4oOard8EJHAjL5tNp4SMhk7VWaOpsmRpMcI3lZY",
+            ),
+            (
+                m(vec![
+                    ("a", Value::text("1")),
+                    ("data", Value::text("hello")),
+                ]),
+                "lztLrlQ5O5YtbuvSpCAqa3ddvCb3x2WzPeoWW4STvY4",
+            ),
+        ];
+        for (msg, want) in cases {
+            assert_eq!(
+                hmac_id(&to_tabm(&msg).unwrap()).unwrap().to_human(),
+                want,
+                "{msg:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn spec01_12_3_id_table() {
+        assert_eq!(
+            id(&Message::new()),
+            "VnYnaoOvankqXk13s502zpiq9PIaqFHDRcIrTNhyqKQ"
+        );
+        assert_eq!(
+            id(&m(vec![("a", Value::text("1"))])),
+            "N0nIQ3Vna7YDxuRsaVTYeYS4glkmxD4HrUbZIwIvN_s"
+        );
+        assert_eq!(
+            id(&m(vec![("a", Value::Integer(1))])),
+            "np3stvTlJELQLgarP2Iw5NuN6oFI_iMfrglyWWsK3ME"
+        );
+        assert_eq!(
+            id(&m(vec![("a", Value::text("1")), ("b", Value::Integer(2))])),
+            "aU8BUmgbZw0qlfQ-AZEy7EQwp1d7UaOHcRIOWvA17LE"
+        );
+        assert_eq!(
+            id(&m(vec![
+                ("path", Value::text("/x")),
+                ("method", Value::text("GET")),
+                ("body", Value::text("B"))
+            ])),
+            "p07v-fWQoZZrWORzkhGxnE1qFrX6GuSA9LQpIxLpRbg"
+        );
+        assert_eq!(
+            id(&m(vec![(
+                "a",
+                Value::Message(m(vec![(
+                    "b",
+                    Value::Message(m(vec![("c", Value::text("X"))]))
+                )]))
+            )])),
+            "MgSU6gLkR0WiqCizKUeqmNP-nH9F97lwn3mX1O9SIfo"
+        );
+        assert_eq!(
+            id(&m(vec![
+                ("name", Value::text("Alice")),
+                ("age", Value::Integer(30)),
+                (
+                    "tags",
+                    Value::list(vec![Value::text("x"), Value::Integer(2)])
+                ),
+                ("empty", Value::text("")),
+                ("body", Value::text("hello")),
+            ])),
+            "S81C4oOard8EJHAjL5tNp4SMhk7VWaOpsmRpMcI3lZY"
+        );
+        assert_eq!(
+            id(&m(vec![
+                ("a", Value::text("1")),
+                ("data", Value::text("hello"))
+            ])),
+            "lztLrlQ5O5YtbuvSpCAqa3ddvCb3x2WzPeoWW4STvY4"
+        );
+    }
+
+    #[test]
+    fn spec01_6_5_commitment_ids() {
+        let a = "N0nIQ3Vna7YDxuRsaVTYeYS4glkmxD4HrUbZIwIvN_s";
+        let b = "VnYnaoOvankqXk13s502zpiq9PIaqFHDRcIrTNhyqKQ";
+        let c1 = m(vec![("alg", Value::text("hmac-sha256"))]);
+        let one = m(vec![
+            ("x", Value::text("1")),
+            (
+                "commitments",
+                Value::Message(m(vec![(a, Value::Message(c1.clone()))])),
+            ),
+        ]);
+        assert_eq!(id(&one), a);
+        let two = m(vec![(
+            "commitments",
+            Value::Message(m(vec![
+                (a, Value::Message(c1.clone())),
+                (b, Value::Message(c1)),
+            ])),
+        )]);
+        assert_eq!(
+            message_id(&two).unwrap(),
+            Id::sha256(format!("{a}, {b}").as_bytes())
+        );
+        // An empty commitments map counts as none.
+        let none = m(vec![
+            ("a", Value::text("1")),
+            ("commitments", Value::Message(Message::new())),
+        ]);
+        assert_eq!(id(&none), a);
+    }
+
+    #[test]
+    fn spec03_5_6_hmac_ignores_signatures() {
+        // The HMAC commitment's own signature fields are not components, and an RSA
+        // commitment's component list decides the components.
+        let rsa = m(vec![
+            ("commitment-device", Value::text("httpsig@1.0")),
+            ("alg", Value::text("rsa-pss-sha512")),
+            ("signature", Value::text("http-sig-1=:AAAA:")),
+            (
+                "signature-input",
+                Value::text(
+                    "http-sig-1=(\"a\" \"ao-types\" \"b\");alg=\"rsa-pss-sha512\";keyid=\"k\"",
+                ),
+            ),
+        ]);
+        let signed = m(vec![
+            ("a", Value::text("1")),
+            ("b", Value::Integer(2)),
+            (
+                "commitments",
+                Value::Message(m(vec![("X", Value::Message(rsa))])),
+            ),
+        ]);
+        assert_eq!(
+            hmac_id(&to_tabm(&signed).unwrap()).unwrap().to_human(),
+            "aU8BUmgbZw0qlfQ-AZEy7EQwp1d7UaOHcRIOWvA17LE"
+        );
+    }
+
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn httpsig_message_id_total(
+            entries in proptest::collection::btree_map(
+                "[a-zA-Z][a-z0-9-]{0,5}",
+                prop_oneof![
+                    proptest::collection::vec(any::<u8>(), 0..5000).prop_map(Value::bin),
+                    any::<i64>().prop_map(Value::Integer),
+                    proptest::collection::btree_map("[a-z]{1,4}", "[ -~]{0,8}", 0..4)
+                        .prop_map(|m| Value::Message(Message::from_pairs(m))),
+                ],
+                0..6,
+            )
+        ) {
+            let msg = Message::from_pairs(entries);
+            let a = message_id(&msg).unwrap();
+            prop_assert_eq!(a, hmac_id(&to_tabm(&msg).unwrap()).unwrap());
+            to_http(&to_tabm(&msg).unwrap()).unwrap();
+        }
+    }
+
+    #[test]
+    fn httpsig_roundtrip_through_structured() {
+        let msg = m(vec![
+            ("a", Value::Integer(1)),
+            ("n", Value::Message(m(vec![("x", Value::Float(1.5))]))),
+        ]);
+        let t = to_tabm(&msg).unwrap();
+        assert_eq!(from_tabm(&t).unwrap(), msg);
+        let e = to_http(&t).unwrap();
+        assert_eq!(h(&e, "ao-types"), "a=\"integer\"");
+        assert!(body(&e).contains("ao-types: x=\"float\""));
+    }
 }

@@ -9,13 +9,20 @@
 
 pub mod cache;
 pub mod device;
-pub mod hyperpath;
 pub mod httpsig;
+pub mod hyperpath;
 pub mod id;
+pub mod json;
+pub mod message;
 pub mod resolve;
 pub mod sf;
 pub mod structured;
 pub mod value;
 
+pub use cache::{Cache, MemoryCache};
+pub use device::{
+    Call, DefaultHandler, Device, DeviceInfo, DeviceResult, Outcome, Registry, Status,
+};
 pub use id::Id;
+pub use resolve::{Ctx, HashpathMode, NodeHandle, ResolveError, ResolveOpts};
 pub use value::{Key, Message, Value};

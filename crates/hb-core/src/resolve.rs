@@ -1,1 +1,944 @@
-//! (in progress: owned by the lead)
+//! The AO-Core resolution engine (spec 01 §4–§10).
+//!
+//! [`Ctx::resolve_many`] folds a message list `[Base, Step1, …]` through
+//! [`Ctx::resolve_step`], which applies one request to one message in the reference's
+//! stage order: special forms, cache lookup, validation, device lookup, execution,
+//! sub-resolution, hashpath linking and result caching.
+
+use std::sync::Arc;
+
+use thiserror::Error;
+
+use crate::cache::Cache;
+use crate::device::{Call, DefaultHandler, Device, Outcome, Registry, Status};
+use crate::hyperpath::PathError;
+use crate::id::{Id, b64url};
+use crate::structured::CodecError;
+use crate::value::{Message, Value, is_id_like, list_to_message, normalize_key};
+
+/// An exception raised during resolution (the reference's `throw`s). Each becomes an
+/// HTTP response with [`ResolveError::http_status`] and its text as the body.
+#[derive(Debug, Clone, PartialEq, Error)]
+pub enum ResolveError {
+    /// A message names a device this node cannot load.
+    #[error("device not loadable: `{name}`: {reason}")]
+    DeviceNotLoadable {
+        /// The device name as given.
+        name: String,
+        /// Why.
+        reason: String,
+    },
+    /// A message the request needs (by ID) is not in the cache.
+    #[error("Message necessary to resolve request not found: {0}")]
+    NecessaryMessageNotFound(String),
+    /// A device function failed.
+    #[error("{device} could not resolve `{key}`: {reason}")]
+    DeviceCall {
+        /// The device.
+        device: String,
+        /// The key being resolved.
+        key: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The request itself is malformed.
+    #[error("bad request: {0}")]
+    BadRequest(String),
+    /// A value could not be encoded or decoded.
+    #[error("codec error: {0}")]
+    Codec(#[from] CodecError),
+    /// The HyperPATH could not be parsed.
+    #[error("invalid path: {0}")]
+    Path(#[from] PathError),
+    /// Resolution nested deeper than the node allows.
+    #[error("Request creates infinite recursion (nesting deeper than {0}).")]
+    TooDeep(u32),
+}
+
+impl ResolveError {
+    /// The HTTP status this error is answered with.
+    pub fn http_status(&self) -> u16 {
+        match self {
+            ResolveError::DeviceNotLoadable { .. }
+            | ResolveError::BadRequest(_)
+            | ResolveError::Codec(_)
+            | ResolveError::Path(_) => 400,
+            ResolveError::NecessaryMessageNotFound(_) => 404,
+            ResolveError::DeviceCall { .. } => 500,
+            ResolveError::TooDeep(_) => 508,
+        }
+    }
+
+    /// A device-call failure for `key` on `device`.
+    pub fn call(device: &str, key: &str, reason: impl Into<String>) -> Self {
+        ResolveError::DeviceCall {
+            device: device.to_owned(),
+            key: key.to_owned(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Result of a resolution: an outcome, or an exception.
+pub type Resolved = Result<Outcome, ResolveError>;
+
+/// What to do with hashpaths of results (option `hashpath`, spec 01 §5.2 stage 9).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum HashpathMode {
+    /// Record the new hashpath in the result's private area.
+    #[default]
+    Update,
+    /// Leave results as they are.
+    Ignore,
+    /// Remove any hashpath from results.
+    Reset,
+}
+
+/// The options of one resolution (the reference's `Opts` entries that the engine reads).
+#[derive(Debug, Clone)]
+pub struct ResolveOpts {
+    /// Hashpath handling.
+    pub hashpath: HashpathMode,
+    /// Cache directives of the node (`cache_control`).
+    pub cache_control: Vec<Arc<str>>,
+    /// Turn every step result into a message (`force_message`, spec 01 §5.4).
+    pub force_message: bool,
+    /// Skip the cache when the key is literally in the base (`cache_lookup_hueristics`).
+    pub cache_lookup_heuristics: bool,
+    /// How deep resolutions may nest before the request is refused.
+    pub max_depth: u32,
+}
+
+impl Default for ResolveOpts {
+    fn default() -> Self {
+        ResolveOpts {
+            hashpath: HashpathMode::Update,
+            cache_control: vec![Arc::from("no-cache"), Arc::from("no-store")],
+            force_message: false,
+            cache_lookup_heuristics: false,
+            max_depth: 64,
+        }
+    }
+}
+
+impl ResolveOpts {
+    /// The options of HTTP-originated resolutions: the defaults plus the reference's
+    /// `http_extra_opts` (`force_message: true, cache_control: [always]`).
+    pub fn http() -> Self {
+        ResolveOpts {
+            force_message: true,
+            cache_control: vec![Arc::from("always")],
+            ..Default::default()
+        }
+    }
+
+    /// The options of internal helper calls: no hashpaths, no caching, no wrapping.
+    pub fn internal(&self) -> Self {
+        ResolveOpts {
+            hashpath: HashpathMode::Ignore,
+            cache_control: vec![Arc::from("no-cache"), Arc::from("no-store")],
+            force_message: false,
+            cache_lookup_heuristics: false,
+            max_depth: self.max_depth,
+        }
+    }
+}
+
+/// Everything a resolution needs besides the messages: devices, cache, the node
+/// message and the options. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Ctx {
+    /// The devices this node can load.
+    pub registry: Arc<Registry>,
+    /// Where results and messages are cached.
+    pub cache: Arc<dyn Cache>,
+    /// The node message (what `~meta@1.0/info` shows).
+    pub node: NodeHandle,
+    /// Options of this resolution.
+    pub opts: ResolveOpts,
+    depth: u32,
+}
+
+/// The node message, shared by every request and replaced as a whole on update
+/// (`POST ~meta@1.0/info`).
+#[derive(Debug, Clone, Default)]
+pub struct NodeHandle(Arc<parking_lot::RwLock<Message>>);
+
+impl NodeHandle {
+    /// A handle holding `node`.
+    pub fn new(node: Message) -> Self {
+        NodeHandle(Arc::new(parking_lot::RwLock::new(node)))
+    }
+
+    /// The current node message.
+    pub fn get(&self) -> Message {
+        self.0.read().clone()
+    }
+
+    /// Replaces the node message with `f(current)`.
+    pub fn update(&self, f: impl FnOnce(&Message) -> Message) {
+        let mut guard = self.0.write();
+        let next = f(&guard);
+        *guard = next;
+    }
+}
+
+/// The settings derived from cache-control directives (spec 01 §10.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CacheSettings {
+    /// Store results.
+    pub store: bool,
+    /// Look results up.
+    pub lookup: bool,
+    /// Fail rather than execute on a miss.
+    pub only_if_cached: bool,
+}
+
+impl CacheSettings {
+    /// Applies one source of directives over these settings.
+    fn apply(&mut self, directives: &[String]) {
+        let has = |d: &str| directives.iter().any(|x| x == d);
+        if has("always") {
+            self.store = true;
+            self.lookup = true;
+        } else {
+            if has("no-store") {
+                self.store = false;
+            } else if has("store") {
+                self.store = true;
+            }
+            if has("no-cache") {
+                self.lookup = false;
+            } else if has("cache") {
+                self.lookup = true;
+            }
+        }
+        if has("only-if-cached") {
+            self.only_if_cached = true;
+        }
+    }
+}
+
+/// The `cache-control` directives of a message (a directive or a list of them).
+fn directives_of(msg: &Message) -> Vec<String> {
+    match msg.get("cache-control") {
+        Some(Value::List(l)) => l.iter().filter_map(directive_text).collect(),
+        Some(v) => match directive_text(v) {
+            Some(s) => s
+                .split(',')
+                .map(|d| d.trim().trim_matches('"').to_ascii_lowercase())
+                .collect(),
+            None => vec![],
+        },
+        None => vec![],
+    }
+}
+
+fn directive_text(v: &Value) -> Option<String> {
+    match v {
+        Value::Binary(_) => v.as_str().map(|s| s.trim().to_ascii_lowercase()),
+        Value::Atom(a) => Some(a.to_ascii_lowercase()),
+        _ => None,
+    }
+}
+
+impl Ctx {
+    /// A context with default options.
+    pub fn new(registry: Arc<Registry>, cache: Arc<dyn Cache>, node: NodeHandle) -> Self {
+        Ctx {
+            registry,
+            cache,
+            node,
+            opts: ResolveOpts::default(),
+            depth: 0,
+        }
+    }
+
+    /// The same context with other options.
+    pub fn with_opts(&self, opts: ResolveOpts) -> Ctx {
+        Ctx {
+            opts,
+            ..self.clone()
+        }
+    }
+
+    /// The same context for internal helper calls (spec 01 §11).
+    pub fn internal(&self) -> Ctx {
+        self.with_opts(self.opts.internal())
+    }
+
+    fn deeper(&self) -> Result<Ctx, ResolveError> {
+        if self.depth >= self.opts.max_depth {
+            return Err(ResolveError::TooDeep(self.opts.max_depth));
+        }
+        Ok(Ctx {
+            depth: self.depth + 1,
+            ..self.clone()
+        })
+    }
+
+    /// Cache settings for a lookup (sources Msg2 < Msg1 < Opts).
+    pub fn lookup_settings(&self, msg1: &Message, msg2: &Message) -> CacheSettings {
+        let mut s = CacheSettings::default();
+        s.apply(&directives_of(msg2));
+        s.apply(&directives_of(msg1));
+        s.apply(&self.opts_directives());
+        s
+    }
+
+    /// Cache settings for storing (sources Msg2 < Msg3 < Opts).
+    fn store_settings(&self, msg2: &Message, msg3: &Value) -> CacheSettings {
+        let mut s = CacheSettings::default();
+        s.apply(&directives_of(msg2));
+        if let Value::Message(m3) = msg3 {
+            s.apply(&directives_of(m3));
+        }
+        s.apply(&self.opts_directives());
+        if self.opts.hashpath == HashpathMode::Ignore {
+            s.store = false;
+        }
+        s
+    }
+
+    fn opts_directives(&self) -> Vec<String> {
+        self.opts
+            .cache_control
+            .iter()
+            .map(|d| d.to_ascii_lowercase())
+            .collect()
+    }
+
+    /// `resolve(Msg1, Msg2)`: splits Msg2's path into parts and runs each as a step
+    /// whose request is Msg2 with that one part as its path (spec 01 §4.1).
+    pub fn resolve(&self, base: Value, req: Message) -> Resolved {
+        let parts = match req.get("path") {
+            Some(p) => path_parts(p),
+            None => vec![],
+        };
+        if parts.len() <= 1 {
+            return self.resolve_many(vec![base, Value::Message(req)]);
+        }
+        let mut list = Vec::with_capacity(parts.len() + 1);
+        list.push(base);
+        for part in parts {
+            list.push(Value::Message(req.clone().with("path", part)));
+        }
+        self.resolve_many(list)
+    }
+
+    /// Resolves a key path (`a/b/c`) on a message, as `hb_ao:get` does: `Some` value on
+    /// success, `None` on any error.
+    pub fn get(&self, path: &str, base: &Message) -> Option<Value> {
+        let ctx = self.internal();
+        match ctx.resolve(
+            Value::Message(base.clone()),
+            Message::new().with("path", path),
+        ) {
+            Ok(o) if o.is_ok() => Some(o.value),
+            _ => None,
+        }
+    }
+
+    /// Sets one key through the base's device (the device-aware `set`, spec 01 §9).
+    pub fn set(&self, base: &Message, key: &str, value: Value) -> Result<Message, ResolveError> {
+        let req = if key == "path" {
+            Message::new().with("path", "set_path").with("value", value)
+        } else {
+            Message::new().with("path", "set").with(key, value)
+        };
+        self.set_with(base, req)
+    }
+
+    /// Sets every key of `values` on `base` through the base's device.
+    pub fn set_many(&self, base: &Message, values: &Message) -> Result<Message, ResolveError> {
+        let mut req = values.without_private().without("path");
+        req.insert("path", Value::text("set"));
+        self.set_with(base, req)
+    }
+
+    fn set_with(&self, base: &Message, req: Message) -> Result<Message, ResolveError> {
+        let ctx = self.internal();
+        let out = ctx.resolve_step(Value::Message(base.clone()), Value::Message(req))?;
+        match out {
+            Outcome {
+                status: Status::Ok,
+                value: Value::Message(m),
+            } => Ok(m),
+            other => Err(ResolveError::call(
+                "message@1.0",
+                "set",
+                format!("set failed: {:?}", other.value),
+            )),
+        }
+    }
+
+    /// Folds a message list through the engine (spec 01 §4 `resolve_many`).
+    pub fn resolve_many(&self, list: Vec<Value>) -> Resolved {
+        let ctx = self.deeper()?;
+        let mut items = list.into_iter();
+        let Some(first) = items.next() else {
+            return Err(ResolveError::BadRequest(
+                "empty path: nothing to resolve".into(),
+            ));
+        };
+        let mut rest = items.peekable();
+        if rest.peek().is_none() {
+            return ctx.resolve_single(first);
+        }
+        let mut current = first;
+        for req in rest {
+            let out = ctx.resolve_step(current, req)?;
+            if !out.is_ok() {
+                return Ok(out);
+            }
+            current = out.value;
+        }
+        Ok(Outcome::ok(current))
+    }
+
+    /// A one-element list. The reference returns the element unevaluated; we evaluate
+    /// the forms that describe a message (see docs/COMPATIBILITY.md).
+    fn resolve_single(&self, item: Value) -> Resolved {
+        match item {
+            Value::Binary(ref b) if is_id_like(b) => Ok(match self.load(b) {
+                Some(m) => Outcome::ok(m),
+                None => Outcome::not_found(),
+            }),
+            Value::Resolve(steps) => self.resolve_many(steps.as_ref().clone()),
+            Value::As(..) => self.normalise_base(item),
+            other => Ok(Outcome::ok(other)),
+        }
+    }
+
+    /// Loads a message by ID-like binary from the cache.
+    pub fn load(&self, id: &[u8]) -> Option<Message> {
+        let id = Id::from_human(id)?;
+        self.cache.read_message(&id)
+    }
+
+    /// Stage 1 rules 1–3 and 5 for a base: evaluates `{as, …}` and `{resolve, …}`.
+    fn normalise_base(&self, msg1: Value) -> Resolved {
+        match msg1 {
+            Value::As(dev, inner) => match *inner {
+                Value::Binary(ref id) if is_id_like(id) => {
+                    let inner = Message::new().with("path", Value::Binary(id.clone()));
+                    self.normalise_base(Value::As(dev, Box::new(Value::Message(inner))))
+                }
+                Value::Message(ref params)
+                    if params
+                        .get("path")
+                        .and_then(Value::as_bytes)
+                        .is_some_and(is_id_like) =>
+                {
+                    let id = params
+                        .get("path")
+                        .and_then(Value::as_bytes)
+                        .unwrap_or_default();
+                    let loaded = self.load(id).ok_or_else(|| {
+                        ResolveError::NecessaryMessageNotFound(
+                            String::from_utf8_lossy(id).into_owned(),
+                        )
+                    })?;
+                    let mut merged = loaded;
+                    for (k, v) in params.iter().filter(|(k, _)| k.as_ref() != "path") {
+                        merged.insert_key(k.clone(), v.clone());
+                    }
+                    let merged = self.set(&merged, "device", Value::text(&dev))?;
+                    Ok(Outcome::ok(merged))
+                }
+                other => self.subresolve(Value::Message(Message::new()), Some(&dev), other),
+            },
+            Value::Resolve(steps) => self.resolve_many(steps.as_ref().clone()),
+            other => Ok(Outcome::ok(other)),
+        }
+    }
+
+    /// `subresolve(Base, Dev, Req)` (spec 01 §7.2).
+    pub fn subresolve(&self, base: Value, dev: Option<&str>, req: Value) -> Resolved {
+        let req = match req {
+            Value::Message(m) => m,
+            other => Message::new().with("path", other),
+        };
+        let mut base = match base {
+            Value::Binary(ref id) if is_id_like(id) => self.load(id).ok_or_else(|| {
+                ResolveError::NecessaryMessageNotFound(String::from_utf8_lossy(id).into_owned())
+            })?,
+            Value::Message(m) => m,
+            Value::List(l) => list_to_message(&l),
+            other => return Ok(Outcome::ok(other)),
+        };
+        if let Some(dev) = dev {
+            base = self.set(&base, "device", Value::text(dev))?;
+        }
+        let has_path = match req.get("path") {
+            None => false,
+            Some(Value::Binary(b)) => !b.is_empty(),
+            Some(_) => true,
+        };
+        if !has_path {
+            let params = req.without("path");
+            if params.public().next().is_some() {
+                base = self.set_many(&base, &params)?;
+            }
+            return Ok(Outcome::ok(base));
+        }
+        self.resolve(Value::Message(base), req)
+    }
+
+    /// Applies one request to one message (spec 01 §5): Msg1 + Msg2 → Msg3.
+    pub fn resolve_step(&self, msg1: Value, msg2: Value) -> Resolved {
+        let ctx = self.deeper()?;
+        // Stage 1: special forms.
+        if let Value::As(dev, inner) = msg2 {
+            let req = match *inner {
+                Value::Message(m) => Value::Message(m),
+                other => Value::Message(Message::new().with("path", other)),
+            };
+            let base = match msg1 {
+                Value::As(..) | Value::Resolve(_) => match ctx.normalise_base(msg1)? {
+                    o if o.is_ok() => o.value,
+                    o => return Ok(o),
+                },
+                other => other,
+            };
+            return ctx.subresolve(base, Some(&dev), req);
+        }
+        let msg1 = match msg1 {
+            Value::As(..) | Value::Resolve(_) => match ctx.normalise_base(msg1)? {
+                o if o.is_ok() => o.value,
+                o => return Ok(o),
+            },
+            other => other,
+        };
+        let msg2 = match msg2 {
+            Value::Resolve(steps) => {
+                let mut opts = ctx.opts.clone();
+                opts.force_message = false;
+                match ctx.with_opts(opts).resolve_many(steps.as_ref().clone())? {
+                    o if o.is_ok() => o.value,
+                    o => return Ok(o),
+                }
+            }
+            other => other,
+        };
+        let msg1 = match msg1 {
+            Value::List(l) => Value::Message(list_to_message(&l)),
+            other => other,
+        };
+        let msg2 = match msg2 {
+            Value::Message(m) => m,
+            other => Message::new().with("path", other),
+        };
+        ctx.execute(msg1, msg2)
+    }
+
+    /// Stages 2–10 of a step, after the special forms are settled.
+    fn execute(&self, msg1: Value, msg2: Message) -> Resolved {
+        let mut hashpath: Option<String> = None;
+        // Stage 2: cache lookup.
+        let (lookup, only_if_cached) = match &msg1 {
+            Value::Message(m1) => {
+                let s = self.lookup_settings(m1, &msg2);
+                let heuristic_skip = self.opts.cache_lookup_heuristics
+                    && !s.only_if_cached
+                    && msg2
+                        .get("path")
+                        .and_then(Value::as_str)
+                        .is_some_and(|k| m1.contains(k));
+                (s.lookup && !heuristic_skip, s.only_if_cached)
+            }
+            _ => {
+                let s = self.lookup_settings(&Message::new(), &msg2);
+                (s.lookup, s.only_if_cached)
+            }
+        };
+        let mut msg1 = msg1;
+        if lookup {
+            let hp = hashpath_of_step(&msg1, &msg2)?;
+            if let Some(hit) = self.cache.read_result(&hp) {
+                return Ok(Outcome::ok(hit));
+            }
+            if only_if_cached {
+                return Ok(Outcome::error(
+                    Message::new()
+                        .with("status", 504i64)
+                        .with("cache-status", "miss")
+                        .with("body", "Computed result not available in cache."),
+                ));
+            }
+            if let Value::Binary(id) = &msg1
+                && is_id_like(id)
+            {
+                match self.load(id) {
+                    Some(m) => {
+                        msg1 = Value::Message(m);
+                        hashpath = None;
+                    }
+                    None => {
+                        return Ok(Outcome::error_status(
+                            404,
+                            "Necessary messages not found in cache.",
+                        ));
+                    }
+                }
+            } else {
+                hashpath = Some(hp);
+            }
+        }
+        // Stage 3: validation.
+        let Value::Message(msg1) = msg1 else {
+            return Ok(Outcome::not_found());
+        };
+        // Stages 5–6: device lookup and execution.
+        let key = match msg2.get("path") {
+            Some(p) => path_parts(p).into_iter().next().unwrap_or_default(),
+            None => String::new(),
+        };
+        let mut out = self.call_device(&msg1, &msg2, &key)?;
+        if self.opts.force_message {
+            out = force_message(out);
+        }
+        // Stage 8: sub-resolution.
+        if out.is_ok()
+            && let Value::Resolve(steps) = &out.value
+        {
+            let steps = steps.as_ref().clone();
+            out = self.resolve_many(steps)?;
+        }
+        // Stage 9: cryptographic linking.
+        if let Value::Message(m3) = &mut out.value {
+            if out.status == Status::Ok {
+                match self.opts.hashpath {
+                    HashpathMode::Update => {
+                        let hp = match hashpath.take() {
+                            Some(hp) => hp,
+                            None => hashpath_of_step(&Value::Message(msg1.clone()), &msg2)?,
+                        };
+                        m3.set_private("hashpath", Value::from(hp.clone()));
+                        hashpath = Some(hp);
+                    }
+                    HashpathMode::Reset => m3.remove_private("hashpath"),
+                    HashpathMode::Ignore => {}
+                }
+            } else {
+                m3.remove_private("hashpath");
+            }
+        }
+        // Stage 10: result caching.
+        if out.is_ok() && self.store_settings(&msg2, &out.value).store {
+            let hp = match hashpath {
+                Some(hp) => hp,
+                None => hashpath_of_step(&Value::Message(msg1.clone()), &msg2)?,
+            };
+            self.store_step(&msg1, &msg2, &hp, &out.value);
+        }
+        Ok(out)
+    }
+
+    fn store_step(&self, msg1: &Message, msg2: &Message, hashpath: &str, result: &Value) {
+        for m in [msg1, msg2] {
+            if let Ok(id) = crate::httpsig::message_id(m) {
+                self.cache.write_message(id, m);
+            }
+        }
+        if let Value::Message(m3) = result
+            && let Ok(id) = crate::httpsig::message_id(m3)
+        {
+            self.cache.write_message(id, m3);
+        }
+        self.cache.write_result(hashpath, result);
+    }
+
+    /// The device of a message (spec 01 §3.1).
+    pub fn device_of(&self, msg: &Message) -> Result<Arc<dyn Device>, ResolveError> {
+        match msg.get_ci("device") {
+            None => self.device_named("message@1.0"),
+            Some(v) => {
+                let name = match v {
+                    Value::Binary(_) => v.as_str().map(str::to_owned),
+                    Value::Atom(a) => Some(a.to_string()),
+                    _ => None,
+                };
+                match name {
+                    Some(n) if is_id_like(n.as_bytes()) => Err(ResolveError::DeviceNotLoadable {
+                        name: n,
+                        reason: "loading devices by ID is not supported by this node".into(),
+                    }),
+                    Some(n) => self.device_named(&n),
+                    None => Err(ResolveError::DeviceNotLoadable {
+                        name: format!("{v:?}"),
+                        reason: "a device is named by text such as `message@1.0`".into(),
+                    }),
+                }
+            }
+        }
+    }
+
+    fn device_named(&self, name: &str) -> Result<Arc<dyn Device>, ResolveError> {
+        self.registry
+            .get(name)
+            .cloned()
+            .ok_or_else(|| ResolveError::DeviceNotLoadable {
+                name: name.to_owned(),
+                reason: "not a preloaded device of this node".into(),
+            })
+    }
+
+    /// Finds the function for `key` (spec 01 §3.3) and calls it.
+    fn call_device(&self, msg1: &Message, msg2: &Message, key: &str) -> Resolved {
+        let norm = normalize_key(key);
+        let mut dev = self.device_of(msg1)?;
+        for _ in 0..8 {
+            let info = dev.info(msg1);
+            let exported = info.is_exported(&norm);
+            if exported {
+                if info.handler {
+                    return dev.call(Call::Handler(&norm), msg1, msg2, self);
+                }
+                let fname = norm.replace('-', "_");
+                if let Some(f) = dev.functions().iter().find(|f| **f == fname) {
+                    return dev.call(Call::Function(f), msg1, msg2, self);
+                }
+                match info.default {
+                    DefaultHandler::Function => {
+                        return dev.call(Call::Default(&norm), msg1, msg2, self);
+                    }
+                    DefaultHandler::Device(name) => {
+                        dev = self.device_named(&name)?;
+                        continue;
+                    }
+                    DefaultHandler::None => {}
+                }
+            }
+            if dev.name() == "message@1.0" {
+                return Err(ResolveError::call(
+                    "message@1.0",
+                    key,
+                    "default device could not resolve key",
+                ));
+            }
+            dev = self.device_named("message@1.0")?;
+        }
+        Err(ResolveError::call(
+            dev.name(),
+            key,
+            "device default chain is too long",
+        ))
+    }
+}
+
+/// `set(Msg1, Path, Value)` (spec 01 §9): sets a value at a `/`-separated key path,
+/// through the device of every message on the way; missing levels become messages.
+pub fn deep_set(
+    ctx: &Ctx,
+    base: &Message,
+    path: &str,
+    value: Value,
+) -> Result<Message, ResolveError> {
+    let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
+    deep_set_parts(ctx, base, &parts, value)
+}
+
+fn deep_set_parts(
+    ctx: &Ctx,
+    base: &Message,
+    parts: &[&str],
+    value: Value,
+) -> Result<Message, ResolveError> {
+    match parts {
+        [] => match value {
+            Value::Message(m) => ctx.set_many(base, &m),
+            other => Err(ResolveError::BadRequest(format!(
+                "cannot set a {} at the root",
+                other.type_name()
+            ))),
+        },
+        [key] => ctx.set(base, key, value),
+        [key, rest @ ..] => match ctx.get(key, base) {
+            Some(Value::Message(inner)) => {
+                let inner = deep_set_parts(ctx, &inner, rest, value)?;
+                let req = Message::new()
+                    .with("path", "set")
+                    .with("set-mode", "explicit")
+                    .with(key, inner);
+                ctx.set_with(base, req)
+            }
+            _ => {
+                let inner = deep_set_parts(ctx, &Message::new(), rest, value)?;
+                Ok(base.clone().with(key, inner))
+            }
+        },
+    }
+}
+
+/// `force_message` (spec 01 §5.4): every step result becomes a message.
+pub fn force_message(out: Outcome) -> Outcome {
+    let value = match out.value {
+        Value::List(l) => Value::Message(list_to_message(&l)),
+        v @ Value::Resolve(_) => v,
+        Value::Message(m) => {
+            let exactly_status_body = m.len() == 2 && m.contains("status") && m.contains("body");
+            if exactly_status_body
+                && m.get("status").and_then(Value::as_atom) == Some(out.status.as_str())
+            {
+                Value::Message(m.with("ao-result", "body"))
+            } else {
+                Value::Message(m)
+            }
+        }
+        other => Value::Message(Message::new().with("ao-result", "body").with("body", other)),
+    };
+    Outcome {
+        status: out.status,
+        value,
+    }
+}
+
+/// Splits a request path into parts (spec 01 §4.1 / 02 §6): `/`-separated, empty parts
+/// dropped; a list is flattened; other values become their text.
+pub fn path_parts(path: &Value) -> Vec<String> {
+    match path {
+        Value::Binary(b) => String::from_utf8_lossy(b)
+            .split('/')
+            .filter(|p| !p.is_empty())
+            .map(str::to_owned)
+            .collect(),
+        Value::List(l) => l.iter().flat_map(path_parts).collect(),
+        Value::Atom(a) => vec![a.to_string()],
+        Value::Integer(i) => vec![i.to_string()],
+        _ => vec![],
+    }
+}
+
+/// hashpath(Msg) (spec 01 §8.2).
+pub fn hashpath_of(msg: &Value) -> Result<String, ResolveError> {
+    match msg {
+        Value::Binary(b) => Ok(b64url(&Id::sha256(b).0)),
+        Value::Message(m) => match m.hashpath() {
+            Some(hp) => Ok(hp.to_owned()),
+            None => Ok(crate::httpsig::message_id(m)?.to_human()),
+        },
+        Value::List(l) => hashpath_of(&Value::Message(list_to_message(l))),
+        other => Err(ResolveError::BadRequest(format!(
+            "cannot compute the hashpath of a {}",
+            other.type_name()
+        ))),
+    }
+}
+
+/// hashpath(Msg1, Msg2) (spec 01 §8.3).
+pub fn hashpath_of_step(msg1: &Value, msg2: &Message) -> Result<String, ResolveError> {
+    let hp1 = hashpath_of(msg1)?;
+    let only_path = msg2
+        .keys()
+        .all(|k| matches!(k.as_ref(), "path" | "hashpath" | "priv"));
+    let right = match msg2.get("path") {
+        Some(p) if only_path => path_parts(p).into_iter().next().unwrap_or_default(),
+        _ => crate::httpsig::message_id(msg2)?.to_human(),
+    };
+    let alg = match msg1 {
+        Value::Message(m) => m
+            .get("hashpath-alg")
+            .and_then(Value::as_str)
+            .unwrap_or("sha-256-chain"),
+        _ => "sha-256-chain",
+    };
+    let left = match hp1.split_once('/') {
+        None => hp1,
+        Some((p1, p2)) => {
+            let a = Id::from_human(p1.as_bytes()).ok_or_else(|| {
+                ResolveError::BadRequest(format!("hashpath `{hp1}` does not start with an ID"))
+            })?;
+            let b = match Id::from_human(p2.as_bytes()).filter(|_| p2.len() == 43) {
+                Some(id) => id.0.to_vec(),
+                None => p2.as_bytes().to_vec(),
+            };
+            mix(alg, &a, &b)?.to_human()
+        }
+    };
+    Ok(format!("{left}/{right}"))
+}
+
+/// The hashpath mixing functions (spec 01 §8.3).
+pub fn mix(alg: &str, a: &Id, b: &[u8]) -> Result<Id, ResolveError> {
+    let mut buf = Vec::with_capacity(32 + b.len());
+    buf.extend_from_slice(&a.0);
+    buf.extend_from_slice(b);
+    let chained = Id::sha256(&buf);
+    match alg {
+        "sha-256-chain" => Ok(chained),
+        "accumulate-256" => {
+            // (A + chain(A, B)) mod 2^256, big-endian.
+            let mut out = [0u8; 32];
+            let mut carry = 0u16;
+            for i in (0..32).rev() {
+                let s = a.0[i] as u16 + chained.0[i] as u16 + carry;
+                out[i] = (s & 0xff) as u8;
+                carry = s >> 8;
+            }
+            Ok(Id(out))
+        }
+        other => Err(ResolveError::BadRequest(format!(
+            "unknown hashpath-alg `{other}`"
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn checklist_01_13_sha256_chain() {
+        let mut a = [0u8; 32];
+        a[31] = 1;
+        let mut b = [0u8; 32];
+        b[31] = 2;
+        let mut both = a.to_vec();
+        both.extend_from_slice(&b);
+        assert_eq!(
+            mix("sha-256-chain", &Id(a), &b).ok(),
+            Some(Id::sha256(&both))
+        );
+    }
+
+    #[test]
+    fn checklist_01_22_cache_control_precedence() {
+        let d = |s: &[&str]| s.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        // Msg2 no-store, Msg3 no-cache, Opts always -> store and lookup.
+        let mut s = CacheSettings::default();
+        s.apply(&d(&["no-store"]));
+        s.apply(&d(&["no-cache"]));
+        s.apply(&d(&["always"]));
+        assert_eq!((s.store, s.lookup), (true, true));
+        // Msg2 always, Msg3 no-store, Opts [] -> store false, lookup true.
+        let mut s = CacheSettings::default();
+        s.apply(&d(&["always"]));
+        s.apply(&d(&["no-store"]));
+        s.apply(&d(&[]));
+        assert_eq!((s.store, s.lookup), (false, true));
+        let mut s = CacheSettings::default();
+        s.apply(&d(&["only-if-cached"]));
+        assert_eq!((s.store, s.lookup, s.only_if_cached), (false, false, true));
+        assert_eq!(
+            CacheSettings::default(),
+            CacheSettings {
+                store: false,
+                lookup: false,
+                only_if_cached: false
+            }
+        );
+    }
+
+    #[test]
+    fn path_parts_split() {
+        assert_eq!(path_parts(&Value::text("a//b/")), vec!["a", "b"]);
+        assert!(path_parts(&Value::text("/")).is_empty());
+        let l = Value::list(vec![
+            Value::text("a"),
+            Value::list(vec![Value::text("b"), Value::text("//b")]),
+            Value::text("c"),
+        ]);
+        assert_eq!(path_parts(&l), vec!["a", "b", "b", "c"]);
+    }
+}

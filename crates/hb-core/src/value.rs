@@ -208,7 +208,9 @@ impl Message {
     }
 
     /// Builds a message from pairs, normalising each key.
-    pub fn from_pairs<K: AsRef<str>, V: Into<Value>>(pairs: impl IntoIterator<Item = (K, V)>) -> Self {
+    pub fn from_pairs<K: AsRef<str>, V: Into<Value>>(
+        pairs: impl IntoIterator<Item = (K, V)>,
+    ) -> Self {
         let mut m = Message::new();
         for (k, v) in pairs {
             m.insert(k.as_ref(), v.into());

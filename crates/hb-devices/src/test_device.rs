@@ -1,0 +1,124 @@
+//! `test-device@1.0`: a small device for testing the engine and execution stacks
+//! (spec 05 §14; the reference's `dev_test`).
+
+use std::time::Duration;
+
+use hb_core::device::{Call, DefaultHandler, Device, DeviceInfo, DeviceResult, Outcome};
+use hb_core::{Ctx, Message, ResolveError, Value};
+
+/// The `test-device@1.0` device.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TestDevice;
+
+/// The longest `delay` honoured, so that a request cannot park a worker for long.
+const MAX_DELAY_MS: i64 = 5_000;
+
+impl Device for TestDevice {
+    fn name(&self) -> &'static str {
+        "test-device@1.0"
+    }
+
+    fn info(&self, _base: &Message) -> DeviceInfo {
+        DeviceInfo {
+            default: DefaultHandler::Device("message@1.0".into()),
+            ..Default::default()
+        }
+    }
+
+    fn functions(&self) -> &'static [&'static str] {
+        &[
+            "info",
+            "test_func",
+            "compute",
+            "init",
+            "restore",
+            "snapshot",
+            "mul",
+            "delay",
+        ]
+    }
+
+    fn call(&self, call: Call<'_>, base: &Message, req: &Message, ctx: &Ctx) -> DeviceResult {
+        match call.key() {
+            "info" => Ok(Outcome::ok(
+                Message::new().with("status", 200i64).with(
+                    "body",
+                    Message::new()
+                        .with(
+                            "description",
+                            "Test device for testing the AO-Core framework",
+                        )
+                        .with("version", "1.0"),
+                ),
+            )),
+            "test_func" => Ok(Outcome::ok("GOOD_FUNCTION")),
+            "compute" => {
+                let slot = ctx.get("slot", req).unwrap_or(Value::atom("not_found"));
+                let mut seen = match ctx.get("already-seen", base) {
+                    Some(Value::List(l)) => l.as_ref().clone(),
+                    _ => vec![],
+                };
+                seen.insert(0, slot.clone());
+                let update = Message::new()
+                    .with("random-key", "random-value")
+                    .with("results", Message::new().with("assignment-slot", slot))
+                    .with("already-seen", Value::list(seen));
+                Ok(Outcome::ok(ctx.set_many(base, &update)?))
+            }
+            "init" => {
+                let update = Message::new().with("already-seen", Value::list(vec![]));
+                Ok(Outcome::ok(ctx.set_many(base, &update)?))
+            }
+            "restore" => match ctx.get("already-seen", base) {
+                None => Ok(Outcome::error("No viable state to restore.")),
+                Some(seen) => {
+                    let mut out = base.clone();
+                    let started = Message::new().with("started-state", seen);
+                    out.set_private("test-key", Value::Message(started));
+                    Ok(Outcome::ok(out))
+                }
+            },
+            "snapshot" => Ok(Outcome::ok(Message::new())),
+            "mul" => {
+                let state = base
+                    .get("state")
+                    .cloned()
+                    .unwrap_or(Value::atom("not_found"));
+                let args = match req.get("args") {
+                    Some(Value::List(l)) if l.len() == 2 => l.clone(),
+                    _ => {
+                        return Err(ResolveError::BadRequest(
+                            "mul needs `args`: a list of two integers".into(),
+                        ));
+                    }
+                };
+                let (Some(a), Some(b)) = (args[0].as_int(), args[1].as_int()) else {
+                    return Err(ResolveError::BadRequest(
+                        "mul needs two integer arguments".into(),
+                    ));
+                };
+                let product = a.checked_mul(b).ok_or_else(|| {
+                    ResolveError::BadRequest("mul: the product overflows 64 bits".into())
+                })?;
+                Ok(Outcome::ok(Message::new().with("state", state).with(
+                    "results",
+                    Value::list(vec![Value::Integer(product)]),
+                )))
+            }
+            "delay" => {
+                let ms = ctx
+                    .get("duration", base)
+                    .or_else(|| ctx.get("duration", req))
+                    .and_then(|v| v.as_int())
+                    .unwrap_or(750)
+                    .clamp(0, MAX_DELAY_MS);
+                std::thread::sleep(Duration::from_millis(ms as u64));
+                let body = ctx
+                    .get("body", req)
+                    .unwrap_or_else(|| Value::text("Timer fired."));
+                Ok(Outcome::ok(Message::new().with("body", body)))
+            }
+            other => Err(ResolveError::call(self.name(), other, "no such function")),
+        }
+    }
+}

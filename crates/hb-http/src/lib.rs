@@ -1,0 +1,221 @@
+//! # hb-http
+//!
+//! The HTTP face of a node (spec 05 §2): each request becomes a singleton message, the
+//! HyperPATH parser turns it into a message list, the engine resolves it, and the result
+//! becomes a response (httpsig headers and body by default, JSON when asked).
+//!
+//! Untrusted input is bounded everywhere: the request head, the path, the body and the
+//! time a request may take. Every refusal is a 4xx response whose body says why.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use hb_core::{Ctx, ResolveOpts, hyperpath};
+
+pub mod reply;
+pub mod request;
+
+/// Limits and timeouts of the HTTP server.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Largest request head (request line plus headers) answered with a message; a head
+    /// larger than four times this is cut off by the protocol layer.
+    pub max_head_bytes: usize,
+    /// Largest request target (path plus query).
+    pub max_path_bytes: usize,
+    /// Largest number of header fields.
+    pub max_headers: usize,
+    /// Largest request body.
+    pub max_body_bytes: usize,
+    /// Time allowed to receive a request head.
+    pub header_timeout: Duration,
+    /// Time allowed for a whole request, body and resolution included.
+    pub request_timeout: Duration,
+    /// Where `GET /` redirects to.
+    pub default_req: String,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            max_head_bytes: 64 * 1024,
+            max_path_bytes: 16 * 1024,
+            max_headers: 100,
+            max_body_bytes: 16 * 1024 * 1024,
+            header_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(60),
+            default_req: "/~meta@1.0/info".into(),
+        }
+    }
+}
+
+/// A node's HTTP service: the resolution context plus the server limits.
+#[derive(Debug, Clone)]
+pub struct Service {
+    ctx: Ctx,
+    config: Arc<ServerConfig>,
+}
+
+impl Service {
+    /// A service resolving with `ctx` (its options are replaced by the HTTP options).
+    pub fn new(ctx: Ctx, config: ServerConfig) -> Self {
+        let opts = ResolveOpts {
+            max_depth: ctx.opts.max_depth,
+            ..ResolveOpts::http()
+        };
+        Service {
+            ctx: ctx.with_opts(opts),
+            config: Arc::new(config),
+        }
+    }
+
+    /// Answers one HTTP request.
+    pub async fn handle(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
+        let timeout = self.config.request_timeout;
+        match tokio::time::timeout(timeout, self.handle_inner(req)).await {
+            Ok(resp) => resp,
+            Err(_) => reply::plain_error(
+                StatusCode::REQUEST_TIMEOUT,
+                &format!(
+                    "The request took longer than the node allows ({} s).",
+                    timeout.as_secs()
+                ),
+            ),
+        }
+    }
+
+    async fn handle_inner(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
+        if req.method() == Method::OPTIONS {
+            return reply::options();
+        }
+        if let Err(resp) = request::check_head(&req, &self.config) {
+            return resp;
+        }
+        let target = req
+            .uri()
+            .path_and_query()
+            .map(|p| p.as_str().to_owned())
+            .unwrap_or_else(|| "/".into());
+        if (target == "/" || target.is_empty()) && req.method() == Method::GET {
+            return reply::redirect(&self.config.default_req);
+        }
+        let (parts, body) = req.into_parts();
+        let body = match Limited::new(body, self.config.max_body_bytes)
+            .collect()
+            .await
+        {
+            Ok(b) => b.to_bytes(),
+            Err(e) => {
+                let too_big = e
+                    .downcast_ref::<http_body_util::LengthLimitError>()
+                    .is_some();
+                return if too_big {
+                    reply::plain_error(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        &format!(
+                            "The request body is larger than {} bytes.",
+                            self.config.max_body_bytes
+                        ),
+                    )
+                } else {
+                    reply::plain_error(
+                        StatusCode::BAD_REQUEST,
+                        &format!("The request body could not be read: {e}"),
+                    )
+                };
+            }
+        };
+        let singleton = match request::to_singleton(&parts, &target, body) {
+            Ok(s) => s,
+            Err(e) => return reply::plain_error(StatusCode::BAD_REQUEST, &e.to_string()),
+        };
+        let ctx = self.ctx.clone();
+        let resolve_singleton = singleton.clone();
+        let outcome = tokio::task::spawn_blocking(move || {
+            let list = hyperpath::from_singleton(&resolve_singleton)?;
+            ctx.resolve_many(list)
+        })
+        .await;
+        match outcome {
+            Ok(outcome) => reply::from_outcome(outcome, &singleton),
+            Err(e) => reply::plain_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &format!("The resolution failed: {e}"),
+            ),
+        }
+    }
+}
+
+/// A running server: its address, and a handle to stop it.
+#[derive(Debug)]
+pub struct Running {
+    /// The address the server listens on.
+    pub addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Running {
+    /// Stops accepting connections and waits for the accept loop to end.
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+    }
+
+    /// Waits until the server stops (it runs until [`Running::stop`] or a fatal error).
+    pub async fn wait(self) {
+        let _ = self.task.await;
+    }
+}
+
+/// Starts serving on an already bound listener.
+pub fn serve(listener: TcpListener, service: Service) -> std::io::Result<Running> {
+    let addr = listener.local_addr()?;
+    let (stop, mut stopped) = watch::channel(false);
+    let header_timeout = service.config.header_timeout;
+    let max_buf = service.config.max_head_bytes.saturating_mul(4).max(8192);
+    let task = tokio::spawn(async move {
+        loop {
+            let (stream, peer) = tokio::select! {
+                r = listener.accept() => match r {
+                    Ok(x) => x,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                _ = stopped.changed() => break,
+            };
+            let _ = stream.set_nodelay(true);
+            let svc = service.clone();
+            tokio::spawn(async move {
+                let handler = service_fn(move |req| {
+                    let svc = svc.clone();
+                    async move { Ok::<_, Infallible>(svc.handle(req).await) }
+                });
+                let conn = http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(header_timeout)
+                    .max_buf_size(max_buf)
+                    .serve_connection(TokioIo::new(stream), handler);
+                if let Err(e) = conn.await {
+                    tracing::debug!(%peer, error = %e, "connection ended with an error");
+                }
+            });
+        }
+    });
+    Ok(Running { addr, stop, task })
+}

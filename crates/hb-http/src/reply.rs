@@ -1,0 +1,258 @@
+//! From a resolution result to an HTTP response (spec 05 §2.4 steps 5–9, §2.5, §2.6).
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::header::{HeaderName, HeaderValue};
+use hyper::{Response, StatusCode};
+
+use hb_core::device::{Outcome, Status};
+use hb_core::{Message, ResolveError, Value, httpsig, json, structured};
+
+/// The CORS headers every response carries (message keys of the same name win).
+const CORS: [(&str, &str); 2] = [
+    ("access-control-allow-origin", "*"),
+    (
+        "access-control-allow-methods",
+        "GET, POST, PUT, DELETE, OPTIONS",
+    ),
+];
+
+/// Which codec encodes the reply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplyCodec {
+    /// `httpsig@1.0`: fields as headers, `body` as the body (the default).
+    Httpsig,
+    /// `json@1.0`: the TABM as a JSON object.
+    Json,
+}
+
+/// The reply codec a request asks for (spec 05 §2.6): `accept-codec`, then `accept`.
+pub fn choose_codec(request: &Message) -> ReplyCodec {
+    let named = |name: &str| match name.trim().to_ascii_lowercase().as_str() {
+        "json@1.0" | "json" => Some(ReplyCodec::Json),
+        "httpsig@1.0" | "httpsig" => Some(ReplyCodec::Httpsig),
+        _ => None,
+    };
+    if let Some(c) = request.get_str("accept-codec").and_then(named) {
+        return c;
+    }
+    if let Some(accept) = request.get_str("accept") {
+        for item in accept.split(',') {
+            let media = item.split(';').next().unwrap_or("").trim();
+            if let Some(x) = media
+                .strip_prefix("application/")
+                .or_else(|| media.strip_prefix("device/"))
+                && let Some(c) = named(x)
+            {
+                return c;
+            }
+        }
+    }
+    ReplyCodec::Httpsig
+}
+
+/// The response to a resolution.
+pub fn from_outcome(
+    outcome: Result<Outcome, ResolveError>,
+    request: &Message,
+) -> Response<Full<Bytes>> {
+    let (status, value) = match outcome {
+        Ok(o) => (o.status, o.value),
+        Err(e) => {
+            let code = e.http_status();
+            let level_err = code >= 500;
+            if level_err {
+                tracing::warn!(error = %e, "request failed");
+            } else {
+                tracing::debug!(error = %e, "request refused");
+            }
+            (
+                Status::Error,
+                Value::Message(
+                    Message::new()
+                        .with("status", code as i64)
+                        .with("body", e.to_string()),
+                ),
+            )
+        }
+    };
+    let msg = embed_status(&status, force_message(value));
+    encode(&msg, choose_codec(request))
+}
+
+/// Step 5 of the meta pipeline: a literal result becomes `{ao-result: body, body}`.
+fn force_message(value: Value) -> Message {
+    match value {
+        Value::Message(m) => {
+            if m.public().count() == 2 && m.contains("status") && m.contains("body") {
+                m.with("ao-result", "body")
+            } else {
+                m
+            }
+        }
+        Value::List(l) => hb_core::value::list_to_message(&l),
+        other => Message::new().with("ao-result", "body").with("body", other),
+    }
+}
+
+/// Spec 05 §2.5: the numeric `status` of a result.
+fn embed_status(status: &Status, mut msg: Message) -> Message {
+    let from_atom = |v: &Value| v.as_atom().and_then(|a| Status::from_atom(a).http_code());
+    let code = if let Some(c) = msg.get("body").and_then(from_atom) {
+        c as i64
+    } else {
+        match msg.get("status") {
+            Some(Value::Integer(i)) => *i,
+            Some(v @ Value::Atom(_)) => from_atom(v).unwrap_or(200) as i64,
+            Some(v) => v
+                .as_int()
+                .unwrap_or_else(|| status.http_code().unwrap_or(200) as i64),
+            None => status.http_code().unwrap_or(200) as i64,
+        }
+    };
+    msg.insert("status", Value::Integer(code));
+    msg
+}
+
+/// Encodes a result message with a codec.
+pub fn encode(msg: &Message, codec: ReplyCodec) -> Response<Full<Bytes>> {
+    let code = msg
+        .get("status")
+        .and_then(Value::as_int)
+        .and_then(|c| u16::try_from(c).ok())
+        .and_then(|c| StatusCode::from_u16(c).ok())
+        .unwrap_or(StatusCode::OK);
+    let public = msg.without_private();
+    let encoded = match codec {
+        ReplyCodec::Httpsig => encode_httpsig(&public),
+        ReplyCodec::Json => encode_json(&public),
+    };
+    match encoded {
+        Ok((headers, body)) => build(code, headers, body),
+        Err(e) => plain_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &format!("The result could not be encoded: {e}"),
+        ),
+    }
+}
+
+type Encoded = (Vec<(String, Bytes)>, Bytes);
+
+fn encode_httpsig(msg: &Message) -> Result<Encoded, structured::CodecError> {
+    let tabm = structured::to_tabm(msg)?;
+    let http = httpsig::to_http(&tabm)?;
+    Ok((
+        http.headers.into_iter().collect(),
+        http.body.unwrap_or_default(),
+    ))
+}
+
+fn encode_json(msg: &Message) -> Result<Encoded, structured::CodecError> {
+    let body = json::to_json(msg)?;
+    let mut headers = vec![
+        ("codec-device".to_owned(), Bytes::from_static(b"json@1.0")),
+        (
+            "content-type".to_owned(),
+            Bytes::from_static(b"application/json"),
+        ),
+    ];
+    let tabm = structured::to_tabm(msg)?;
+    for (k, v) in tabm.public() {
+        if let Value::Binary(b) = v
+            && k.as_ref() != "body"
+        {
+            headers.push((k.to_string(), b.clone()));
+        }
+    }
+    Ok((headers, Bytes::from(body)))
+}
+
+fn build(code: StatusCode, fields: Vec<(String, Bytes)>, body: Bytes) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(body));
+    *resp.status_mut() = code;
+    let headers = resp.headers_mut();
+    for (k, v) in CORS {
+        headers.insert(k, HeaderValue::from_static(v));
+    }
+    for (k, v) in fields {
+        match (
+            HeaderName::from_bytes(k.as_bytes()),
+            HeaderValue::from_maybe_shared(v),
+        ) {
+            (Ok(name), Ok(value)) => {
+                headers.insert(name, value);
+            }
+            _ => tracing::debug!(key = %k, "field cannot travel as an HTTP header; left out"),
+        }
+    }
+    resp
+}
+
+/// A plain-text response for refusals that happen before resolution.
+pub fn plain_error(code: StatusCode, text: &str) -> Response<Full<Bytes>> {
+    let mut resp = build(code, vec![], Bytes::from(format!("{text}\n")));
+    resp.headers_mut().insert(
+        "content-type",
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    resp
+}
+
+/// `OPTIONS` on any path (spec 05 §2.1).
+pub fn options() -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(Bytes::new()));
+    *resp.status_mut() = StatusCode::NO_CONTENT;
+    let h = resp.headers_mut();
+    h.insert("access-control-allow-origin", HeaderValue::from_static("*"));
+    h.insert(
+        "access-control-allow-headers",
+        HeaderValue::from_static("*"),
+    );
+    h.insert(
+        "access-control-allow-methods",
+        HeaderValue::from_static("GET, POST, PUT, DELETE, OPTIONS, PATCH"),
+    );
+    resp
+}
+
+/// `GET /`: a redirect to the node's default request.
+pub fn redirect(location: &str) -> Response<Full<Bytes>> {
+    let mut resp = build(StatusCode::FOUND, vec![], Bytes::new());
+    if let Ok(v) = HeaderValue::from_str(location) {
+        resp.headers_mut().insert("location", v);
+    }
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codec_choice() {
+        let m = |k: &str, v: &str| Message::new().with(k, v);
+        assert_eq!(
+            choose_codec(&m("accept", "application/json")),
+            ReplyCodec::Json
+        );
+        assert_eq!(
+            choose_codec(&m("accept-codec", "json@1.0")),
+            ReplyCodec::Json
+        );
+        assert_eq!(choose_codec(&m("accept", "*/*")), ReplyCodec::Httpsig);
+        assert_eq!(choose_codec(&Message::new()), ReplyCodec::Httpsig);
+    }
+
+    #[test]
+    fn status_embedding() {
+        let nf = embed_status(&Status::Error, force_message(Value::atom("not_found")));
+        assert_eq!(nf.get("status"), Some(&Value::Integer(404)));
+        let err = embed_status(&Status::Error, force_message(Value::text("bad")));
+        assert_eq!(err.get("status"), Some(&Value::Integer(400)));
+        let ok = embed_status(&Status::Ok, force_message(Value::Integer(42)));
+        assert_eq!(ok.get("status"), Some(&Value::Integer(200)));
+        assert_eq!(ok.get_str("ao-result"), Some("body"));
+        let redirect = embed_status(&Status::Ok, Message::new().with("status", "307"));
+        assert_eq!(redirect.get("status"), Some(&Value::Integer(307)));
+    }
+}

@@ -1,0 +1,91 @@
+//! From an HTTP request to the singleton message the HyperPATH parser reads
+//! (spec 05 §2.2, 02 §4.1).
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::http::request::Parts;
+use hyper::{Request, Response, StatusCode};
+use thiserror::Error;
+
+use hb_core::{Message, Value};
+
+use crate::{ServerConfig, reply};
+
+/// Why a request could not become a message.
+#[derive(Debug, Error)]
+pub enum RequestError {
+    /// A header name that is not a valid message key.
+    #[error("header `{0}` is not valid UTF-8")]
+    BadHeaderName(String),
+}
+
+/// Checks the request head against the limits, answering with a 4xx that says which
+/// limit was passed.
+pub fn check_head<B>(req: &Request<B>, config: &ServerConfig) -> Result<(), Response<Full<Bytes>>> {
+    let target_len = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str().len())
+        .unwrap_or(0);
+    if target_len > config.max_path_bytes {
+        return Err(reply::plain_error(
+            StatusCode::URI_TOO_LONG,
+            &format!(
+                "The request path is {target_len} bytes long; this node accepts at most {}.",
+                config.max_path_bytes
+            ),
+        ));
+    }
+    if req.headers().len() > config.max_headers {
+        return Err(reply::plain_error(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            &format!(
+                "The request has {} header fields; this node accepts at most {}.",
+                req.headers().len(),
+                config.max_headers
+            ),
+        ));
+    }
+    let head: usize = target_len
+        + req
+            .headers()
+            .iter()
+            .map(|(k, v)| k.as_str().len() + v.len() + 4)
+            .sum::<usize>();
+    if head > config.max_head_bytes {
+        return Err(reply::plain_error(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            &format!(
+                "The request head is {head} bytes; this node accepts at most {}.",
+                config.max_head_bytes
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The singleton of a request: every header (name lower-cased, repeated fields joined
+/// by `, `), the body as `body`, plus `method` and `path` (the raw target with its
+/// query string, unless a header already names the path).
+pub fn to_singleton(parts: &Parts, target: &str, body: Bytes) -> Result<Message, RequestError> {
+    let mut msg = Message::new();
+    for name in parts.headers.keys() {
+        let mut joined: Vec<u8> = Vec::new();
+        for (i, v) in parts.headers.get_all(name).iter().enumerate() {
+            if i > 0 {
+                joined.extend_from_slice(b", ");
+            }
+            joined.extend_from_slice(v.as_bytes());
+        }
+        // Header names are lower-case ASCII by construction (hyper normalises them).
+        msg.insert(name.as_str(), Value::bin(joined));
+    }
+    if !body.is_empty() {
+        msg.insert("body", Value::Binary(body));
+    }
+    msg.insert("method", Value::text(parts.method.as_str()));
+    if !msg.contains("path") {
+        msg.insert("path", Value::text(target));
+    }
+    Ok(msg)
+}

@@ -1,0 +1,289 @@
+//! Node configuration: a typed struct loaded from `config.flat` (the reference's
+//! format, spec 05 §1.3), environment variables and flags, in rising precedence.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use hb_core::{Message, Value};
+use thiserror::Error;
+
+/// A configuration value that cannot be used.
+#[derive(Debug, Error, PartialEq)]
+pub enum ConfigError {
+    /// A value of the wrong shape.
+    #[error("config key `{key}`: `{value}` is not {expected}")]
+    BadValue {
+        /// The key.
+        key: String,
+        /// The value given.
+        value: String,
+        /// What was expected.
+        expected: &'static str,
+    },
+    /// The config file could not be read.
+    #[error("cannot read config file {path}: {reason}")]
+    Unreadable {
+        /// The file.
+        path: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Whether the node serves requests (`initialized`, spec 05 §1.5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Initialized {
+    /// Serving.
+    True,
+    /// Only `~meta@1.0/info` is served.
+    False,
+    /// Serving, and the node message can no longer change.
+    Permanent,
+}
+
+/// The typed configuration of a node.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeConfig {
+    /// TCP port (`port`, env `HB_PORT`).
+    pub port: u16,
+    /// Address to bind (`bind`, env `HB_BIND`); loopback unless the operator says otherwise.
+    pub bind: IpAddr,
+    /// Where the node keeps its data (`data_dir`, env `HB_DATA_DIR`).
+    pub data_dir: PathBuf,
+    /// Public host name (`host`).
+    pub host: String,
+    /// Arweave gateway (`gateway`).
+    pub gateway: String,
+    /// `debug` or `prod` (`mode`, env `HB_MODE`).
+    pub mode: String,
+    /// The node's operator address, or `unclaimed` (`operator`).
+    pub operator: Option<String>,
+    /// Whether the node serves requests (`initialized`).
+    pub initialized: Initialized,
+    /// Where `GET /` redirects (`default_req`).
+    pub default_req: String,
+    /// Largest request body in bytes (`max_body_bytes`).
+    pub max_body_bytes: usize,
+    /// Largest request head in bytes (`max_head_bytes`).
+    pub max_head_bytes: usize,
+    /// Time a request may take (`request_timeout`, milliseconds).
+    pub request_timeout: Duration,
+    /// Entries of the in-memory cache (`cache_entries`).
+    pub cache_entries: usize,
+    /// Any other key of the config file, kept as text in the node message.
+    pub extra: BTreeMap<String, String>,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        NodeConfig {
+            port: 8734,
+            bind: IpAddr::from([127, 0, 0, 1]),
+            data_dir: PathBuf::from("hb-data"),
+            host: "localhost".into(),
+            gateway: "https://arweave.net".into(),
+            mode: "debug".into(),
+            operator: None,
+            initialized: Initialized::True,
+            default_req: "/~meta@1.0/info".into(),
+            max_body_bytes: 16 * 1024 * 1024,
+            max_head_bytes: 64 * 1024,
+            request_timeout: Duration::from_secs(60),
+            cache_entries: 100_000,
+            extra: BTreeMap::new(),
+        }
+    }
+}
+
+/// Parses `config.flat` text into `(key, value)` pairs: one `key: value` per line, keys
+/// with `-` turned into `_`; lines without exactly one `": "` are ignored.
+pub fn parse_flat(text: &str) -> Vec<(String, String)> {
+    text.lines()
+        .filter_map(|line| {
+            if line.matches(": ").count() != 1 {
+                return None;
+            }
+            let (k, v) = line.split_once(": ")?;
+            let k = k.trim();
+            if k.is_empty() || k.starts_with('#') {
+                return None;
+            }
+            Some((k.replace('-', "_"), v.trim_end_matches('\r').to_owned()))
+        })
+        .collect()
+}
+
+fn parse_num<T: std::str::FromStr>(
+    key: &str,
+    value: &str,
+    expected: &'static str,
+) -> Result<T, ConfigError> {
+    value.trim().parse().map_err(|_| ConfigError::BadValue {
+        key: key.into(),
+        value: value.into(),
+        expected,
+    })
+}
+
+impl NodeConfig {
+    /// Applies one `key = value` setting, validating it.
+    pub fn set(&mut self, key: &str, value: &str) -> Result<(), ConfigError> {
+        let key = key.replace('-', "_");
+        match key.as_str() {
+            "port" => self.port = parse_num(&key, value, "a port number (0-65535)")?,
+            "bind" => self.bind = parse_num(&key, value, "an IP address")?,
+            "data_dir" => self.data_dir = PathBuf::from(value),
+            "host" => self.host = value.into(),
+            "gateway" => self.gateway = value.into(),
+            "mode" => match value {
+                "debug" | "prod" => self.mode = value.into(),
+                _ => {
+                    return Err(ConfigError::BadValue {
+                        key,
+                        value: value.into(),
+                        expected: "`debug` or `prod`",
+                    });
+                }
+            },
+            "operator" => self.operator = Some(value.into()),
+            "initialized" => {
+                self.initialized = match value {
+                    "true" => Initialized::True,
+                    "false" => Initialized::False,
+                    "permanent" => Initialized::Permanent,
+                    _ => {
+                        return Err(ConfigError::BadValue {
+                            key,
+                            value: value.into(),
+                            expected: "`true`, `false` or `permanent`",
+                        });
+                    }
+                }
+            }
+            "default_req" => self.default_req = value.into(),
+            "max_body_bytes" => self.max_body_bytes = parse_num(&key, value, "a number of bytes")?,
+            "max_head_bytes" => self.max_head_bytes = parse_num(&key, value, "a number of bytes")?,
+            "request_timeout" => {
+                self.request_timeout =
+                    Duration::from_millis(parse_num(&key, value, "a number of milliseconds")?)
+            }
+            "cache_entries" => self.cache_entries = parse_num(&key, value, "a number of entries")?,
+            _ => {
+                self.extra.insert(key, value.into());
+            }
+        }
+        Ok(())
+    }
+
+    /// Loads a `config.flat` file over the current values.
+    pub fn load_flat(&mut self, path: &Path) -> Result<(), ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Unreadable {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        })?;
+        for (k, v) in parse_flat(&text) {
+            self.set(&k, &v)?;
+        }
+        Ok(())
+    }
+
+    /// The node message served by `~meta@1.0/info` (spec 05 §1.5), derived from this
+    /// configuration.
+    pub fn node_message(&self) -> Message {
+        let mut m = Message::new()
+            .with("port", self.port as i64)
+            .with("host", self.host.as_str())
+            .with("gateway", self.gateway.as_str())
+            .with("mode", Value::atom(&self.mode))
+            .with(
+                "initialized",
+                Value::atom(match self.initialized {
+                    Initialized::True => "true",
+                    Initialized::False => "false",
+                    Initialized::Permanent => "permanent",
+                }),
+            )
+            .with("default_req", self.default_req.as_str())
+            .with("commitment_device", "httpsig@1.0")
+            .with("default_codec", "httpsig@1.0")
+            .with(
+                "cache_control",
+                Value::list(vec!["no-cache".into(), "no-store".into()]),
+            )
+            .with("load_remote_devices", false)
+            .with("node_history", Value::list(vec![]))
+            .with("node", "hyperbeam-rs")
+            .with("version", env!("CARGO_PKG_VERSION"))
+            .with(
+                "preloaded_devices",
+                Value::list(
+                    hb_devices::registry()
+                        .names()
+                        .into_iter()
+                        .map(Value::text)
+                        .collect(),
+                ),
+            );
+        if let Some(op) = &self.operator {
+            m.insert("operator", Value::text(op));
+        }
+        for (k, v) in &self.extra {
+            m.insert(k, Value::text(v));
+        }
+        m
+    }
+
+    /// The HTTP server's limits.
+    pub fn server_config(&self) -> hb_http::ServerConfig {
+        hb_http::ServerConfig {
+            max_head_bytes: self.max_head_bytes,
+            max_body_bytes: self.max_body_bytes,
+            request_timeout: self.request_timeout,
+            default_req: self.default_req.clone(),
+            ..Default::default()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spec05_checklist_21_flat_example() {
+        let text = "port: 1234\nhost: https://ao.computer\nawait-inprogress: false\n";
+        let mut c = NodeConfig::default();
+        for (k, v) in parse_flat(text) {
+            c.set(&k, &v).expect("valid");
+        }
+        assert_eq!(c.port, 1234);
+        assert_eq!(c.host, "https://ao.computer");
+        assert_eq!(
+            c.extra.get("await_inprogress").map(String::as_str),
+            Some("false")
+        );
+    }
+
+    #[test]
+    fn flat_ignores_odd_lines() {
+        let pairs = parse_flat("a: 1\nno separator\nb: x: y\n\nc: 3");
+        assert_eq!(
+            pairs,
+            vec![("a".into(), "1".into()), ("c".into(), "3".into())]
+        );
+    }
+
+    #[test]
+    fn bad_values_are_clear() {
+        let mut c = NodeConfig::default();
+        let e = c.set("port", "eighty").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "config key `port`: `eighty` is not a port number (0-65535)"
+        );
+        assert!(c.set("mode", "fast").is_err());
+        assert!(c.set("initialized", "maybe").is_err());
+    }
+}

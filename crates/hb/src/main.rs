@@ -1,0 +1,194 @@
+//! `hb`: the hyperbeam-rs node.
+//!
+//! * `hb serve` runs a node on the embedded defaults (or a `config.flat`, env and flags).
+//! * `hb resolve '<hyperpath>'` resolves a HyperPATH offline and prints the result.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand};
+
+use hb_core::device::Outcome;
+use hb_core::{
+    Ctx, MemoryCache, Message, NodeHandle, ResolveOpts, Value, hyperpath, json, structured,
+};
+
+mod config;
+
+use config::NodeConfig;
+
+/// hyperbeam-rs: a node for the AO-Core protocol.
+#[derive(Debug, Parser)]
+#[command(name = "hb", version, about, long_about = None)]
+struct Cli {
+    /// Log filter, e.g. `info`, `debug`, `hb_http=debug` (env `HB_LOG`).
+    #[arg(long, global = true, env = "HB_LOG", default_value = "info")]
+    log: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a node and answer HyperPATHs over HTTP.
+    Serve(ServeArgs),
+    /// Resolve a HyperPATH offline and print the result.
+    Resolve(ResolveArgs),
+}
+
+#[derive(Debug, Args)]
+struct NodeArgs {
+    /// A `config.flat` file (`key: value` lines) (env `HB_CONFIG`).
+    #[arg(long, env = "HB_CONFIG")]
+    config: Option<PathBuf>,
+    /// Where the node keeps its data (env `HB_DATA_DIR`).
+    #[arg(long, env = "HB_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Extra settings, as in config.flat (`--set key=value`, repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+struct ServeArgs {
+    /// TCP port to listen on; 0 picks a free one (env `HB_PORT`).
+    #[arg(long, env = "HB_PORT")]
+    port: Option<u16>,
+    /// Address to bind (env `HB_BIND`).
+    #[arg(long, env = "HB_BIND")]
+    bind: Option<std::net::IpAddr>,
+    #[command(flatten)]
+    node: NodeArgs,
+}
+
+#[derive(Debug, Args)]
+struct ResolveArgs {
+    /// The HyperPATH, e.g. `/~message@1.0&a+integer=7/a`.
+    path: String,
+    /// Print the result as JSON even when it is a single value.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    node: NodeArgs,
+}
+
+fn load_config(args: &NodeArgs) -> anyhow::Result<NodeConfig> {
+    let mut cfg = NodeConfig::default();
+    let file = args.config.clone().or_else(|| {
+        let default = PathBuf::from("config.flat");
+        default.exists().then_some(default)
+    });
+    if let Some(path) = file {
+        cfg.load_flat(&path)?;
+    }
+    if let Some(dir) = &args.data_dir {
+        cfg.data_dir = dir.clone();
+    }
+    for kv in &args.set {
+        let (k, v) = kv
+            .split_once('=')
+            .with_context(|| format!("--set takes KEY=VALUE, got `{kv}`"))?;
+        cfg.set(k, v)?;
+    }
+    Ok(cfg)
+}
+
+fn context(cfg: &NodeConfig) -> Ctx {
+    let registry = Arc::new(hb_devices::registry());
+    let cache = Arc::new(MemoryCache::new(cfg.cache_entries));
+    Ctx::new(registry, cache, NodeHandle::new(cfg.node_message()))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_new(&cli.log)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let result = match cli.command {
+        Command::Serve(args) => serve(args),
+        Command::Resolve(args) => resolve(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let mut cfg = load_config(&args.node)?;
+    if let Some(p) = args.port {
+        cfg.port = p;
+    }
+    if let Some(b) = args.bind {
+        cfg.bind = b;
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind((cfg.bind, cfg.port))
+            .await
+            .with_context(|| format!("cannot listen on {}:{}", cfg.bind, cfg.port))?;
+        let service = hb_http::Service::new(context(&cfg), cfg.server_config());
+        let running = hb_http::serve(listener, service)?;
+        tracing::info!(addr = %running.addr, data_dir = %cfg.data_dir.display(), "hyperbeam-rs node listening");
+        println!("listening on http://{}", running.addr);
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {
+                tracing::info!("stopping");
+                running.stop().await;
+            }
+        }
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+fn resolve(args: ResolveArgs) -> anyhow::Result<ExitCode> {
+    let cfg = load_config(&args.node)?;
+    let ctx = context(&cfg).with_opts(ResolveOpts {
+        force_message: false,
+        ..ResolveOpts::http()
+    });
+    let list = hyperpath::parse(&args.path).map_err(|e| anyhow::anyhow!("invalid path: {e}"))?;
+    let outcome = ctx.resolve_many(list);
+    let (ok, value) = match outcome {
+        Ok(Outcome { status, value }) => (status.as_str() == "ok", value),
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(ExitCode::from(1));
+        }
+    };
+    let mut out = std::io::stdout().lock();
+    match (&value, args.json) {
+        (Value::Message(m), _) => writeln!(out, "{}", pretty_json(m)?)?,
+        (v, true) => writeln!(
+            out,
+            "{}",
+            pretty_json(&Message::new().with("body", v.clone()))?
+        )?,
+        (v, false) => {
+            out.write_all(&v.to_display_bytes())?;
+            writeln!(out)?;
+        }
+    }
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+fn pretty_json(m: &Message) -> anyhow::Result<String> {
+    let text = json::to_json(m).map_err(|e: structured::CodecError| anyhow::anyhow!("{e}"))?;
+    let v: serde_json::Value = serde_json::from_str(&text)?;
+    Ok(serde_json::to_string_pretty(&v)?)
+}
