@@ -718,6 +718,46 @@ pub fn to_singleton(list: &[Value]) -> Message {
     out
 }
 
+/// The HyperPATH text of an in-flight value (a sub-resolution `( … )` or a device
+/// switch `key~dev`), or `None` for any other value.
+pub fn inflight_text(v: &Value) -> Option<Bytes> {
+    match v {
+        Value::Resolve(_) | Value::As(..) => {
+            let mut out = Vec::new();
+            element_segment(v, &mut out);
+            Some(Bytes::from(out))
+        }
+        _ => None,
+    }
+}
+
+/// A copy of `msg` in which every in-flight value, however deep, is replaced by its
+/// HyperPATH text, so that the message can be hashed and encoded. Messages without
+/// in-flight values are returned as they are.
+pub fn settle_inflight(msg: &Message) -> Message {
+    fn has(v: &Value) -> bool {
+        match v {
+            Value::Resolve(_) | Value::As(..) => true,
+            Value::Message(m) => m.iter().any(|(_, v)| has(v)),
+            Value::List(l) => l.iter().any(has),
+            _ => false,
+        }
+    }
+    fn settle(v: &Value) -> Value {
+        match v {
+            Value::Message(m) => Value::Message(settle_inflight(m)),
+            Value::List(l) => Value::list(l.iter().map(settle).collect()),
+            other => inflight_text(other)
+                .map(Value::Binary)
+                .unwrap_or_else(|| other.clone()),
+        }
+    }
+    if !msg.iter().any(|(_, v)| has(v)) {
+        return msg.clone();
+    }
+    msg.iter().map(|(k, v)| (k.clone(), settle(v))).collect()
+}
+
 /// The path (with its leading `/`) of a message list, used for sub-resolutions.
 fn list_path(list: &[Value]) -> Vec<u8> {
     let mut path = Vec::new();

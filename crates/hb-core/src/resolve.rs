@@ -637,12 +637,12 @@ impl Ctx {
 
     fn store_step(&self, msg1: &Message, msg2: &Message, hashpath: &str, result: &Value) {
         for m in [msg1, msg2] {
-            if let Ok(id) = crate::httpsig::message_id(m) {
+            if let Ok(id) = id_of(m) {
                 self.cache.write_message(id, m);
             }
         }
         if let Value::Message(m3) = result
-            && let Ok(id) = crate::httpsig::message_id(m3)
+            && let Ok(id) = id_of(m3)
         {
             self.cache.write_message(id, m3);
         }
@@ -810,13 +810,21 @@ pub fn path_parts(path: &Value) -> Vec<String> {
     }
 }
 
+/// The ID of a message as hashpaths use it. Requests may carry in-flight values
+/// (`k=(sub/path)`), which have no wire form: they count as their HyperPATH text.
+pub fn id_of(msg: &Message) -> Result<Id, ResolveError> {
+    Ok(crate::httpsig::message_id(
+        &crate::hyperpath::settle_inflight(msg),
+    )?)
+}
+
 /// hashpath(Msg) (spec 01 §8.2).
 pub fn hashpath_of(msg: &Value) -> Result<String, ResolveError> {
     match msg {
         Value::Binary(b) => Ok(b64url(&Id::sha256(b).0)),
         Value::Message(m) => match m.hashpath() {
             Some(hp) => Ok(hp.to_owned()),
-            None => Ok(crate::httpsig::message_id(m)?.to_human()),
+            None => Ok(id_of(m)?.to_human()),
         },
         Value::List(l) => hashpath_of(&Value::Message(list_to_message(l))),
         other => Err(ResolveError::BadRequest(format!(
@@ -834,7 +842,7 @@ pub fn hashpath_of_step(msg1: &Value, msg2: &Message) -> Result<String, ResolveE
         .all(|k| matches!(k.as_ref(), "path" | "hashpath" | "priv"));
     let right = match msg2.get("path") {
         Some(p) if only_path => path_parts(p).into_iter().next().unwrap_or_default(),
-        _ => crate::httpsig::message_id(msg2)?.to_human(),
+        _ => id_of(msg2)?.to_human(),
     };
     let alg = match msg1 {
         Value::Message(m) => m

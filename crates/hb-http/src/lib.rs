@@ -100,8 +100,8 @@ impl Service {
         if req.method() == Method::OPTIONS {
             return reply::options();
         }
-        if let Err(resp) = request::check_head(&req, &self.config) {
-            return resp;
+        if let Err((code, why)) = request::check_head(&req, &self.config) {
+            return reply::plain_error(code, &why);
         }
         let target = req
             .uri()
@@ -185,7 +185,10 @@ pub fn serve(listener: TcpListener, service: Service) -> std::io::Result<Running
     let addr = listener.local_addr()?;
     let (stop, mut stopped) = watch::channel(false);
     let header_timeout = service.config.header_timeout;
+    // The protocol layer's own limits sit above ours, so that requests between the two
+    // get an answer that says which limit they passed.
     let max_buf = service.config.max_head_bytes.saturating_mul(4).max(8192);
+    let max_headers = service.config.max_headers.saturating_mul(4).max(16);
     let task = tokio::spawn(async move {
         loop {
             let (stream, peer) = tokio::select! {
@@ -210,6 +213,7 @@ pub fn serve(listener: TcpListener, service: Service) -> std::io::Result<Running
                     .timer(TokioTimer::new())
                     .header_read_timeout(header_timeout)
                     .max_buf_size(max_buf)
+                    .max_headers(max_headers)
                     .serve_connection(TokioIo::new(stream), handler);
                 if let Err(e) = conn.await {
                     tracing::debug!(%peer, error = %e, "connection ended with an error");

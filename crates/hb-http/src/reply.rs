@@ -122,7 +122,7 @@ pub fn encode(msg: &Message, codec: ReplyCodec) -> Response<Full<Bytes>> {
         .and_then(|c| u16::try_from(c).ok())
         .and_then(|c| StatusCode::from_u16(c).ok())
         .unwrap_or(StatusCode::OK);
-    let public = msg.without_private();
+    let public = hb_core::hyperpath::settle_inflight(&msg.without_private());
     let encoded = match codec {
         ReplyCodec::Httpsig => encode_httpsig(&public),
         ReplyCodec::Json => encode_json(&public),

@@ -2,14 +2,13 @@
 //! (spec 05 §2.2, 02 §4.1).
 
 use bytes::Bytes;
-use http_body_util::Full;
 use hyper::http::request::Parts;
-use hyper::{Request, Response, StatusCode};
+use hyper::{Request, StatusCode};
 use thiserror::Error;
 
 use hb_core::{Message, Value};
 
-use crate::{ServerConfig, reply};
+use crate::ServerConfig;
 
 /// Why a request could not become a message.
 #[derive(Debug, Error)]
@@ -19,27 +18,27 @@ pub enum RequestError {
     BadHeaderName(String),
 }
 
-/// Checks the request head against the limits, answering with a 4xx that says which
-/// limit was passed.
-pub fn check_head<B>(req: &Request<B>, config: &ServerConfig) -> Result<(), Response<Full<Bytes>>> {
+/// Checks the request head against the limits: the refusal is a 4xx status and a text
+/// that says which limit was passed.
+pub fn check_head<B>(req: &Request<B>, config: &ServerConfig) -> Result<(), (StatusCode, String)> {
     let target_len = req
         .uri()
         .path_and_query()
         .map(|p| p.as_str().len())
         .unwrap_or(0);
     if target_len > config.max_path_bytes {
-        return Err(reply::plain_error(
+        return Err((
             StatusCode::URI_TOO_LONG,
-            &format!(
+            format!(
                 "The request path is {target_len} bytes long; this node accepts at most {}.",
                 config.max_path_bytes
             ),
         ));
     }
     if req.headers().len() > config.max_headers {
-        return Err(reply::plain_error(
+        return Err((
             StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            &format!(
+            format!(
                 "The request has {} header fields; this node accepts at most {}.",
                 req.headers().len(),
                 config.max_headers
@@ -53,9 +52,9 @@ pub fn check_head<B>(req: &Request<B>, config: &ServerConfig) -> Result<(), Resp
             .map(|(k, v)| k.as_str().len() + v.len() + 4)
             .sum::<usize>();
     if head > config.max_head_bytes {
-        return Err(reply::plain_error(
+        return Err((
             StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            &format!(
+            format!(
                 "The request head is {head} bytes; this node accepts at most {}.",
                 config.max_head_bytes
             ),

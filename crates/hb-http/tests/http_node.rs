@@ -1,0 +1,381 @@
+//! Integration tests: a real node on an ephemeral loopback port, spoken to over HTTP.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use hb_core::{Ctx, MemoryCache, Message, NodeHandle};
+use hb_http::{Running, ServerConfig, Service, serve};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+async fn start(config: ServerConfig) -> Running {
+    let node = Message::new()
+        .with("port", 0i64)
+        .with("operator", "unclaimed")
+        .with("test_key", "visible");
+    let mut node = node;
+    node.insert("priv_secret", "hidden".into());
+    let ctx = Ctx::new(
+        Arc::new(hb_devices::registry()),
+        Arc::new(MemoryCache::new(1000)),
+        NodeHandle::new(node),
+    );
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind loopback");
+    serve(listener, Service::new(ctx, config)).expect("serve")
+}
+
+/// A response as read off the wire.
+#[derive(Debug)]
+struct Raw {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Raw {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// Sends raw bytes as one request on a fresh connection and reads the response.
+async fn raw(addr: std::net::SocketAddr, request: &[u8]) -> Raw {
+    let mut s = TcpStream::connect(addr).await.expect("connect");
+    s.write_all(request).await.expect("write");
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut buf)).await;
+    assert!(read.is_ok(), "the node did not answer within 10 s");
+    parse_response(&buf)
+}
+
+fn parse_response(buf: &[u8]) -> Raw {
+    let split = buf
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a complete response head");
+    let head = String::from_utf8_lossy(&buf[..split]).into_owned();
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().unwrap_or_default();
+    let status: u16 = status_line
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("status code");
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| {
+            l.split_once(": ")
+                .map(|(k, v)| (k.to_ascii_lowercase(), v.to_owned()))
+        })
+        .collect();
+    let mut body = buf[split + 4..].to_vec();
+    if let Some(len) = headers
+        .iter()
+        .find(|(k, _)| k == "content-length")
+        .and_then(|(_, v)| v.parse().ok())
+    {
+        body.truncate(len);
+    }
+    Raw {
+        status,
+        headers,
+        body,
+    }
+}
+
+async fn get(addr: std::net::SocketAddr, target: &str, extra: &str) -> Raw {
+    let req =
+        format!("GET {target} HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n{extra}\r\n");
+    raw(addr, req.as_bytes()).await
+}
+
+#[tokio::test]
+async fn readme_example_count_is_42() {
+    let node = start(ServerConfig::default()).await;
+    let r = get(
+        node.addr,
+        "/~message@1.0&greeting=Hello&count+integer=42/count",
+        "",
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.text(), "42");
+    assert_eq!(r.header("ao-result"), Some("body"));
+    assert_eq!(r.header("access-control-allow-origin"), Some("*"));
+    let r = get(node.addr, "/~message@1.0&greeting=%22Hello%22/greeting", "").await;
+    assert_eq!(r.text(), "\"Hello\"", "untyped values keep their quotes");
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn meta_info_as_json_hides_private_keys() {
+    let node = start(ServerConfig::default()).await;
+    let r = get(node.addr, "/~meta@1.0/info", "accept: application/json\r\n").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("content-type"), Some("application/json"));
+    let text = r.text();
+    assert!(
+        text.starts_with('{') && text.contains("\"test_key\":\"visible\""),
+        "{text}"
+    );
+    assert!(
+        !text.contains("priv_secret") && !text.contains("hidden"),
+        "{text}"
+    );
+    let r = get(node.addr, "/~meta@1.0/info/test_key", "").await;
+    assert_eq!(r.text(), "visible");
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn listener_basics_options_and_root_redirect() {
+    let node = start(ServerConfig::default()).await;
+    let r = raw(
+        node.addr,
+        b"OPTIONS /anything HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(r.status, 204);
+    assert_eq!(r.header("access-control-allow-headers"), Some("*"));
+    assert_eq!(
+        r.header("access-control-allow-methods"),
+        Some("GET, POST, PUT, DELETE, OPTIONS, PATCH")
+    );
+    let r = get(node.addr, "/", "").await;
+    assert_eq!(r.status, 302);
+    assert_eq!(r.header("location"), Some("/~meta@1.0/info"));
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn status_mapping_missing_key_and_errors() {
+    let node = start(ServerConfig::default()).await;
+    let r = get(node.addr, "/~message@1.0&a=1/b", "").await;
+    assert_eq!(r.status, 404);
+    // The body is the atom `not_found`, typed through ao-types as the reference does.
+    assert_eq!(r.text(), "\"not_found\"");
+    assert!(
+        r.header("ao-types")
+            .is_some_and(|t| t.contains("body=\"atom\""))
+    );
+    let r = get(node.addr, "/~nope@1.0/x", "").await;
+    assert_eq!(r.status, 400);
+    assert!(r.text().contains("nope@1.0"), "{}", r.text());
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn headers_and_bodies_become_keys() {
+    let node = start(ServerConfig::default()).await;
+    // spec 05 checklist 6: POST /key1 with key1 in the request returns its value.
+    let req = b"POST /key1 HTTP/1.1\r\nhost: x\r\nconnection: close\r\nkey1: Value1\r\ncontent-length: 0\r\n\r\n";
+    let r = raw(node.addr, req).await;
+    assert_eq!((r.status, r.text().as_str()), (200, "Value1"));
+    let req =
+        b"POST /body HTTP/1.1\r\nhost: x\r\nconnection: close\r\ncontent-length: 5\r\n\r\nhello";
+    let r = raw(node.addr, req).await;
+    assert_eq!((r.status, r.text().as_str()), (200, "hello"));
+    // Scoped and typed header parameters.
+    let r = get(node.addr, "/~message@1.0/n", "0.n+integer: 5\r\n").await;
+    assert_eq!((r.status, r.text().as_str()), (200, "5"));
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn results_are_cached_and_ids_load() {
+    let node = start(ServerConfig::default()).await;
+    let r = get(node.addr, "/~message@1.0&a=1/id", "").await;
+    assert_eq!(r.status, 200);
+    let id = r.text();
+    assert_eq!(id.len(), 43, "{id}");
+    node.stop().await;
+}
+
+/// A small deterministic generator, so that a failure can be replayed.
+struct XorShift(u64);
+impl XorShift {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
+
+/// A random path made of the characters HyperPATHs give meaning to, plus junk.
+fn random_path(rng: &mut XorShift) -> String {
+    const PIECES: &[&str] = &[
+        "/",
+        "//",
+        "~",
+        "~message@1.0",
+        "~meta@1.0",
+        "~nope@9",
+        "&",
+        "&k=v",
+        "+integer=",
+        "+float=1.5",
+        "+list=",
+        "+map=",
+        "+atom=x",
+        "+resolve=",
+        "+binary=x",
+        "=",
+        "(",
+        ")",
+        "(/a/b)",
+        "?",
+        "?x=1",
+        "&x",
+        ".",
+        "0.",
+        "1.k=v",
+        "x.y=1",
+        "%",
+        "%2F",
+        "%ZZ",
+        "%25",
+        "%41",
+        "a",
+        "keys",
+        "id",
+        "set",
+        "remove",
+        "info",
+        "priv",
+        "\"",
+        ",",
+        ";",
+        "1",
+        "-1",
+        "99999999999999999999",
+        "é",
+        "%C3%A9",
+        "path",
+        "set-mode=explicit",
+        "items",
+        "body",
+    ];
+    let mut s = String::from("/");
+    let n = 1 + rng.below(12);
+    for _ in 0..n {
+        if rng.below(20) == 0 {
+            // An ID-length segment or an over-long one.
+            let len = [32, 42, 43, 600][rng.below(4)];
+            s.push_str(&"A".repeat(len));
+        } else {
+            s.push_str(PIECES[rng.below(PIECES.len())]);
+        }
+    }
+    // Request targets cannot carry raw non-ASCII, spaces or controls: escape them as a
+    // client would.
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_graphic() && !b"\"<>\\^`{|}".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_thousand_bad_paths_never_break_the_node() {
+    let node = start(ServerConfig::default()).await;
+    let mut rng = XorShift(0x9E37_79B9_7F4A_7C15);
+    let mut seen_4xx = 0;
+    for i in 0..1000 {
+        let path = random_path(&mut rng);
+        let r = get(node.addr, &path, "").await;
+        assert!(
+            r.status < 500,
+            "request {i} `{path}` gave {}: {}",
+            r.status,
+            r.text()
+        );
+        if r.status >= 400 {
+            seen_4xx += 1;
+            assert!(
+                !r.body.is_empty(),
+                "request {i} `{path}`: a {} with an empty body",
+                r.status
+            );
+        }
+    }
+    assert!(seen_4xx > 500, "most random paths are refused ({seen_4xx})");
+    // Still serving.
+    let r = get(node.addr, "/~message@1.0&a+integer=7/a", "").await;
+    assert_eq!((r.status, r.text().as_str()), (200, "7"));
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn oversized_requests_are_refused_with_a_reason() {
+    let config = ServerConfig {
+        max_body_bytes: 1024,
+        ..Default::default()
+    };
+    let node = start(config).await;
+    // A 100 KiB header.
+    let big = "x".repeat(100 * 1024);
+    let r = get(node.addr, "/~meta@1.0/info", &format!("x-big: {big}\r\n")).await;
+    assert_eq!(r.status, 431, "{r:?}");
+    assert!(r.text().contains("head"), "{}", r.text());
+    // Too many header fields.
+    let many: String = (0..150).map(|i| format!("x-h{i}: v\r\n")).collect();
+    let r = get(node.addr, "/~meta@1.0/info", &many).await;
+    assert_eq!(r.status, 431);
+    assert!(r.text().contains("header fields"), "{}", r.text());
+    // A 20 KiB path.
+    let r = get(node.addr, &format!("/{}", "a/".repeat(10 * 1024)), "").await;
+    assert_eq!(r.status, 414);
+    assert!(!r.body.is_empty());
+    // A segment over 512 bytes.
+    let r = get(node.addr, &format!("/{}", "b".repeat(600)), "").await;
+    assert_eq!(r.status, 400);
+    assert!(!r.body.is_empty());
+    // A body over the limit.
+    let body = vec![b'z'; 4096];
+    let mut req = format!(
+        "POST /body HTTP/1.1\r\nhost: x\r\nconnection: close\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    req.extend_from_slice(&body);
+    let r = raw(node.addr, &req).await;
+    assert_eq!(r.status, 413);
+    assert!(r.text().contains("1024"), "{}", r.text());
+    // And the node carries on.
+    let r = get(node.addr, "/~message@1.0&a+integer=1/a", "").await;
+    assert_eq!((r.status, r.text().as_str()), (200, "1"));
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn slow_requests_time_out() {
+    let config = ServerConfig {
+        request_timeout: Duration::from_millis(300),
+        ..Default::default()
+    };
+    let node = start(config).await;
+    let r = get(
+        node.addr,
+        "/~test-device@1.0/delay?duration+integer=2000",
+        "",
+    )
+    .await;
+    assert_eq!(r.status, 408);
+    assert!(r.text().contains("longer"), "{}", r.text());
+    node.stop().await;
+}

@@ -1,0 +1,99 @@
+//! The `hb` binary as a newcomer uses it: `hb resolve` and `hb serve`.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+fn hb() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_hb"))
+}
+
+#[test]
+fn resolve_prints_the_value() {
+    let out = hb()
+        .args(["resolve", "/~message@1.0&a+integer=7/a"])
+        .output()
+        .expect("run hb");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "7\n");
+}
+
+#[test]
+fn resolve_reports_missing_keys_and_bad_paths() {
+    let out = hb()
+        .args(["resolve", "/~message@1.0&a=1/b"])
+        .output()
+        .expect("run hb");
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "not_found");
+    let out = hb().args(["resolve", "/a%ZZ"]).output().expect("run hb");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("invalid path"));
+}
+
+#[test]
+fn resolve_messages_print_as_json() {
+    let out = hb()
+        .args(["resolve", "/~message@1.0&a=1&b+integer=2"])
+        .output()
+        .expect("run hb");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(v["a"], "1");
+    assert_eq!(v["b"], "2");
+    assert_eq!(v["device"], "message@1.0");
+}
+
+#[test]
+fn bad_config_values_are_clear_errors() {
+    let out = hb()
+        .args(["serve", "--port", "0", "--set", "mode=fast"])
+        .output()
+        .expect("run hb");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("`mode`") && err.contains("fast"), "{err}");
+}
+
+#[test]
+fn serve_answers_http() {
+    let dir = std::env::temp_dir().join(format!("hb-cli-test-{}", std::process::id()));
+    let mut child = hb()
+        .args(["serve", "--port", "0", "--data-dir"])
+        .arg(&dir)
+        .env("HB_LOG", "warn")
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start hb serve");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut line = String::new();
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .expect("read address");
+    let addr = line
+        .trim()
+        .strip_prefix("listening on http://")
+        .expect("address line")
+        .to_owned();
+    let mut s = TcpStream::connect(&addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    s.write_all(b"GET /~message@1.0&greeting=Hello&count+integer=42/count HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+        .expect("write");
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).expect("read");
+    child.kill().expect("stop hb by pid");
+    let _ = child.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    assert!(resp.ends_with("\r\n\r\n42"), "{resp}");
+}
