@@ -483,8 +483,25 @@ fn parse_segment(seg: &[u8], depth: usize) -> Result<Value, PathError> {
     if let Some(inner) = unwrap_parens(seg) {
         return Ok(Value::Resolve(parse_sub(inner, depth)?));
     }
-    let (key, rest) = split_first(seg, b"&~+");
-    let mut msg = Message::new().with("path", Value::Binary(Bytes::copy_from_slice(key)));
+    let (head, _) = split_first(seg, b"&~");
+    let (mut msg, rest) = if find_depth0(head, b"=").is_some() {
+        // The `Part=Value` shorthand that aoconnect sends (`compute/results=3`, spec 07
+        // §1.2): `results=3` is `{path: results, results: "3"}`; `+type` may follow the
+        // key (`results+integer=3`).
+        let (name, _) = split_first(split_first(head, b"=").0, b"+");
+        let mut msg = Message::new().with("path", Value::Binary(Bytes::copy_from_slice(name)));
+        add_inline(&mut msg, head, depth)?;
+        let rest = seg
+            .get(head.len())
+            .map(|sep| (*sep, &seg[head.len() + 1..]));
+        (msg, rest)
+    } else {
+        let (key, rest) = split_first(seg, b"&~+");
+        (
+            Message::new().with("path", Value::Binary(Bytes::copy_from_slice(key))),
+            rest,
+        )
+    };
     match rest {
         None => Ok(Value::Message(msg)),
         Some((b'+', _)) => Err(PathError::PlusInKey(quote(seg))),

@@ -855,3 +855,57 @@ mod hyperpath {
         assert_eq!(from_singleton(&to_singleton(&l)).unwrap(), l);
     }
 }
+
+/// The `Part=Value` shorthand aoconnect sends (spec 07 §1.2).
+mod part_value_shorthand {
+    use hb_core::hyperpath::parse;
+    use hb_core::{Message, Value};
+
+    fn step(m: &[(&str, Value)]) -> Value {
+        Value::Message(Message::from_pairs(m.iter().map(|(k, v)| (*k, v.clone()))))
+    }
+
+    #[test]
+    fn checklist_07_results_equals_slot() {
+        let got = parse("/compute/results=3").expect("parses");
+        assert_eq!(
+            got,
+            vec![
+                Value::Message(Message::new()),
+                step(&[("path", "compute".into())]),
+                step(&[("path", "results".into()), ("results", "3".into())]),
+            ]
+        );
+    }
+
+    #[test]
+    fn typed_shorthand_and_inline_keys() {
+        let got = parse("/results+integer=3&x=y").expect("parses");
+        assert_eq!(
+            got[1],
+            step(&[
+                ("path", "results".into()),
+                ("results", Value::Integer(3)),
+                ("x", "y".into())
+            ])
+        );
+    }
+
+    #[test]
+    fn dryrun_as_equals_execution() {
+        let got = parse("/as=execution/compute&Action=Info").expect("parses");
+        assert_eq!(
+            got[1],
+            step(&[("path", "as".into()), ("as", "execution".into())])
+        );
+        assert_eq!(
+            got[2],
+            step(&[("path", "compute".into()), ("action", "Info".into())])
+        );
+    }
+
+    #[test]
+    fn plus_without_a_value_is_still_refused() {
+        assert!(parse("/a+b").is_err());
+    }
+}
