@@ -891,3 +891,127 @@ fn bounded_recursion() {
     }
     assert!(ctx.resolve_many(nested).is_err());
 }
+
+fn committed_message() -> (Message, String, String) {
+    let rsa = hb_core::Id::sha256(b"rsa signature").to_human();
+    let hmac = hb_core::Id::sha256(b"hmac").to_human();
+    assert_eq!((rsa.len(), hmac.len()), (43, 43));
+    let commitments = Message::new()
+        .with(
+            &rsa,
+            msg(&[
+                ("commitment-device", "httpsig@1.0".into()),
+                ("alg", "rsa-pss-sha512".into()),
+                ("committer", "ADDR".into()),
+            ]),
+        )
+        .with(
+            &hmac,
+            msg(&[
+                ("commitment-device", "httpsig@1.0".into()),
+                ("alg", "hmac-sha256".into()),
+            ]),
+        );
+    (
+        msg(&[
+            ("a", "1".into()),
+            ("commitments", Value::Message(commitments)),
+        ]),
+        rsa,
+        hmac,
+    )
+}
+
+#[test]
+fn checklist_01_17_18_id_follows_commitment_selection() {
+    let ctx = ctx_with(ResolveOpts::default());
+    let (m, rsa, hmac) = committed_message();
+    let id = |req: Message| {
+        ctx.resolve(Value::Message(m.clone()), req.with("path", "id"))
+            .unwrap()
+    };
+    // Default (committers: none => commitments: all): both, combined.
+    let mut both = [rsa.clone(), hmac.clone()];
+    both.sort();
+    let combined = hb_core::Id::sha256(both.join(", ").as_bytes()).to_human();
+    assert_eq!(id(Message::new()), ok(combined));
+    // committers: all => only those with a committer.
+    assert_eq!(
+        id(Message::new().with("committers", "all")),
+        ok(rsa.clone())
+    );
+    // committers: [ADDR] => that signer's.
+    assert_eq!(
+        id(Message::new().with("committers", Value::list(vec!["ADDR".into()]))),
+        ok(rsa.clone())
+    );
+    // committers: [] => none selected => the fresh ID of the content alone.
+    let fresh = hb_core::httpsig::message_id(&msg(&[("a", "1".into())]))
+        .unwrap()
+        .to_human();
+    assert_eq!(
+        id(Message::new().with("committers", Value::list(vec![]))),
+        ok(fresh)
+    );
+    // An unknown committer is an error.
+    let err = ctx
+        .resolve(
+            Value::Message(m.clone()),
+            Message::new()
+                .with("path", "id")
+                .with("committers", Value::list(vec!["NOPE".into()])),
+        )
+        .unwrap_err();
+    assert!(err.to_string().contains("NOPE"), "{err}");
+}
+
+#[test]
+fn checklist_01_19_committers() {
+    let ctx = ctx_with(ResolveOpts::default());
+    assert_eq!(
+        resolve_key(&ctx, msg(&[("a", "1".into())]), "committers"),
+        ok(Value::list(vec![]))
+    );
+    let (m, _, _) = committed_message();
+    assert_eq!(
+        resolve_key(&ctx, m, "committers"),
+        ok(Value::list(vec!["ADDR".into()]))
+    );
+}
+
+#[test]
+fn checklist_01_20_unsigned_messages_verify() {
+    let ctx = ctx_with(ResolveOpts::default());
+    assert_eq!(
+        resolve_key(&ctx, msg(&[("a", "1".into())]), "verify"),
+        ok(Value::boolean(true))
+    );
+}
+
+#[test]
+fn checklist_01_21_device_switching_from_paths() {
+    let ctx = ctx_with(ResolveOpts::default());
+    let run = |p: &str| {
+        ctx.resolve_many(hb_core::hyperpath::parse(p).unwrap())
+            .unwrap()
+    };
+    // As base: a new message with the device and the inline keys.
+    let base = run("/~test-device@1.0&k=v");
+    let base = base.value.as_message().unwrap().without_private();
+    assert_eq!(
+        base,
+        msg(&[("device", "test-device@1.0".into()), ("k", "v".into())])
+    );
+    assert_eq!(run("/~test-device@1.0/test_func"), ok("GOOD_FUNCTION"));
+    // Mid-path: switch the device of the current message.
+    assert_eq!(
+        run("/~message@1.0&test_func=X/~test-device@1.0/test_func"),
+        ok("GOOD_FUNCTION")
+    );
+    // key~dev: run one key with the device switched.
+    // (The first segment must not be 32, 42 or 43 bytes long, or it would be an ID.)
+    assert_eq!(
+        run("/~test-device@1.0&test_func=PLAINTEXT/test_func~message@1.0"),
+        ok("PLAINTEXT")
+    );
+}
