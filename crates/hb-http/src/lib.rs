@@ -84,16 +84,25 @@ impl Service {
     /// Answers one HTTP request.
     pub async fn handle(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
         let timeout = self.config.request_timeout;
-        match tokio::time::timeout(timeout, self.handle_inner(req)).await {
+        let started = std::time::Instant::now();
+        let method = req.method().clone();
+        let target = tracing::enabled!(tracing::Level::DEBUG).then(|| req.uri().to_string());
+        let resp = match tokio::time::timeout(timeout, self.handle_inner(req)).await {
             Ok(resp) => resp,
             Err(_) => reply::plain_error(
                 StatusCode::REQUEST_TIMEOUT,
                 &format!(
-                    "The request took longer than the node allows ({} s).",
-                    timeout.as_secs()
+                    "The request took longer than the node allows ({} ms).",
+                    timeout.as_millis()
                 ),
             ),
+        };
+        if let Some(target) = target {
+            let elapsed_us = started.elapsed().as_micros() as u64;
+            let status = resp.status().as_u16();
+            tracing::debug!(%method, %target, status, elapsed_us, "request");
         }
+        resp
     }
 
     async fn handle_inner(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {

@@ -131,6 +131,12 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     if let Some(b) = args.bind {
         cfg.bind = b;
     }
+    std::fs::create_dir_all(&cfg.data_dir).with_context(|| {
+        format!(
+            "cannot create the data directory {}",
+            cfg.data_dir.display()
+        )
+    })?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
