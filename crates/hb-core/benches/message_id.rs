@@ -1,11 +1,11 @@
 //! `httpsig::message_id` (the HMAC ID of an uncommitted message) on a small and a nested
-//! message. See docs/PERFORMANCE.md.
+//! message, and the httpsig encoding of a typical HTTP reply. See docs/PERFORMANCE.md.
 
 use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use hb_core::{Message, Value, httpsig};
+use hb_core::{Message, Value, httpsig, structured};
 
 fn small() -> Message {
     Message::new()
@@ -50,6 +50,23 @@ fn message_id(c: &mut Criterion) {
     group.finish();
 }
 
+/// The hb-core half of answering `GET /~message@1.0&a+integer=1/a`: the result message
+/// `{ao-result: body, body: 1, status: 200}` to TABM, then to HTTP header fields and body.
+fn reply_encode(c: &mut Criterion) {
+    let reply = Message::new()
+        .with("ao-result", "body")
+        .with("body", 1i64)
+        .with("status", 200i64);
+    let encode = |m: &Message| {
+        let tabm = structured::to_tabm(m).expect("reply must encode");
+        httpsig::to_http(&tabm).expect("reply must encode")
+    };
+    encode(&reply);
+    let mut group = c.benchmark_group("httpsig/reply_encode");
+    group.bench_function("integer_body", |b| b.iter(|| encode(black_box(&reply))));
+    group.finish();
+}
+
 fn config() -> Criterion {
     Criterion::default()
         .measurement_time(Duration::from_secs(3))
@@ -60,6 +77,6 @@ fn config() -> Criterion {
 criterion_group! {
     name = benches;
     config = config();
-    targets = message_id
+    targets = message_id, reply_encode
 }
 criterion_main!(benches);

@@ -47,6 +47,21 @@ fn resolve_path(c: &mut Criterion) {
             ctx.resolve_many(list)
         })
     });
+    // The singleton hb-http builds from `curl` (three headers and `method`): what
+    // `from_singleton` then `resolve_many` see for one request.
+    let singleton = Message::new()
+        .with("path", PATH)
+        .with("method", "GET")
+        .with("host", "127.0.0.1:8734")
+        .with("user-agent", "curl/8.5.0")
+        .with("accept", "*/*");
+    group.bench_function("curl_singleton_http_opts", |b| {
+        b.iter(|| {
+            let list = hyperpath::from_singleton(black_box(&singleton))
+                .expect("bench singleton must parse");
+            ctx.resolve_many(list)
+        })
+    });
     group.finish();
 }
 

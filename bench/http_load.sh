@@ -1,0 +1,126 @@
+#!/usr/bin/env bash
+# HTTP throughput of `hb serve` against a hello-world hyper server (the baseline built
+# from the same crates: crates/hb-http/examples/hello_world.rs), both on loopback, at 32
+# connections. Prints both rates and the ratio hb/hello. See docs/PERFORMANCE.md.
+#
+#   bench/http_load.sh                 # 10 s per server
+#   DURATION=30 bench/http_load.sh     # longer runs
+#
+# Needs `wrk` (installed from Debian when missing and we are root) or `oha`.
+set -euo pipefail
+
+DURATION="${DURATION:-10}"
+CONNECTIONS=32
+HB_PATH='/~message@1.0&a+integer=1/a'
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+
+log() { printf '%s\n' "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+# --- build --------------------------------------------------------------------------
+log "building (release)..."
+cargo build --release --quiet -p hb --bin hb -p hb-http --example hello_world
+target_dir="$(cargo metadata --format-version 1 --no-deps |
+    sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')"
+target_dir="${target_dir:-$root/target}"
+hb_bin="$target_dir/release/hb"
+hello_bin="$target_dir/release/examples/hello_world"
+[[ -x "$hb_bin" ]] || die "missing $hb_bin"
+[[ -x "$hello_bin" ]] || die "missing $hello_bin"
+
+# --- load tool ----------------------------------------------------------------------
+tool=""
+if command -v wrk >/dev/null 2>&1; then
+    tool=wrk
+elif command -v oha >/dev/null 2>&1; then
+    tool=oha
+elif [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null 2>&1; then
+    log "installing wrk..."
+    apt-get update -qq >/dev/null && apt-get install -y -qq wrk >/dev/null
+    tool=wrk
+else
+    die "no load tool: install wrk (apt-get install wrk) or oha (cargo install oha)"
+fi
+command -v curl >/dev/null 2>&1 || die "curl is needed to check the hb response"
+
+# --- servers ------------------------------------------------------------------------
+work="$(mktemp -d)"
+pids=()
+cleanup() {
+    for pid in "${pids[@]}"; do
+        kill "$pid" 2>/dev/null || true
+    done
+    for pid in "${pids[@]}"; do
+        wait "$pid" 2>/dev/null || true
+    done
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+# start NAME CMD... : runs CMD with stdout in $work/NAME.out; sets $addr once it prints
+# `listening on http://ADDR` (waiting at most 10 s).
+start() {
+    local name="$1"
+    shift
+    "$@" >"$work/$name.out" 2>"$work/$name.err" &
+    pids+=("$!")
+    local pid="$!"
+    addr=""
+    for _ in $(seq 1 100); do
+        addr="$(sed -n 's|^listening on http://\(.*\)$|\1|p' "$work/$name.out" | head -n1)"
+        [[ -n "$addr" ]] && return 0
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    cat "$work/$name.err" >&2 || true
+    die "$name did not start"
+}
+
+start hello "$hello_bin" 0
+hello_addr="$addr"
+# Run hb from an empty directory so that a config.flat lying around is not picked up.
+start hb env -C "$work" "$hb_bin" serve --port 0 --data-dir "$work/hb-data"
+hb_addr="$addr"
+log "hello: http://$hello_addr   hb: http://$hb_addr   tool: $tool"
+
+hello_url="http://$hello_addr/"
+hb_url="http://$hb_addr$HB_PATH"
+
+# Check the answers once before loading.
+body="$(curl -sS --globoff "$hello_url")"
+[[ "$body" == "Hello, world!" ]] || die "hello world answered \`$body\`"
+body="$(curl -sS --globoff "$hb_url")"
+[[ "$body" == "1" ]] || die "hb answered \`$body\` to $HB_PATH, expected \`1\`"
+
+# rate URL: requests per second at $CONNECTIONS connections for $DURATION s (after a
+# 1 s warm-up). Fails if any response was not 2xx/3xx.
+rate() {
+    local url="$1" out
+    case "$tool" in
+    wrk)
+        wrk -t2 -c"$CONNECTIONS" -d1s "$url" >/dev/null
+        out="$(wrk -t2 -c"$CONNECTIONS" -d"${DURATION}s" "$url")"
+        if grep -q 'Non-2xx' <<<"$out"; then
+            log "$out"
+            die "non-2xx responses from $url"
+        fi
+        awk '/^Requests\/sec:/ { printf "%.0f\n", $2 }' <<<"$out"
+        ;;
+    oha)
+        oha --no-tui -z 1s -c "$CONNECTIONS" "$url" >/dev/null
+        out="$(oha --no-tui -z "${DURATION}s" -c "$CONNECTIONS" "$url")"
+        awk '/Requests\/sec:/ { printf "%.0f\n", $2 }' <<<"$out"
+        ;;
+    esac
+}
+
+log "loading hello world for ${DURATION}s..."
+hello_rps="$(rate "$hello_url")"
+log "loading hb for ${DURATION}s..."
+hb_rps="$(rate "$hb_url")"
+[[ -n "$hello_rps" && -n "$hb_rps" ]] || die "could not read the request rates"
+
+ratio="$(awk -v a="$hb_rps" -v b="$hello_rps" 'BEGIN { printf "%.2f", a / b }')"
+echo "hb: $hb_rps req/s  hello: $hello_rps req/s  ratio: $ratio"
