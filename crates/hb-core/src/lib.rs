@@ -24,5 +24,5 @@ pub use device::{
     Call, DefaultHandler, Device, DeviceInfo, DeviceResult, Outcome, Registry, Status,
 };
 pub use id::Id;
-pub use resolve::{Ctx, HashpathMode, NodeHandle, ResolveError, ResolveOpts};
+pub use resolve::{BlockingHook, Ctx, HashpathMode, NodeHandle, ResolveError, ResolveOpts};
 pub use value::{Key, Message, Value};

@@ -6,6 +6,7 @@
 //! sub-resolution, hashpath linking and result caching.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use thiserror::Error;
 
@@ -50,6 +51,9 @@ pub enum ResolveError {
     /// The HyperPATH could not be parsed.
     #[error("invalid path: {0}")]
     Path(#[from] PathError),
+    /// The request ran past its deadline.
+    #[error("The request took longer than the node allows ({0} ms).")]
+    Timeout(u64),
     /// Resolution nested deeper than the node allows.
     #[error("Request creates infinite recursion (nesting deeper than {0}).")]
     TooDeep(u32),
@@ -65,6 +69,7 @@ impl ResolveError {
             | ResolveError::Path(_) => 400,
             ResolveError::NecessaryMessageNotFound(_) => 404,
             ResolveError::DeviceCall { .. } => 500,
+            ResolveError::Timeout(_) => 408,
             ResolveError::TooDeep(_) => 508,
         }
     }
@@ -100,7 +105,7 @@ pub struct ResolveOpts {
     /// Hashpath handling.
     pub hashpath: HashpathMode,
     /// Cache directives of the node (`cache_control`).
-    pub cache_control: Vec<Arc<str>>,
+    pub cache_control: CacheDirectives,
     /// Turn every step result into a message (`force_message`, spec 01 §5.4).
     pub force_message: bool,
     /// Skip the cache when the key is literally in the base (`cache_lookup_hueristics`).
@@ -113,7 +118,7 @@ impl Default for ResolveOpts {
     fn default() -> Self {
         ResolveOpts {
             hashpath: HashpathMode::Update,
-            cache_control: vec![Arc::from("no-cache"), Arc::from("no-store")],
+            cache_control: CacheDirectives::NO_CACHE_NO_STORE,
             force_message: false,
             cache_lookup_heuristics: false,
             max_depth: 64,
@@ -127,7 +132,7 @@ impl ResolveOpts {
     pub fn http() -> Self {
         ResolveOpts {
             force_message: true,
-            cache_control: vec![Arc::from("always")],
+            cache_control: CacheDirectives::ALWAYS,
             ..Default::default()
         }
     }
@@ -136,7 +141,7 @@ impl ResolveOpts {
     pub fn internal(&self) -> Self {
         ResolveOpts {
             hashpath: HashpathMode::Ignore,
-            cache_control: vec![Arc::from("no-cache"), Arc::from("no-store")],
+            cache_control: CacheDirectives::NO_CACHE_NO_STORE,
             force_message: false,
             cache_lookup_heuristics: false,
             max_depth: self.max_depth,
@@ -157,6 +162,19 @@ pub struct Ctx {
     /// Options of this resolution.
     pub opts: ResolveOpts,
     depth: u32,
+    deadline: Option<(Instant, Duration)>,
+    blocking: Option<BlockingHook>,
+}
+
+/// How a context runs work that blocks its thread (sleeps, long computations): the
+/// HTTP server hands such work to its runtime so that other requests keep flowing.
+#[derive(Clone)]
+pub struct BlockingHook(pub Arc<dyn Fn(&mut dyn FnMut()) + Send + Sync>);
+
+impl std::fmt::Debug for BlockingHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BlockingHook")
+    }
 }
 
 /// The node message, shared by every request and replaced as a whole on update
@@ -196,49 +214,89 @@ pub struct CacheSettings {
 
 impl CacheSettings {
     /// Applies one source of directives over these settings.
-    fn apply(&mut self, directives: &[String]) {
-        let has = |d: &str| directives.iter().any(|x| x == d);
-        if has("always") {
-            self.store = true;
-            self.lookup = true;
-        } else {
-            if has("no-store") {
-                self.store = false;
-            } else if has("store") {
-                self.store = true;
-            }
-            if has("no-cache") {
-                self.lookup = false;
-            } else if has("cache") {
-                self.lookup = true;
-            }
+    fn apply(&mut self, d: CacheDirectives) {
+        if let Some(store) = d.store {
+            self.store = store;
         }
-        if has("only-if-cached") {
+        if let Some(lookup) = d.lookup {
+            self.lookup = lookup;
+        }
+        if d.only_if_cached {
             self.only_if_cached = true;
         }
     }
 }
 
-/// The `cache-control` directives of a message (a directive or a list of them).
-fn directives_of(msg: &Message) -> Vec<String> {
-    match msg.get("cache-control") {
-        Some(Value::List(l)) => l.iter().filter_map(directive_text).collect(),
-        Some(v) => match directive_text(v) {
-            Some(s) => s
-                .split(',')
-                .map(|d| d.trim().trim_matches('"').to_ascii_lowercase())
-                .collect(),
-            None => vec![],
-        },
-        None => vec![],
-    }
+/// The cache-control directives of one source (a message or the node options), parsed
+/// (spec 01 §10.1): what each says about storing, looking up and only-if-cached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CacheDirectives {
+    /// `always`/`store` => true, `no-store` => false.
+    pub store: Option<bool>,
+    /// `always`/`cache` => true, `no-cache` => false.
+    pub lookup: Option<bool>,
+    /// `only-if-cached`.
+    pub only_if_cached: bool,
 }
 
-fn directive_text(v: &Value) -> Option<String> {
-    match v {
-        Value::Binary(_) => v.as_str().map(|s| s.trim().to_ascii_lowercase()),
-        Value::Atom(a) => Some(a.to_ascii_lowercase()),
-        _ => None,
+impl CacheDirectives {
+    /// `[no-cache, no-store]`: neither look up nor store.
+    pub const NO_CACHE_NO_STORE: CacheDirectives = CacheDirectives {
+        store: Some(false),
+        lookup: Some(false),
+        only_if_cached: false,
+    };
+    /// `[always]`: look up and store.
+    pub const ALWAYS: CacheDirectives = CacheDirectives {
+        store: Some(true),
+        lookup: Some(true),
+        only_if_cached: false,
+    };
+
+    /// Parses directives (case-insensitive; each item may hold several, comma-separated).
+    pub fn parse<S: AsRef<str>>(items: &[S]) -> Self {
+        let mut words: Vec<String> = Vec::new();
+        for item in items {
+            for w in item.as_ref().split(',') {
+                words.push(w.trim().trim_matches('"').to_ascii_lowercase());
+            }
+        }
+        let has = |d: &str| words.iter().any(|x| x == d);
+        let mut out = CacheDirectives {
+            only_if_cached: has("only-if-cached"),
+            ..Default::default()
+        };
+        if has("always") {
+            out.store = Some(true);
+            out.lookup = Some(true);
+        } else {
+            if has("no-store") {
+                out.store = Some(false);
+            } else if has("store") {
+                out.store = Some(true);
+            }
+            if has("no-cache") {
+                out.lookup = Some(false);
+            } else if has("cache") {
+                out.lookup = Some(true);
+            }
+        }
+        out
+    }
+
+    /// The directives of a message's `cache-control` key (a directive or a list).
+    pub fn of_message(msg: &Message) -> Self {
+        let text = |v: &Value| match v {
+            Value::Atom(a) => Some(a.to_string()),
+            other => other.as_str().map(str::to_owned),
+        };
+        match msg.get("cache-control") {
+            None => CacheDirectives::default(),
+            Some(Value::List(l)) => {
+                CacheDirectives::parse(&l.iter().filter_map(text).collect::<Vec<_>>())
+            }
+            Some(v) => CacheDirectives::parse(&text(v).into_iter().collect::<Vec<_>>()),
+        }
     }
 }
 
@@ -251,6 +309,8 @@ impl Ctx {
             node,
             opts: ResolveOpts::default(),
             depth: 0,
+            deadline: None,
+            blocking: None,
         }
     }
 
@@ -267,6 +327,66 @@ impl Ctx {
         self.with_opts(self.opts.internal())
     }
 
+    /// The same context with a time limit: resolution stops with
+    /// [`ResolveError::Timeout`] once `limit` has passed from now.
+    pub fn with_time_limit(&self, limit: Duration) -> Ctx {
+        Ctx {
+            deadline: Some((Instant::now() + limit, limit)),
+            ..self.clone()
+        }
+    }
+
+    /// The same context with a hook for blocking work.
+    pub fn with_blocking_hook(&self, hook: BlockingHook) -> Ctx {
+        Ctx {
+            blocking: Some(hook),
+            ..self.clone()
+        }
+    }
+
+    /// Fails once the deadline has passed.
+    pub fn check_deadline(&self) -> Result<(), ResolveError> {
+        match self.deadline {
+            Some((at, limit)) if Instant::now() >= at => {
+                Err(ResolveError::Timeout(limit.as_millis() as u64))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Runs work that blocks the thread through the context's blocking hook.
+    pub fn blocking<R>(&self, f: impl FnOnce() -> R) -> R {
+        let mut out: Option<R> = None;
+        {
+            let mut f = Some(f);
+            let mut run = || {
+                if let Some(f) = f.take() {
+                    out = Some(f());
+                }
+            };
+            if let Some(hook) = &self.blocking {
+                (hook.0)(&mut run);
+            }
+            // Runs the work here if the hook did not (a no-op if it did).
+            run();
+        }
+        match out {
+            Some(r) => r,
+            None => unreachable!("the work ran above"),
+        }
+    }
+
+    /// Sleeps (as blocking work), but never past the deadline: a sleep cut short by it
+    /// is a [`ResolveError::Timeout`].
+    pub fn sleep(&self, d: Duration) -> Result<(), ResolveError> {
+        let remaining = self
+            .deadline
+            .map(|(at, _)| at.saturating_duration_since(Instant::now()));
+        let cut = remaining.is_some_and(|r| r < d);
+        self.blocking(|| std::thread::sleep(remaining.map_or(d, |r| r.min(d))));
+        if cut { self.check_deadline() } else { Ok(()) }
+    }
+
     fn deeper(&self) -> Result<Ctx, ResolveError> {
         if self.depth >= self.opts.max_depth {
             return Err(ResolveError::TooDeep(self.opts.max_depth));
@@ -280,32 +400,24 @@ impl Ctx {
     /// Cache settings for a lookup (sources Msg2 < Msg1 < Opts).
     pub fn lookup_settings(&self, msg1: &Message, msg2: &Message) -> CacheSettings {
         let mut s = CacheSettings::default();
-        s.apply(&directives_of(msg2));
-        s.apply(&directives_of(msg1));
-        s.apply(&self.opts_directives());
+        s.apply(CacheDirectives::of_message(msg2));
+        s.apply(CacheDirectives::of_message(msg1));
+        s.apply(self.opts.cache_control);
         s
     }
 
     /// Cache settings for storing (sources Msg2 < Msg3 < Opts).
     fn store_settings(&self, msg2: &Message, msg3: &Value) -> CacheSettings {
         let mut s = CacheSettings::default();
-        s.apply(&directives_of(msg2));
+        s.apply(CacheDirectives::of_message(msg2));
         if let Value::Message(m3) = msg3 {
-            s.apply(&directives_of(m3));
+            s.apply(CacheDirectives::of_message(m3));
         }
-        s.apply(&self.opts_directives());
+        s.apply(self.opts.cache_control);
         if self.opts.hashpath == HashpathMode::Ignore {
             s.store = false;
         }
         s
-    }
-
-    fn opts_directives(&self) -> Vec<String> {
-        self.opts
-            .cache_control
-            .iter()
-            .map(|d| d.to_ascii_lowercase())
-            .collect()
     }
 
     /// `resolve(Msg1, Msg2)`: splits Msg2's path into parts and runs each as a step
@@ -487,6 +599,7 @@ impl Ctx {
 
     /// Applies one request to one message (spec 01 §5): Msg1 + Msg2 → Msg3.
     pub fn resolve_step(&self, msg1: Value, msg2: Value) -> Resolved {
+        self.check_deadline()?;
         let ctx = self.deeper()?;
         // Stage 1: special forms.
         if let Value::As(dev, inner) = msg2 {
@@ -534,7 +647,7 @@ impl Ctx {
 
     /// Stages 2–10 of a step, after the special forms are settled.
     fn execute(&self, msg1: Value, msg2: Message) -> Resolved {
-        let mut hashpath: Option<String> = None;
+        let mut link: Option<StepLink> = None;
         // Stage 2: cache lookup.
         let (lookup, only_if_cached) = match &msg1 {
             Value::Message(m1) => {
@@ -554,8 +667,8 @@ impl Ctx {
         };
         let mut msg1 = msg1;
         if lookup {
-            let hp = hashpath_of_step(&msg1, &msg2)?;
-            if let Some(hit) = self.cache.read_result(&hp) {
+            let l = link_step(&msg1, &msg2)?;
+            if let Some(hit) = self.cache.read_result(&l.hashpath) {
                 return Ok(Outcome::ok(hit));
             }
             if only_if_cached {
@@ -570,10 +683,7 @@ impl Ctx {
                 && is_id_like(id)
             {
                 match self.load(id) {
-                    Some(m) => {
-                        msg1 = Value::Message(m);
-                        hashpath = None;
-                    }
+                    Some(m) => msg1 = Value::Message(m),
                     None => {
                         return Ok(Outcome::error_status(
                             404,
@@ -582,7 +692,7 @@ impl Ctx {
                     }
                 }
             } else {
-                hashpath = Some(hp);
+                link = Some(l);
             }
         }
         // Stage 3: validation.
@@ -610,12 +720,12 @@ impl Ctx {
             if out.status == Status::Ok {
                 match self.opts.hashpath {
                     HashpathMode::Update => {
-                        let hp = match hashpath.take() {
-                            Some(hp) => hp,
-                            None => hashpath_of_step(&Value::Message(msg1.clone()), &msg2)?,
+                        let l = match link.take() {
+                            Some(l) => l,
+                            None => link_step(&Value::Message(msg1.clone()), &msg2)?,
                         };
-                        m3.set_private("hashpath", Value::from(hp.clone()));
-                        hashpath = Some(hp);
+                        m3.set_private("hashpath", Value::from(l.hashpath.clone()));
+                        link = Some(l);
                     }
                     HashpathMode::Reset => m3.remove_private("hashpath"),
                     HashpathMode::Ignore => {}
@@ -626,27 +736,32 @@ impl Ctx {
         }
         // Stage 10: result caching.
         if out.is_ok() && self.store_settings(&msg2, &out.value).store {
-            let hp = match hashpath {
-                Some(hp) => hp,
-                None => hashpath_of_step(&Value::Message(msg1.clone()), &msg2)?,
+            let l = match link {
+                Some(l) => l,
+                None => link_step(&Value::Message(msg1.clone()), &msg2)?,
             };
-            self.store_step(&msg1, &msg2, &hp, &out.value);
+            self.store_step(&msg1, &msg2, &l, &out.value);
         }
         Ok(out)
     }
 
-    fn store_step(&self, msg1: &Message, msg2: &Message, hashpath: &str, result: &Value) {
-        for m in [msg1, msg2] {
-            if let Ok(id) = id_of(m) {
-                self.cache.write_message(id, m);
-            }
+    /// Stage 10 (spec 01 §10.3): the result under its hashpath, and the messages by ID.
+    /// A base that carries a hashpath was itself the stored result of an earlier step,
+    /// and a request of only `path` is spelled out in the hashpath: neither is written
+    /// again.
+    fn store_step(&self, msg1: &Message, msg2: &Message, link: &StepLink, result: &Value) {
+        if let Some(id) = link.msg1_id {
+            self.cache.write_message(id, msg1);
+        }
+        if let Some(id) = link.msg2_id {
+            self.cache.write_message(id, msg2);
         }
         if let Value::Message(m3) = result
             && let Ok(id) = id_of(m3)
         {
             self.cache.write_message(id, m3);
         }
-        self.cache.write_result(hashpath, result);
+        self.cache.write_result(&link.hashpath, result);
     }
 
     /// The device of a message (spec 01 §3.1).
@@ -836,13 +951,43 @@ pub fn hashpath_of(msg: &Value) -> Result<String, ResolveError> {
 
 /// hashpath(Msg1, Msg2) (spec 01 §8.3).
 pub fn hashpath_of_step(msg1: &Value, msg2: &Message) -> Result<String, ResolveError> {
-    let hp1 = hashpath_of(msg1)?;
+    Ok(link_step(msg1, msg2)?.hashpath)
+}
+
+/// A step's hashpath, with the message IDs computed on the way (so that storing the
+/// step does not compute them again).
+#[derive(Debug, Clone)]
+pub struct StepLink {
+    /// hashpath(Msg1, Msg2).
+    pub hashpath: String,
+    /// The ID of Msg1, when its hashpath was its ID.
+    pub msg1_id: Option<Id>,
+    /// The ID of Msg2, when it carries keys besides `path`.
+    pub msg2_id: Option<Id>,
+}
+
+/// Computes hashpath(Msg1, Msg2) (spec 01 §8.3).
+pub fn link_step(msg1: &Value, msg2: &Message) -> Result<StepLink, ResolveError> {
+    let mut msg1_id = None;
+    let hp1 = match msg1 {
+        Value::Message(m) if m.hashpath().is_none() => {
+            let id = id_of(m)?;
+            msg1_id = Some(id);
+            id.to_human()
+        }
+        other => hashpath_of(other)?,
+    };
     let only_path = msg2
         .keys()
         .all(|k| matches!(k.as_ref(), "path" | "hashpath" | "priv"));
+    let mut msg2_id = None;
     let right = match msg2.get("path") {
         Some(p) if only_path => path_parts(p).into_iter().next().unwrap_or_default(),
-        _ => id_of(msg2)?.to_human(),
+        _ => {
+            let id = id_of(msg2)?;
+            msg2_id = Some(id);
+            id.to_human()
+        }
     };
     let alg = match msg1 {
         Value::Message(m) => m
@@ -864,7 +1009,11 @@ pub fn hashpath_of_step(msg1: &Value, msg2: &Message) -> Result<String, ResolveE
             mix(alg, &a, &b)?.to_human()
         }
     };
-    Ok(format!("{left}/{right}"))
+    Ok(StepLink {
+        hashpath: format!("{left}/{right}"),
+        msg1_id,
+        msg2_id,
+    })
 }
 
 /// The hashpath mixing functions (spec 01 §8.3).
@@ -912,21 +1061,26 @@ mod tests {
 
     #[test]
     fn checklist_01_22_cache_control_precedence() {
-        let d = |s: &[&str]| s.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            CacheDirectives::parse(&["no-cache", "no-store"]),
+            CacheDirectives::NO_CACHE_NO_STORE
+        );
+        assert_eq!(CacheDirectives::parse(&["Always"]), CacheDirectives::ALWAYS);
+        let d = |s: &[&str]| CacheDirectives::parse(s);
         // Msg2 no-store, Msg3 no-cache, Opts always -> store and lookup.
         let mut s = CacheSettings::default();
-        s.apply(&d(&["no-store"]));
-        s.apply(&d(&["no-cache"]));
-        s.apply(&d(&["always"]));
+        s.apply(d(&["no-store"]));
+        s.apply(d(&["no-cache"]));
+        s.apply(d(&["always"]));
         assert_eq!((s.store, s.lookup), (true, true));
         // Msg2 always, Msg3 no-store, Opts [] -> store false, lookup true.
         let mut s = CacheSettings::default();
-        s.apply(&d(&["always"]));
-        s.apply(&d(&["no-store"]));
-        s.apply(&d(&[]));
+        s.apply(d(&["always"]));
+        s.apply(d(&["no-store"]));
+        s.apply(d(&[]));
         assert_eq!((s.store, s.lookup), (false, true));
         let mut s = CacheSettings::default();
-        s.apply(&d(&["only-if-cached"]));
+        s.apply(d(&["only-if-cached"]));
         assert_eq!((s.store, s.lookup, s.only_if_cached), (false, false, true));
         assert_eq!(
             CacheSettings::default(),

@@ -112,7 +112,7 @@ impl Device for TestDevice {
                     .and_then(|v| v.as_int())
                     .unwrap_or(750)
                     .clamp(0, MAX_DELAY_MS);
-                std::thread::sleep(Duration::from_millis(ms as u64));
+                ctx.sleep(Duration::from_millis(ms as u64))?;
                 let body = ctx
                     .get("body", req)
                     .unwrap_or_else(|| Value::text("Timer fired."));

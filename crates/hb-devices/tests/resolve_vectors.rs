@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use hb_core::device::{Call, DefaultHandler, Device, DeviceInfo, DeviceResult, Outcome, Status};
-use hb_core::resolve::{HashpathMode, hashpath_of_step};
+use hb_core::resolve::{CacheDirectives, HashpathMode, hashpath_of_step};
 use hb_core::{Ctx, MemoryCache, Message, NodeHandle, ResolveOpts, Value};
 
 /// A device whose handler answers every key but `set` (spec 01 §3.3 test facts).
@@ -117,7 +117,7 @@ fn ctx_with(opts: ResolveOpts) -> Ctx {
 }
 
 fn option_sets() -> Vec<(&'static str, ResolveOpts)> {
-    let dirs = |d: &[&str]| d.iter().map(|x| Arc::from(*x)).collect::<Vec<Arc<str>>>();
+    let dirs = |d: &[&str]| CacheDirectives::parse(d);
     vec![
         (
             "no_cache",
@@ -819,7 +819,7 @@ fn checklist_01_23_only_if_cached_without_lookup_executes() {
 
 #[test]
 fn checklist_01_24_lookup_misses() {
-    let dirs = |d: &[&str]| d.iter().map(|x| Arc::from(*x)).collect::<Vec<Arc<str>>>();
+    let dirs = |d: &[&str]| CacheDirectives::parse(d);
     let ctx = ctx_with(ResolveOpts {
         cache_control: dirs(&["always", "only-if-cached"]),
         ..Default::default()
@@ -849,7 +849,7 @@ fn checklist_01_24_lookup_misses() {
 
 #[test]
 fn cached_results_are_reused() {
-    let dirs = |d: &[&str]| d.iter().map(|x| Arc::from(*x)).collect::<Vec<Arc<str>>>();
+    let dirs = |d: &[&str]| CacheDirectives::parse(d);
     let ctx = ctx_with(ResolveOpts {
         cache_control: dirs(&["always"]),
         ..Default::default()

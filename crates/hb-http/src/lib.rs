@@ -22,7 +22,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use hb_core::{Ctx, ResolveOpts, hyperpath};
+use hb_core::{BlockingHook, Ctx, ResolveError, ResolveOpts, hyperpath};
 
 pub mod reply;
 pub mod request;
@@ -76,7 +76,7 @@ impl Service {
             ..ResolveOpts::http()
         };
         Service {
-            ctx: ctx.with_opts(opts),
+            ctx: ctx.with_opts(opts).with_blocking_hook(blocking_hook()),
             config: Arc::new(config),
         }
     }
@@ -150,21 +150,30 @@ impl Service {
             Ok(s) => s,
             Err(e) => return reply::plain_error(StatusCode::BAD_REQUEST, &e.to_string()),
         };
-        let ctx = self.ctx.clone();
-        let resolve_singleton = singleton.clone();
-        let outcome = tokio::task::spawn_blocking(move || {
-            let list = hyperpath::from_singleton(&resolve_singleton)?;
-            ctx.resolve_many(list)
-        })
-        .await;
-        match outcome {
-            Ok(outcome) => reply::from_outcome(outcome, &singleton),
-            Err(e) => reply::plain_error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                &format!("The resolution failed: {e}"),
-            ),
-        }
+        // Resolution is CPU work of a few microseconds: it runs here, on the async worker,
+        // because handing it to another thread costs more than it does. Devices that
+        // block (sleeps, long computations) go through the context's blocking hook, and
+        // the deadline bounds the whole resolution.
+        let ctx = self.ctx.with_time_limit(self.config.request_timeout);
+        let outcome = hyperpath::from_singleton(&singleton)
+            .map_err(ResolveError::from)
+            .and_then(|list| ctx.resolve_many(list));
+        reply::from_outcome(outcome, &singleton)
     }
+}
+
+/// Blocking work on a multi-threaded runtime moves the runtime's other tasks off this
+/// thread first; elsewhere it simply runs.
+fn blocking_hook() -> BlockingHook {
+    BlockingHook(Arc::new(|work: &mut dyn FnMut()| {
+        let multi = tokio::runtime::Handle::try_current()
+            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+        if multi {
+            tokio::task::block_in_place(work);
+        } else {
+            work();
+        }
+    }))
 }
 
 /// A running server: its address, and a handle to stop it.

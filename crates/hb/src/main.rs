@@ -18,6 +18,11 @@ use hb_core::{
 
 mod config;
 
+/// mimalloc: the node allocates many small, short-lived maps per request, which the
+/// system allocator handles markedly slower (see docs/PERFORMANCE.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use config::NodeConfig;
 
 /// hyperbeam-rs: a node for the AO-Core protocol.
