@@ -469,8 +469,10 @@ impl Ctx {
     }
 
     fn set_with(&self, base: &Message, req: Message) -> Result<Message, ResolveError> {
-        let ctx = self.internal();
-        let out = ctx.resolve_step(Value::Message(base.clone()), Value::Message(req))?;
+        // An internal step (no cache, no hashpath, no wrapping) is exactly the device
+        // call: make it directly.
+        let ctx = self.internal().deeper()?;
+        let out = ctx.call_device(base, &req, "set")?;
         match out {
             Outcome {
                 status: Status::Ok,
@@ -756,7 +758,10 @@ impl Ctx {
         if let Some(id) = link.msg2_id {
             self.cache.write_message(id, msg2);
         }
+        // A literal wrapped for transport (`ao-result`) is kept by hashpath only: it is
+        // not a message anyone will load by ID.
         if let Value::Message(m3) = result
+            && !m3.contains("ao-result")
             && let Ok(id) = id_of(m3)
         {
             self.cache.write_message(id, m3);
