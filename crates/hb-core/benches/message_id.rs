@@ -41,9 +41,33 @@ fn nested() -> Message {
         .with("body", "x".repeat(256).as_str())
 }
 
+/// The base message of `GET /~message@1.0&a+integer=1/a` as the HTTP node builds it.
+fn request_base() -> Message {
+    Message::new()
+        .with("device", "message@1.0")
+        .with("a", 1i64)
+        .with("accept", "*/*")
+        .with("host", "127.0.0.1:8734")
+        .with("user-agent", "curl/8")
+}
+
+/// The step request of the same HTTP request.
+fn request_step() -> Message {
+    Message::new()
+        .with("path", "a")
+        .with("accept", "*/*")
+        .with("host", "127.0.0.1:8734")
+        .with("user-agent", "curl/8")
+}
+
 fn message_id(c: &mut Criterion) {
     let mut group = c.benchmark_group("httpsig/message_id");
-    for (name, msg) in [("small", small()), ("nested", nested())] {
+    for (name, msg) in [
+        ("small", small()),
+        ("nested", nested()),
+        ("request_base", request_base()),
+        ("request_step", request_step()),
+    ] {
         httpsig::message_id(&msg).expect("bench message must have an ID");
         group.bench_function(name, |b| b.iter(|| httpsig::message_id(black_box(&msg))));
     }

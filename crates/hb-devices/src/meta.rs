@@ -63,12 +63,16 @@ fn update(req: &Message, ctx: &Ctx) -> DeviceResult {
             "The node message of this machine is already permanent. It cannot be changed.",
         ));
     }
-    let operator = node
-        .get_str("operator")
-        .or_else(|| node.get_str("address"))
-        .unwrap_or("unclaimed");
+    // The operator is the configured one, else the node's own address; only an explicit
+    // `unclaimed` lets anyone update the node.
+    let operator = node.get_str("operator").or_else(|| node.get_str("address"));
     let signers = committers_of(req);
-    if operator != "unclaimed" && !signers.iter().any(|s| s == operator) {
+    let allowed = match operator {
+        Some("unclaimed") => true,
+        Some(op) => signers.iter().any(|s| s == op),
+        None => false,
+    };
+    if !allowed {
         return Ok(Outcome::error("Unauthorized"));
     }
     let mut history_len = 0;

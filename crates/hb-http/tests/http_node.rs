@@ -379,3 +379,37 @@ async fn slow_requests_time_out() {
     assert!(r.text().contains("longer"), "{}", r.text());
     node.stop().await;
 }
+
+#[tokio::test]
+async fn meta_info_post_on_an_unclaimed_node_updates_it() {
+    // `start` configures `operator: unclaimed`.
+    let node = start(ServerConfig::default()).await;
+    let req = b"POST /~meta@1.0/info HTTP/1.1\r\nhost: x\r\nconnection: close\r\ntest-option: a\r\ncontent-length: 0\r\n\r\n";
+    let r = raw(node.addr, req).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(
+        r.text().starts_with("Node message updated. History: 1"),
+        "{}",
+        r.text()
+    );
+    let r = get(node.addr, "/~meta@1.0/info/test_option", "").await;
+    assert_eq!((r.status, r.text().as_str()), (200, "a"));
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn meta_info_post_without_an_operator_signature_is_refused() {
+    let ctx = Ctx::new(
+        Arc::new(hb_devices::registry()),
+        Arc::new(MemoryCache::new(10)),
+        NodeHandle::new(Message::new().with("port", 0i64)),
+    );
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let node = serve(listener, Service::new(ctx, ServerConfig::default())).expect("serve");
+    let req = b"POST /~meta@1.0/info HTTP/1.1\r\nhost: x\r\nconnection: close\r\nport: 1\r\ncontent-length: 0\r\n\r\n";
+    let r = raw(node.addr, req).await;
+    assert_eq!((r.status, r.text().as_str()), (400, "Unauthorized"));
+    let r = get(node.addr, "/~meta@1.0/info/port", "").await;
+    assert_eq!(r.text(), "0", "unchanged");
+    node.stop().await;
+}

@@ -29,7 +29,7 @@ use config::NodeConfig;
 #[derive(Debug, Parser)]
 #[command(name = "hb", version, about, long_about = None)]
 struct Cli {
-    /// Log filter, e.g. `info`, `debug`, `hb_http=debug` (env `HB_LOG`).
+    /// Log filter, e.g. `info`, `debug`, `hb_http=debug`.
     #[arg(long, global = true, env = "HB_LOG", default_value = "info")]
     log: String,
     #[command(subcommand)]
@@ -46,12 +46,15 @@ enum Command {
 
 #[derive(Debug, Args)]
 struct NodeArgs {
-    /// A `config.flat` file (`key: value` lines) (env `HB_CONFIG`).
+    /// A `config.flat` file (`key: value` lines).
     #[arg(long, env = "HB_CONFIG")]
     config: Option<PathBuf>,
-    /// Where the node keeps its data (env `HB_DATA_DIR`).
+    /// Where the node keeps its data.
     #[arg(long, env = "HB_DATA_DIR")]
     data_dir: Option<PathBuf>,
+    /// `debug` or `prod`.
+    #[arg(long, env = "HB_MODE")]
+    mode: Option<String>,
     /// Extra settings, as in config.flat (`--set key=value`, repeatable).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     set: Vec<String>,
@@ -59,10 +62,10 @@ struct NodeArgs {
 
 #[derive(Debug, Args)]
 struct ServeArgs {
-    /// TCP port to listen on; 0 picks a free one (env `HB_PORT`).
+    /// TCP port to listen on; 0 picks a free one.
     #[arg(long, env = "HB_PORT")]
     port: Option<u16>,
-    /// Address to bind (env `HB_BIND`).
+    /// Address to bind.
     #[arg(long, env = "HB_BIND")]
     bind: Option<std::net::IpAddr>,
     #[command(flatten)]
@@ -91,6 +94,9 @@ fn load_config(args: &NodeArgs) -> anyhow::Result<NodeConfig> {
     }
     if let Some(dir) = &args.data_dir {
         cfg.data_dir = dir.clone();
+    }
+    if let Some(mode) = &args.mode {
+        cfg.set("mode", mode)?;
     }
     for kv in &args.set {
         let (k, v) = kv
