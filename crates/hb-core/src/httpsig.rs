@@ -7,6 +7,7 @@
 //! ID of a rich message.
 
 use std::collections::BTreeMap;
+use std::sync::LazyLock;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
@@ -16,7 +17,9 @@ use sha2::{Digest, Sha256};
 
 use crate::id::{Id, b64url};
 use crate::sf::{self, BareItem, Member};
-use crate::structured::{CodecError, to_tabm};
+use crate::structured::{
+    CodecError, float_to_text, is_empty_message, is_regenerable, to_tabm, write_list_text,
+};
 use crate::value::{Key, Message, Value, is_id_like, is_private};
 
 /// Values longer than this many bytes go to the body instead of a header (03 §4.1).
@@ -411,8 +414,7 @@ pub fn hmac_id(tabm: &Message) -> Result<Id, CodecError> {
     };
     names.sort_by(|a, b| prefixed(*a).cmp(prefixed(*b)));
 
-    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(b"ao")
-        .map_err(|e| CodecError::Other(e.to_string()))?;
+    let mut mac = HMAC_AO.clone();
     for (_, name) in &names {
         let lower;
         let lookup: &str = if name.bytes().any(|c| c.is_ascii_uppercase()) {
@@ -427,37 +429,61 @@ pub fn hmac_id(tabm: &Message) -> Result<Id, CodecError> {
         mac.update(b"\"");
         mac.update(lookup.as_bytes());
         mac.update(b"\": ");
-        let mut v: &[u8] = value;
-        while let [b' ', rest @ ..] = v {
-            v = rest;
-        }
-        while let [rest @ .., b' '] = v {
-            v = rest;
-        }
-        let mut chunks = v.split(|&c| c == b'\n');
-        if let Some(c) = chunks.next() {
-            mac.update(c);
-        }
-        for c in chunks {
-            mac.update(b" ");
-            mac.update(c);
-        }
+        update_value(&mut mac, value);
         mac.update(b"\n");
     }
-    if names.is_empty() {
+    Ok(finish_base(mac, names.iter().copied()))
+}
+
+/// The HMAC-SHA256 state keyed with `ao` (03 §5.6 step 8), inner and outer pads already
+/// absorbed; cloning it saves two compressions per ID. (HMAC zero-pads short keys to the
+/// block size, so the padded key is the same key.)
+static HMAC_AO: LazyLock<Hmac<Sha256>> = LazyLock::new(|| {
+    let mut key = [0u8; 64];
+    key[..2].copy_from_slice(b"ao");
+    <Hmac<Sha256> as Mac>::new(&key.into())
+});
+
+/// Feeds a component value per 03 §5.3: leading and trailing spaces removed, every LF
+/// replaced by a space.
+fn update_value(mac: &mut Hmac<Sha256>, value: &[u8]) {
+    let mut v = value;
+    while let [b' ', rest @ ..] = v {
+        v = rest;
+    }
+    while let [rest @ .., b' '] = v {
+        v = rest;
+    }
+    let mut chunks = v.split(|&c| c == b'\n');
+    if let Some(c) = chunks.next() {
+        mac.update(c);
+    }
+    for c in chunks {
+        mac.update(b" ");
+        mac.update(c);
+    }
+}
+
+/// Ends a signature base whose component lines have been fed (03 §5.3): the
+/// `@signature-params` line over the (derived?, name) components, then the ID.
+fn finish_base<'a>(
+    mut mac: Hmac<Sha256>,
+    names: impl ExactSizeIterator<Item = (bool, &'a str)>,
+) -> Id {
+    if names.len() == 0 {
         mac.update(b"\n");
     }
     mac.update(b"\"@signature-params\": (");
-    for (n, (derived, name)) in names.iter().enumerate() {
+    for (n, (derived, name)) in names.enumerate() {
         if n > 0 {
             mac.update(b" ");
         }
-        mac.update(if *derived { b"\"@" } else { b"\"" });
+        mac.update(if derived { b"\"@" } else { b"\"" });
         mac.update(name.as_bytes());
         mac.update(b"\"");
     }
     mac.update(b");alg=\"hmac-sha256\";keyid=\"ao\"");
-    Ok(Id(mac.finalize().into_bytes().into()))
+    Id(mac.finalize().into_bytes().into())
 }
 
 /// The bytes of a component name as it is sorted: `@`-prefixed when derived.
@@ -472,7 +498,19 @@ fn is_derived(name: &str) -> bool {
 /// The ID of a rich message as `message@1.0`'s `id` with default parameters computes
 /// it (spec 01 §6.5): no commitments -> the HMAC ID of its TABM; one -> that
 /// commitment's ID; several -> SHA-256 of the sorted IDs joined by `", "`.
+///
+/// Small flat messages (the common case on the request path) take a fast path that
+/// streams the signature base into the HMAC without building the TABM or the HTTP
+/// encoding; see `fast_message_id` for when it applies. The result is the same.
 pub fn message_id(msg: &Message) -> Result<Id, CodecError> {
+    match fast_message_id(msg) {
+        Some(id) => Ok(id),
+        None => message_id_slow(msg),
+    }
+}
+
+/// [`message_id`] the long way: through [`to_tabm`] and the HTTP encoding.
+fn message_id_slow(msg: &Message) -> Result<Id, CodecError> {
     match msg.get("commitments") {
         Some(Value::Message(c)) if !c.is_empty() => {
             if c.len() == 1 {
@@ -498,6 +536,249 @@ pub fn message_id(msg: &Message) -> Result<Id, CodecError> {
         }
         Some(_) => hmac_id(&to_tabm(&msg.clone().without("commitments"))?),
         None => hmac_id(&to_tabm(msg)?),
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// Fast path of `message_id`
+// ---------------------------------------------------------------------------------
+
+/// Most keys a message may have for [`fast_message_id`].
+const FAST_MAX_KEYS: usize = 32;
+
+/// The TABM/HTTP value of one header component on the fast path.
+#[derive(Clone, Copy)]
+enum FastValue<'a> {
+    /// A binary header, as is.
+    Bin(&'a [u8]),
+    /// An integer, written as decimal text.
+    Int(i64),
+    /// Encoded text (float, atom, list) at this range of the scratch buffer.
+    Text(usize, usize),
+    /// The `ao-types` dictionary of the collected types.
+    AoTypes,
+    /// The `content-digest` of the body.
+    Digest,
+}
+
+#[derive(Clone, Copy)]
+struct FastComponent<'a> {
+    name: &'a str,
+    derived: bool,
+    value: FastValue<'a>,
+}
+
+const NO_COMPONENT: FastComponent<'static> = FastComponent {
+    name: "",
+    derived: false,
+    value: FastValue::Int(0),
+};
+
+/// Decimal text of an integer, like `i64::to_string`, in a stack buffer.
+fn int_text(i: i64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut n = i.unsigned_abs();
+    let mut pos = buf.len();
+    loop {
+        pos -= 1;
+        buf[pos] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    if i < 0 {
+        pos -= 1;
+        buf[pos] = b'-';
+    }
+    &buf[pos..]
+}
+
+/// The HMAC ID of an uncommitted message, streamed straight from the rich message, for
+/// the messages where that is exactly what `hmac_id(to_tabm(msg))` computes; `None`
+/// for everything else (the caller then takes the slow path, which also produces any
+/// error).
+///
+/// It applies when the message has no `commitments` key, at most [`FAST_MAX_KEYS`]
+/// keys, every key already normalised (no upper-case character) and not ID-like
+/// (32/42/43 bytes), none of the keys `signature`, `signature-input`, `data`,
+/// `inline-body-key`, `ao-types`, `body-keys`, and every value is
+/// * a binary (a non-empty one of at most [`MAX_HEADER_LENGTH`] bytes becomes a header),
+/// * an integer, float or atom (its typed text, at most [`MAX_HEADER_LENGTH`] bytes),
+/// * a list whose first element is neither a map nor a list (its list text, bounded
+///   likewise), or an empty list,
+/// * an empty message (or one holding only `priv`),
+///
+/// except that `body` may hold a value of any length (it becomes the whole HTTP body,
+/// represented by `content-digest`). Private keys, `unsigned_id` and `content-digest`
+/// are dropped as [`to_tabm`] drops them. In TABM → HTTP terms: no ID keys, exactly one
+/// or no body part and it is the inline `body`, so no multipart encoding.
+fn fast_message_id(msg: &Message) -> Option<Id> {
+    if msg.len() > FAST_MAX_KEYS || msg.contains("commitments") {
+        return None;
+    }
+    // Nested maps and lists of maps/lists (body parts) are the common reason to fall
+    // back: find them before encoding anything.
+    if msg.iter().any(|(_, v)| match v {
+        Value::Message(m) => !is_empty_message(m),
+        Value::List(l) => matches!(l.first(), Some(Value::Message(_) | Value::List(_))),
+        _ => false,
+    }) {
+        return None;
+    }
+    let mut comps = [NO_COMPONENT; FAST_MAX_KEYS + 2];
+    let mut ncomps = 0;
+    let mut types: [(&str, &str); FAST_MAX_KEYS] = [("", ""); FAST_MAX_KEYS];
+    let mut ntypes = 0;
+    let mut body: Option<FastValue<'_>> = None;
+    let mut scratch: Vec<u8> = Vec::new();
+
+    for (k, v) in msg.iter() {
+        let key: &str = k;
+        let normal = if key.is_ascii() {
+            !key.bytes().any(|c| c.is_ascii_uppercase())
+        } else {
+            !key.chars().any(char::is_uppercase)
+        };
+        if !normal || is_id_like(key.as_bytes()) {
+            return None;
+        }
+        if is_private(key) || is_regenerable(key) {
+            continue;
+        }
+        if matches!(
+            key,
+            "signature" | "signature-input" | "data" | "inline-body-key" | "ao-types" | "body-keys"
+        ) {
+            return None;
+        }
+        let is_body = key == "body";
+        let text = |scratch: &mut Vec<u8>, start: usize| -> Option<FastValue<'_>> {
+            (is_body || scratch.len() - start <= MAX_HEADER_LENGTH)
+                .then_some(FastValue::Text(start, scratch.len()))
+        };
+        let start = scratch.len();
+        let (value, ty) = match v {
+            Value::Binary(b) if b.is_empty() => (None, Some("empty-binary")),
+            Value::Binary(b) if is_body || b.len() <= MAX_HEADER_LENGTH => {
+                (Some(FastValue::Bin(b)), None)
+            }
+            Value::Integer(i) => (Some(FastValue::Int(*i)), Some("integer")),
+            Value::Float(f) => {
+                scratch.extend_from_slice(float_to_text(*f).as_bytes());
+                (Some(text(&mut scratch, start)?), Some("float"))
+            }
+            Value::Atom(a) => {
+                sf::write_string(&mut scratch, a.as_bytes());
+                (Some(text(&mut scratch, start)?), Some("atom"))
+            }
+            Value::List(l) if l.is_empty() => (None, Some("empty-list")),
+            Value::List(l) if !matches!(l[0], Value::Message(_) | Value::List(_)) => {
+                write_list_text(&mut scratch, l).ok()?;
+                (Some(text(&mut scratch, start)?), Some("list"))
+            }
+            Value::Message(m) if is_empty_message(m) => (None, Some("empty-message")),
+            _ => return None,
+        };
+        if let Some(ty) = ty {
+            types[ntypes] = (key, ty);
+            ntypes += 1;
+        }
+        match value {
+            Some(value) if is_body => body = Some(value),
+            Some(value) => {
+                comps[ncomps] = FastComponent {
+                    name: key,
+                    derived: is_derived(key),
+                    value,
+                };
+                ncomps += 1;
+            }
+            None => {}
+        }
+    }
+
+    // The body's content digest, `sha-256=:<44 base64 characters>:`.
+    let mut digest = [0u8; 54];
+    if let Some(b) = body {
+        let mut buf = [0u8; 20];
+        let bytes: &[u8] = match b {
+            FastValue::Bin(b) => b,
+            FastValue::Int(i) => int_text(i, &mut buf),
+            FastValue::Text(s, e) => &scratch[s..e],
+            FastValue::AoTypes | FastValue::Digest => return None,
+        };
+        digest[..9].copy_from_slice(b"sha-256=:");
+        if STANDARD
+            .encode_slice(Sha256::digest(bytes), &mut digest[9..53])
+            .ok()?
+            != 44
+        {
+            return None;
+        }
+        digest[53] = b':';
+        comps[ncomps] = FastComponent {
+            name: "content-digest",
+            derived: false,
+            value: FastValue::Digest,
+        };
+        ncomps += 1;
+    }
+    if ntypes > 0 {
+        comps[ncomps] = FastComponent {
+            name: "ao-types",
+            derived: false,
+            value: FastValue::AoTypes,
+        };
+        ncomps += 1;
+    }
+    let comps = &mut comps[..ncomps];
+    comps.sort_unstable_by(|a, b| prefixed((a.derived, a.name)).cmp(prefixed((b.derived, b.name))));
+
+    let mut mac = HMAC_AO.clone();
+    for c in comps.iter() {
+        mac.update(b"\"");
+        mac.update(c.name.as_bytes());
+        mac.update(b"\": ");
+        match c.value {
+            FastValue::Bin(b) => update_value(&mut mac, b),
+            FastValue::Int(i) => mac.update(int_text(i, &mut [0u8; 20])),
+            FastValue::Text(s, e) => update_value(&mut mac, &scratch[s..e]),
+            FastValue::AoTypes => {
+                for (n, (k, ty)) in types[..ntypes].iter().enumerate() {
+                    if n > 0 {
+                        mac.update(b", ");
+                    }
+                    update_escaped_key(&mut mac, k);
+                    mac.update(b"=\"");
+                    mac.update(ty.as_bytes());
+                    mac.update(b"\"");
+                }
+            }
+            FastValue::Digest => mac.update(&digest),
+        }
+        mac.update(b"\n");
+    }
+    Some(finish_base(mac, comps.iter().map(|c| (c.derived, c.name))))
+}
+
+/// Feeds an `ao-types` key escaped as [`crate::structured::escape_key`] does (03 §3).
+fn update_escaped_key(mac: &mut Hmac<Sha256>, key: &str) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let keep = |c: u8| {
+        c.is_ascii_lowercase()
+            || c.is_ascii_digit()
+            || matches!(c, b'.' | b'-' | b'_' | b'/' | b'?' | b'&' | b'+')
+    };
+    let mut rest = key.as_bytes();
+    while !rest.is_empty() {
+        let n = rest.iter().position(|&c| !keep(c)).unwrap_or(rest.len());
+        mac.update(&rest[..n]);
+        if let Some(&c) = rest.get(n) {
+            mac.update(&[b'%', HEX[usize::from(c >> 4)], HEX[usize::from(c & 0xf)]]);
+            rest = &rest[n + 1..];
+        } else {
+            rest = &[];
+        }
     }
 }
 
@@ -762,6 +1043,10 @@ mod tests {
                 want,
                 "{msg:?}"
             );
+            assert_eq!(message_id(&msg).unwrap().to_human(), want, "{msg:?}");
+            if let Some(fast) = fast_message_id(&msg) {
+                assert_eq!(fast.to_human(), want, "{msg:?}");
+            }
         }
     }
 
@@ -918,5 +1203,159 @@ mod tests {
         let e = to_http(&t).unwrap();
         assert_eq!(h(&e, "ao-types"), "a=\"integer\"");
         assert!(body(&e).contains("ao-types: x=\"float\""));
+    }
+
+    /// The messages the fast path is for do take it, and agree with the slow path.
+    #[test]
+    fn fast_message_id_applies() {
+        let applies = [
+            Message::new(),
+            m(vec![("a", Value::Integer(1))]),
+            m(vec![
+                ("device", Value::text("message@1.0")),
+                ("a", Value::Integer(1)),
+                ("accept", Value::text("*/*")),
+                ("host", Value::text("127.0.0.1:8734")),
+                ("user-agent", Value::text("curl/8")),
+            ]),
+            m(vec![
+                ("path", Value::text("a")),
+                ("accept", Value::text("*/*")),
+                ("host", Value::text("127.0.0.1:8734")),
+                ("user-agent", Value::text("curl/8")),
+            ]),
+            m(vec![
+                ("a", Value::Integer(1)),
+                ("greeting", Value::text("Hello")),
+                ("body", Value::text("Hello, world!")),
+            ]),
+            m(vec![
+                ("method", Value::text(" GET\n ")),
+                ("status", Value::Integer(-200)),
+                ("min", Value::Integer(i64::MIN)),
+                ("max", Value::Integer(i64::MAX)),
+                ("x y", Value::Float(0.1)),
+                ("ok", Value::boolean(true)),
+                (
+                    "l",
+                    Value::list(vec![Value::text("a\"b"), Value::Integer(2)]),
+                ),
+                ("e", Value::list(vec![])),
+                ("m", Value::Message(m(vec![("priv", Value::text("k"))]))),
+                ("priv-key", Value::text("secret")),
+                ("unsigned_id", Value::text("x")),
+                ("content-digest", Value::text("x")),
+                ("body", Value::Integer(7)),
+            ]),
+        ];
+        for msg in applies {
+            let fast = fast_message_id(&msg).unwrap_or_else(|| panic!("no fast path: {msg:?}"));
+            assert_eq!(fast, message_id_slow(&msg).unwrap(), "{msg:?}");
+        }
+        let falls_back = [
+            m(vec![(
+                "a",
+                Value::Message(m(vec![("b", Value::text("1"))])),
+            )]),
+            m(vec![("data", Value::text("1"))]),
+            m(vec![(
+                "big",
+                Value::text(&"x".repeat(MAX_HEADER_LENGTH + 1)),
+            )]),
+            m(vec![("l", Value::list(vec![Value::list(vec![])]))]),
+            m(vec![(&"k".repeat(43), Value::text("1"))]),
+            Message::new().with("commitments", Message::new()),
+        ];
+        for msg in falls_back {
+            assert!(fast_message_id(&msg).is_none(), "{msg:?}");
+        }
+        let mut upper = Message::new();
+        upper.insert_key(Key::from("Upper"), Value::text("v"));
+        assert!(fast_message_id(&upper).is_none());
+    }
+
+    fn arb_key() -> impl Strategy<Value = String> {
+        prop_oneof![
+            20 => "[a-z0-9_-]{1,10}",
+            12 => proptest::sample::select(vec![
+                "path", "method", "status", "body", "query", "target-uri", "authority",
+                "scheme", "request-target", "query-param", "accept", "host", "user-agent",
+                "ao-ids", "content-type", "a", "b", "0", "-", "@x", "~y", "_z", "x y", "é",
+                "body", "body",
+            ]).prop_map(str::to_owned),
+            1 => proptest::sample::select(vec![
+                "data", "commitments", "signature", "signature-input", "ao-types",
+                "unsigned_id", "content-digest", "priv", "priv-x", "private", "body-keys",
+                "inline-body-key", "",
+            ]).prop_map(str::to_owned),
+            1 => "[A-Za-z]{1,4}",
+            1 => "[a-z]{32}|[a-z]{42}|[a-z]{43}",
+        ]
+    }
+
+    fn arb_binary() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            4 => "[ -~\n]{0,24}".prop_map(|s| Value::text(&s)),
+            1 => Just(Value::text("")),
+            1 => proptest::collection::vec(any::<u8>(), 0..40).prop_map(Value::bin),
+            1 => proptest::collection::vec(any::<u8>(), 4090..4100).prop_map(Value::bin),
+            1 => (4090..4100usize, any::<bool>(), any::<bool>()).prop_map(|(n, lead, trail)| {
+                let mut v = vec![b'x'; n];
+                if lead { v[0] = b' '; }
+                if trail { v[n - 1] = b' '; }
+                Value::bin(v)
+            }),
+        ]
+    }
+
+    fn arb_scalar() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            6 => arb_binary(),
+            3 => any::<i64>().prop_map(Value::Integer),
+            1 => (-1000i64..1000).prop_map(Value::Integer),
+            2 => any::<f64>().prop_map(Value::Float),
+            2 => "[a-z_\"\\\\ \n]{0,10}".prop_map(|s| Value::atom(&s)),
+            1 => (2040..2050usize).prop_map(|n| Value::atom(&"\"".repeat(n))),
+            1 => (4090..4100usize).prop_map(|n| Value::atom(&"q".repeat(n))),
+        ]
+    }
+
+    fn arb_value() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            30 => arb_scalar(),
+            4 => proptest::collection::vec(arb_scalar(), 0..4).prop_map(Value::list),
+            1 => proptest::collection::vec(arb_value_leaf(), 1..3).prop_map(Value::list),
+            2 => proptest::collection::btree_map("[a-z]{1,4}|priv", arb_scalar(), 0..3)
+                .prop_map(|m| Value::Message(Message::from_pairs(m))),
+        ]
+    }
+
+    fn arb_value_leaf() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            arb_scalar(),
+            proptest::collection::vec(arb_scalar(), 0..2).prop_map(Value::list),
+            Just(Value::Message(m(vec![("k", Value::text("v"))]))),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+        /// The fast path of `message_id` computes exactly what the slow path does, and
+        /// is never taken where the slow path fails.
+        #[test]
+        fn fast_message_id_matches_slow(
+            entries in proptest::collection::vec((arb_key(), arb_value()), 0..10)
+        ) {
+            let mut msg = Message::new();
+            for (k, v) in entries {
+                // Raw keys, so that non-normalised ones reach the codec too.
+                msg.insert_key(Key::from(k.as_str()), v);
+            }
+            let slow = message_id_slow(&msg);
+            match fast_message_id(&msg) {
+                Some(fast) => prop_assert_eq!(Ok(fast), slow, "{:?}", msg),
+                None => prop_assert_eq!(message_id(&msg), slow),
+            }
+        }
     }
 }

@@ -169,7 +169,10 @@ pub struct Ctx {
 /// How a context runs work that blocks its thread (sleeps, long computations): the
 /// HTTP server hands such work to its runtime so that other requests keep flowing.
 #[derive(Clone)]
-pub struct BlockingHook(pub Arc<dyn Fn(&mut dyn FnMut()) + Send + Sync>);
+pub struct BlockingHook(pub Arc<BlockingFn>);
+
+/// The function a [`BlockingHook`] holds: it runs the work it is given.
+pub type BlockingFn = dyn Fn(&mut dyn FnMut()) + Send + Sync;
 
 impl std::fmt::Debug for BlockingHook {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -124,11 +124,11 @@ pub fn unescape_key(key: &str) -> Result<String, CodecError> {
 // ---------------------------------------------------------------------------------
 
 /// Keys the structured codec drops because they are regenerated (spec 03 §2.1 step 2).
-fn is_regenerable(k: &str) -> bool {
+pub(crate) fn is_regenerable(k: &str) -> bool {
     k == "unsigned_id" || k == "content-digest"
 }
 
-fn is_empty_message(m: &Message) -> bool {
+pub(crate) fn is_empty_message(m: &Message) -> bool {
     m.is_empty() || (m.len() == 1 && m.contains("priv"))
 }
 
@@ -252,7 +252,7 @@ pub fn encode_value(v: &Value) -> Result<(Bytes, Option<&'static str>), CodecErr
 }
 
 /// The list text of spec 03 §2.4.
-fn write_list_text(out: &mut Vec<u8>, items: &[Value]) -> Result<(), CodecError> {
+pub(crate) fn write_list_text(out: &mut Vec<u8>, items: &[Value]) -> Result<(), CodecError> {
     for (n, item) in items.iter().enumerate() {
         if n > 0 {
             out.extend_from_slice(b", ");
