@@ -228,14 +228,15 @@ impl Registry {
 
     /// Adds (or replaces) a device under its own name.
     pub fn register(&mut self, device: Arc<dyn Device>) {
-        self.devices.insert(normalize_key(device.name()), device);
+        self.devices
+            .insert(normalize_key(device.name()).into_owned(), device);
     }
 
     /// Finds a device by name (case-insensitive, spec 01 §3.1).
     pub fn get(&self, name: &str) -> Option<&Arc<dyn Device>> {
         self.devices
             .get(name)
-            .or_else(|| self.devices.get(&normalize_key(name)))
+            .or_else(|| self.devices.get(normalize_key(name).as_ref()))
     }
 
     /// The names of all devices, sorted.

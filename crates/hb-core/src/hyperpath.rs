@@ -335,7 +335,7 @@ fn parse_path(
         raw_params.insert(Cow::Borrowed(*k), (*v).clone());
     }
     for (k, v) in query_items {
-        raw_params.insert(Cow::Owned(normalize_key(&k)), v);
+        raw_params.insert(Cow::Owned(normalize_key(&k).into_owned()), v);
     }
 
     // §3.5–3.6: type, then group by scope.

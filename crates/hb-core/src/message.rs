@@ -286,7 +286,7 @@ fn target<'a>(base: &'a Message, req: &'a Message) -> Option<&'a Message> {
 }
 
 fn commitment_device_name(req: &Message, ctx: &Ctx) -> String {
-    let node = ctx.node.get();
+    let node = ctx.node().get();
     let name = req
         .get_str("commitment-device")
         .or_else(|| node.get_str("commitment_device"))
@@ -307,16 +307,16 @@ fn delegate_commitment(
         ResolveError::BadRequest(format!("{func}: the request's target is not a message"))
     })?;
     let name = commitment_device_name(req, ctx);
-    let dev = ctx
-        .registry
-        .get(&name)
-        .cloned()
-        .ok_or_else(|| ResolveError::DeviceNotLoadable {
-            name: name.clone(),
-            reason: format!(
-                "the commitment device needed for `{func}` is not available on this node"
-            ),
-        })?;
+    let dev =
+        ctx.registry()
+            .get(&name)
+            .cloned()
+            .ok_or_else(|| ResolveError::DeviceNotLoadable {
+                name: name.clone(),
+                reason: format!(
+                    "the commitment device needed for `{func}` is not available on this node"
+                ),
+            })?;
     let f = dev
         .functions()
         .iter()
@@ -349,7 +349,7 @@ fn verify(base: &Message, req: &Message, ctx: &Ctx) -> DeviceResult {
             .unwrap_or("httpsig@1.0")
             .to_owned();
         let dev =
-            ctx.registry
+            ctx.registry()
                 .get(&name)
                 .cloned()
                 .ok_or_else(|| ResolveError::DeviceNotLoadable {

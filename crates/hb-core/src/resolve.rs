@@ -150,19 +150,23 @@ impl ResolveOpts {
 }
 
 /// Everything a resolution needs besides the messages: devices, cache, the node
-/// message and the options. Cheap to clone.
+/// message and the options. Cheap to clone: what every request shares sits behind one
+/// reference count.
 #[derive(Debug, Clone)]
 pub struct Ctx {
-    /// The devices this node can load.
-    pub registry: Arc<Registry>,
-    /// Where results and messages are cached.
-    pub cache: Arc<dyn Cache>,
-    /// The node message (what `~meta@1.0/info` shows).
-    pub node: NodeHandle,
+    shared: Arc<Shared>,
     /// Options of this resolution.
     pub opts: ResolveOpts,
     depth: u32,
     deadline: Option<(Instant, Duration)>,
+}
+
+/// The parts of a context that every resolution of a node shares.
+#[derive(Debug, Clone)]
+struct Shared {
+    registry: Arc<Registry>,
+    cache: Arc<dyn Cache>,
+    node: NodeHandle,
     blocking: Option<BlockingHook>,
 }
 
@@ -307,14 +311,31 @@ impl Ctx {
     /// A context with default options.
     pub fn new(registry: Arc<Registry>, cache: Arc<dyn Cache>, node: NodeHandle) -> Self {
         Ctx {
-            registry,
-            cache,
-            node,
+            shared: Arc::new(Shared {
+                registry,
+                cache,
+                node,
+                blocking: None,
+            }),
             opts: ResolveOpts::default(),
             depth: 0,
             deadline: None,
-            blocking: None,
         }
+    }
+
+    /// The devices this node can load.
+    pub fn registry(&self) -> &Registry {
+        &self.shared.registry
+    }
+
+    /// Where results and messages are cached.
+    pub fn cache(&self) -> &dyn Cache {
+        self.shared.cache.as_ref()
+    }
+
+    /// The node message (what `~meta@1.0/info` shows).
+    pub fn node(&self) -> &NodeHandle {
+        &self.shared.node
     }
 
     /// The same context with other options.
@@ -341,8 +362,12 @@ impl Ctx {
 
     /// The same context with a hook for blocking work.
     pub fn with_blocking_hook(&self, hook: BlockingHook) -> Ctx {
-        Ctx {
+        let shared = Shared {
             blocking: Some(hook),
+            ..self.shared.as_ref().clone()
+        };
+        Ctx {
+            shared: Arc::new(shared),
             ..self.clone()
         }
     }
@@ -367,7 +392,7 @@ impl Ctx {
                     out = Some(f());
                 }
             };
-            if let Some(hook) = &self.blocking {
+            if let Some(hook) = &self.shared.blocking {
                 (hook.0)(&mut run);
             }
             // Runs the work here if the hook did not (a no-op if it did).
@@ -530,7 +555,7 @@ impl Ctx {
     /// Loads a message by ID-like binary from the cache.
     pub fn load(&self, id: &[u8]) -> Option<Message> {
         let id = Id::from_human(id)?;
-        self.cache.read_message(&id)
+        self.cache().read_message(&id)
     }
 
     /// Stage 1 rules 1–3 and 5 for a base: evaluates `{as, …}` and `{resolve, …}`.
@@ -673,7 +698,7 @@ impl Ctx {
         let mut msg1 = msg1;
         if lookup {
             let l = link_step(&msg1, &msg2)?;
-            if let Some(hit) = self.cache.read_result(&l.hashpath) {
+            if let Some(hit) = self.cache().read_result(&l.hashpath) {
                 return Ok(Outcome::ok(hit));
             }
             if only_if_cached {
@@ -756,10 +781,10 @@ impl Ctx {
     /// again.
     fn store_step(&self, msg1: &Message, msg2: &Message, link: &StepLink, result: &Value) {
         if let Some(id) = link.msg1_id {
-            self.cache.write_message(id, msg1);
+            self.cache().write_message(id, msg1);
         }
         if let Some(id) = link.msg2_id {
-            self.cache.write_message(id, msg2);
+            self.cache().write_message(id, msg2);
         }
         // A literal wrapped for transport (`ao-result`) is kept by hashpath only: it is
         // not a message anyone will load by ID.
@@ -767,9 +792,9 @@ impl Ctx {
             && !m3.contains("ao-result")
             && let Ok(id) = id_of(m3)
         {
-            self.cache.write_message(id, m3);
+            self.cache().write_message(id, m3);
         }
-        self.cache.write_result(&link.hashpath, result);
+        self.cache().write_result(&link.hashpath, result);
     }
 
     /// The device of a message (spec 01 §3.1).
@@ -798,7 +823,7 @@ impl Ctx {
     }
 
     fn device_named(&self, name: &str) -> Result<Arc<dyn Device>, ResolveError> {
-        self.registry
+        self.registry()
             .get(name)
             .cloned()
             .ok_or_else(|| ResolveError::DeviceNotLoadable {

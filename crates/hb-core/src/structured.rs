@@ -329,7 +329,7 @@ fn parse_types(text: &[u8]) -> Result<Vec<(String, String)>, CodecError> {
             _ => return Err(bad("ao-types", format!("type of `{k}` is not a string"))),
         };
         let ty = String::from_utf8(ty).map_err(|_| bad("ao-types", "type name is not UTF-8"))?;
-        let key = normalize_key(&unescape_key(&k)?);
+        let key = normalize_key(&unescape_key(&k)?).into_owned();
         out.push((key, ty));
     }
     out.sort_by(|a, b| a.0.cmp(&b.0));

@@ -4,6 +4,7 @@
 //! Keys are kept in byte order, which is the order every codec and the reference use.
 //! Updating a message clones the map only when it is shared (copy on write).
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
@@ -240,7 +241,7 @@ impl Message {
             return Some(v);
         }
         let norm = normalize_key(key);
-        if let Some(v) = self.0.get(norm.as_str()) {
+        if let Some(v) = self.0.get(norm.as_ref()) {
             return Some(v);
         }
         self.0
@@ -261,8 +262,7 @@ impl Message {
 
     /// Inserts (or replaces) a value, normalising the key.
     pub fn insert(&mut self, key: &str, value: Value) {
-        let k = normalize_key(key);
-        Arc::make_mut(&mut self.0).insert(Arc::from(k), value);
+        Arc::make_mut(&mut self.0).insert(key_of(key), value);
     }
 
     /// Inserts with a key that is already normalised.
@@ -388,12 +388,20 @@ pub fn is_private(key: &str) -> bool {
 }
 
 /// Normalises a key (spec 01 §2.2): ID-like keys are kept as they are, every other key
-/// is lower-cased with full Unicode case folding of lower-case mapping.
-pub fn normalize_key(key: &str) -> String {
+/// is lower-cased with full Unicode lower-case mapping. Borrows when nothing changes.
+pub fn normalize_key(key: &str) -> Cow<'_, str> {
     if is_id_like(key.as_bytes()) || !key.chars().any(char::is_uppercase) {
-        key.to_owned()
+        Cow::Borrowed(key)
     } else {
-        key.to_lowercase()
+        Cow::Owned(key.to_lowercase())
+    }
+}
+
+/// A normalised key, allocated once.
+fn key_of(key: &str) -> Key {
+    match normalize_key(key) {
+        Cow::Borrowed(k) => Key::from(k),
+        Cow::Owned(k) => Key::from(k),
     }
 }
 

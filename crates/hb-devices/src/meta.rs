@@ -46,7 +46,7 @@ pub fn public_node_message(node: &Message) -> Message {
 fn info(req: &Message, ctx: &Ctx) -> DeviceResult {
     let method = req.get_str("method").unwrap_or("GET").to_ascii_uppercase();
     match method.as_str() {
-        "GET" | "HEAD" => Ok(Outcome::ok(public_node_message(&ctx.node.get()))),
+        "GET" | "HEAD" => Ok(Outcome::ok(public_node_message(&ctx.node().get()))),
         "POST" => update(req, ctx),
         _ => Ok(Outcome::error("Unsupported Meta/info method.")),
     }
@@ -54,7 +54,7 @@ fn info(req: &Message, ctx: &Ctx) -> DeviceResult {
 
 /// `POST info`: the operator (or anyone, on an unclaimed node) updates the node message.
 fn update(req: &Message, ctx: &Ctx) -> DeviceResult {
-    let node = ctx.node.get();
+    let node = ctx.node().get();
     if node
         .get("initialized")
         .is_some_and(|v| v.as_str() == Some("permanent") || v.is_atom("permanent"))
@@ -76,7 +76,7 @@ fn update(req: &Message, ctx: &Ctx) -> DeviceResult {
         return Ok(Outcome::error("Unauthorized"));
     }
     let mut history_len = 0;
-    ctx.node.update(|current| {
+    ctx.node().update(|current| {
         let mut next = current.clone();
         for (k, v) in req.public() {
             if k.as_ref() == "commitments" || is_private(k) {

@@ -31,7 +31,7 @@ impl Device for HandlerDev {
     }
     fn call(&self, call: Call<'_>, base: &Message, req: &Message, ctx: &Ctx) -> DeviceResult {
         if call.key() == "set" {
-            let dev = ctx.registry.get("message@1.0").unwrap().clone();
+            let dev = ctx.registry().get("message@1.0").unwrap().clone();
             return dev.call(Call::Function("set"), base, req, ctx);
         }
         Ok(Outcome::ok("HANDLER VALUE"))
@@ -77,7 +77,12 @@ impl Device for ArgsDev {
     fn call(&self, call: Call<'_>, base: &Message, req: &Message, ctx: &Ctx) -> DeviceResult {
         let s = base.get_str("state_key").unwrap_or("").to_owned();
         let m = req.get_str("msg_key").unwrap_or("").to_owned();
-        let o = ctx.node.get().get_str("opts_key").unwrap_or("").to_owned();
+        let o = ctx
+            .node()
+            .get()
+            .get_str("opts_key")
+            .unwrap_or("")
+            .to_owned();
         Ok(Outcome::ok(match call.key() {
             "key_using_only_state" => s,
             "key_using_state_and_msg" => s + &m,
@@ -593,7 +598,7 @@ fn load_as() {
         let ctx = ctx_with(opts);
         let m = as_test_message();
         let id = hb_core::httpsig::message_id(&m).unwrap();
-        ctx.cache.write_message(id, &m);
+        ctx.cache().write_message(id, &m);
         let list = vec![
             Value::As(
                 Arc::from("message@1.0"),
