@@ -3,13 +3,14 @@
 # from the same crates: crates/hb-http/examples/hello_world.rs), both on loopback, at 32
 # connections. Prints both rates and the ratio hb/hello. See docs/PERFORMANCE.md.
 #
-#   bench/http_load.sh                 # 10 s per server
-#   DURATION=30 bench/http_load.sh     # longer runs
+#   bench/http_load.sh                       # 5 rounds of 5 s per server, medians
+#   ROUNDS=9 DURATION=10 bench/http_load.sh  # longer
 #
 # Needs `wrk` (installed from Debian when missing and we are root) or `oha`.
 set -euo pipefail
 
-DURATION="${DURATION:-10}"
+DURATION="${DURATION:-5}"
+ROUNDS="${ROUNDS:-5}"
 CONNECTIONS=32
 HB_PATH='/~message@1.0&a+integer=1/a'
 
@@ -116,11 +117,27 @@ rate() {
     esac
 }
 
-log "loading hello world for ${DURATION}s..."
-hello_rps="$(rate "$hello_url")"
-log "loading hb for ${DURATION}s..."
-hb_rps="$(rate "$hb_url")"
-[[ -n "$hello_rps" && -n "$hb_rps" ]] || die "could not read the request rates"
-
-ratio="$(awk -v a="$hb_rps" -v b="$hello_rps" 'BEGIN { printf "%.2f", a / b }')"
-echo "hb: $hb_rps req/s  hello: $hello_rps req/s  ratio: $ratio"
+# Both rates move by ±20 % from one run to the next on a small shared machine, and they
+# move together, so the servers take turns for $ROUNDS rounds: each round gives one
+# paired ratio, and the medians are reported.
+median() { sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+hello_all=()
+hb_all=()
+ratios=()
+for round in $(seq 1 "$ROUNDS"); do
+    log "round $round/$ROUNDS: hello world for ${DURATION}s, then hb for ${DURATION}s..."
+    h="$(rate "$hello_url")"
+    b="$(rate "$hb_url")"
+    [[ -n "$h" && -n "$b" ]] || die "could not read the request rates"
+    hello_all+=("$h")
+    hb_all+=("$b")
+    ratios+=("$(awk -v a="$b" -v b="$h" 'BEGIN { printf "%.3f", a / b }')")
+done
+log "hello: ${hello_all[*]}"
+log "hb:    ${hb_all[*]}"
+log "ratio: ${ratios[*]}"
+hello_rps="$(printf '%s\n' "${hello_all[@]}" | median)"
+hb_rps="$(printf '%s\n' "${hb_all[@]}" | median)"
+ratio="$(printf '%s\n' "${ratios[@]}" | median)"
+printf 'hb: %.0f req/s  hello: %.0f req/s  ratio: %.2f  (medians of %s paired rounds)\n' \
+    "$hb_rps" "$hello_rps" "$ratio" "$ROUNDS"

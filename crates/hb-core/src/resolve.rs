@@ -15,7 +15,7 @@ use crate::device::{Call, DefaultHandler, Device, Outcome, Registry, Status};
 use crate::hyperpath::PathError;
 use crate::id::{Id, b64url};
 use crate::structured::CodecError;
-use crate::value::{Message, Value, is_id_like, list_to_message, normalize_key};
+use crate::value::{Key, Message, Value, is_id_like, list_to_message, normalize_key};
 
 /// An exception raised during resolution (the reference's `throw`s). Each becomes an
 /// HTTP response with [`ResolveError::http_status`] and its text as the body.
@@ -491,8 +491,12 @@ impl Ctx {
 
     /// Sets every key of `values` on `base` through the base's device.
     pub fn set_many(&self, base: &Message, values: &Message) -> Result<Message, ResolveError> {
-        let mut req = values.without_private().without("path");
-        req.insert("path", Value::text("set"));
+        let req: Message = values
+            .public()
+            .filter(|(k, _)| k.as_ref() != "path")
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .chain(std::iter::once((Key::from("path"), Value::text("set"))))
+            .collect();
         self.set_with(base, req)
     }
 
@@ -618,9 +622,8 @@ impl Ctx {
             Some(_) => true,
         };
         if !has_path {
-            let params = req.without("path");
-            if params.public().next().is_some() {
-                base = self.set_many(&base, &params)?;
+            if req.public().any(|(k, _)| k.as_ref() != "path") {
+                base = self.set_many(&base, &req)?;
             }
             return Ok(Outcome::ok(base));
         }
@@ -843,8 +846,14 @@ impl Ctx {
                 if info.handler {
                     return dev.call(Call::Handler(&norm), msg1, msg2, self);
                 }
-                let fname = norm.replace('-', "_");
-                if let Some(f) = dev.functions().iter().find(|f| **f == fname) {
+                // Function names are keys with `-` read as `_` (spec 01 §3.3).
+                let named = |f: &&&str| {
+                    f.len() == norm.len()
+                        && f.bytes()
+                            .zip(norm.bytes())
+                            .all(|(a, b)| a == b || (a == b'_' && b == b'-'))
+                };
+                if let Some(f) = dev.functions().iter().find(named) {
                     return dev.call(Call::Function(f), msg1, msg2, self);
                 }
                 match info.default {

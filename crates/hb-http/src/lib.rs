@@ -84,9 +84,13 @@ impl Service {
     /// Answers one HTTP request.
     pub async fn handle(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
         let timeout = self.config.request_timeout;
-        let started = std::time::Instant::now();
-        let method = req.method().clone();
-        let target = tracing::enabled!(tracing::Level::DEBUG).then(|| req.uri().to_string());
+        let logged = tracing::enabled!(tracing::Level::DEBUG).then(|| {
+            (
+                std::time::Instant::now(),
+                req.method().clone(),
+                req.uri().to_string(),
+            )
+        });
         let resp = match tokio::time::timeout(timeout, self.handle_inner(req)).await {
             Ok(resp) => resp,
             Err(_) => reply::plain_error(
@@ -97,7 +101,7 @@ impl Service {
                 ),
             ),
         };
-        if let Some(target) = target {
+        if let Some((started, method, target)) = logged {
             let elapsed_us = started.elapsed().as_micros() as u64;
             let status = resp.status().as_u16();
             tracing::debug!(%method, %target, status, elapsed_us, "request");
