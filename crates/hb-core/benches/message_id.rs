@@ -75,7 +75,9 @@ fn message_id(c: &mut Criterion) {
 }
 
 /// The hb-core half of answering `GET /~message@1.0&a+integer=1/a`: the result message
-/// `{ao-result: body, body: 1, status: 200}` to TABM, then to HTTP header fields and body.
+/// `{ao-result: body, body: 1, status: 200}` to TABM, then to HTTP header fields and body
+/// (`integer_body`), and the same with the direct encodings `httpsig::encode_rich` and
+/// `httpsig::encode_rich_fields` (the one the server uses).
 fn reply_encode(c: &mut Criterion) {
     let reply = Message::new()
         .with("ao-result", "body")
@@ -88,6 +90,16 @@ fn reply_encode(c: &mut Criterion) {
     encode(&reply);
     let mut group = c.benchmark_group("httpsig/reply_encode");
     group.bench_function("integer_body", |b| b.iter(|| encode(black_box(&reply))));
+    assert_eq!(
+        httpsig::encode_rich(&reply).expect("reply must encode"),
+        encode(&reply)
+    );
+    group.bench_function("encode_rich/integer_body", |b| {
+        b.iter(|| httpsig::encode_rich(black_box(&reply)))
+    });
+    group.bench_function("encode_rich_fields/integer_body", |b| {
+        b.iter(|| httpsig::encode_rich_fields(black_box(&reply)))
+    });
     group.finish();
 }
 

@@ -540,20 +540,20 @@ fn message_id_slow(msg: &Message) -> Result<Id, CodecError> {
 }
 
 // ---------------------------------------------------------------------------------
-// Fast path of `message_id`
+// Fast paths for flat messages: `message_id` and `encode_rich`
 // ---------------------------------------------------------------------------------
 
-/// Most keys a message may have for [`fast_message_id`].
+/// Most keys a message may have for the flat fast paths.
 const FAST_MAX_KEYS: usize = 32;
 
-/// The TABM/HTTP value of one header component on the fast path.
+/// The TABM/HTTP value of one header component of a flat message.
 #[derive(Clone, Copy)]
 enum FastValue<'a> {
     /// A binary header, as is.
-    Bin(&'a [u8]),
+    Bin(&'a Bytes),
     /// An integer, written as decimal text.
     Int(i64),
-    /// Encoded text (float, atom, list) at this range of the scratch buffer.
+    /// Encoded text (float, atom, list) at this range of [`Flat::scratch`].
     Text(usize, usize),
     /// The `ao-types` dictionary of the collected types.
     AoTypes,
@@ -564,6 +564,7 @@ enum FastValue<'a> {
 #[derive(Clone, Copy)]
 struct FastComponent<'a> {
     name: &'a str,
+    /// Whether the name is a derived component (set by the ID path only).
     derived: bool,
     value: FastValue<'a>,
 }
@@ -573,6 +574,226 @@ const NO_COMPONENT: FastComponent<'static> = FastComponent {
     derived: false,
     value: FastValue::Int(0),
 };
+
+/// The httpsig encoding of a flat rich message in pieces, as [`Flat::read`] finds them:
+/// what both [`fast_message_id`] and the fast path of [`encode_rich_fields`] consume.
+///
+/// The header fields are `comps` (in message key order, then `content-digest` if
+/// there is a body, then `ao-types` if there are types); the body is `body`.
+///
+/// The arrays are the caller's (initialised in place: moving them into a new `Flat`
+/// would cost a copy of some kilobytes, a tenth of the time of an ID).
+struct Flat<'a, 'f> {
+    comps: &'f mut [FastComponent<'a>; FAST_MAX_KEYS + 2],
+    ncomps: usize,
+    /// The `ao-types` entries (unescaped key, type), in key order.
+    types: &'f mut [(&'a str, &'static str); FAST_MAX_KEYS],
+    ntypes: usize,
+    /// The HTTP body: never [`FastValue::AoTypes`] or [`FastValue::Digest`], never empty.
+    body: Option<FastValue<'a>>,
+    /// The text of the [`FastValue::Text`] values.
+    scratch: Vec<u8>,
+    /// The `content-digest` of the body, `sha-256=:<44 base64 characters>:` (only
+    /// meaningful when there is a body).
+    digest: [u8; 54],
+}
+
+impl<'a, 'f> Flat<'a, 'f> {
+    fn new(
+        comps: &'f mut [FastComponent<'a>; FAST_MAX_KEYS + 2],
+        types: &'f mut [(&'a str, &'static str); FAST_MAX_KEYS],
+    ) -> Self {
+        Flat {
+            comps,
+            ncomps: 0,
+            types,
+            ntypes: 0,
+            body: None,
+            scratch: Vec::new(),
+            digest: [0u8; 54],
+        }
+    }
+
+    /// Classifies every value of `msg` into header components, types and body, for the
+    /// messages whose TABM → HTTP encoding is exactly that: a header per component, the
+    /// `ao-types` dictionary and the inline `body` (with its `content-digest`), no
+    /// multipart. `None` for everything else (the caller then takes the slow path,
+    /// which also produces any error).
+    ///
+    /// It applies when the message has no `commitments` key, at most
+    /// [`FAST_MAX_KEYS`] keys, every key already normalised (no upper-case character)
+    /// and not ID-like (32/42/43 bytes), none of the keys `signature`,
+    /// `signature-input`, `data`, `inline-body-key`, `ao-types`, `body-keys`, an
+    /// `ao-types` dictionary short enough to be a header, and every value is
+    /// * a binary (a non-empty one of at most [`MAX_HEADER_LENGTH`] bytes becomes a
+    ///   header),
+    /// * an integer, float or atom (its typed text, at most [`MAX_HEADER_LENGTH`] bytes),
+    /// * a list whose first element is neither a map nor a list (its list text, bounded
+    ///   likewise), or an empty list,
+    /// * an empty message (or one holding only `priv`),
+    ///
+    /// except that `body` may hold a value of any length (it becomes the whole HTTP
+    /// body). Private keys, `unsigned_id` and `content-digest` are dropped as
+    /// [`to_tabm`] drops them.
+    #[inline(always)]
+    fn read(&mut self, msg: &'a Message) -> Option<()> {
+        if msg.len() > FAST_MAX_KEYS || msg.contains("commitments") {
+            return None;
+        }
+        // Nested maps and lists of maps/lists (body parts) are the common reason to
+        // fall back: find them before encoding anything.
+        if msg.iter().any(|(_, v)| match v {
+            Value::Message(m) => !is_empty_message(m),
+            Value::List(l) => matches!(l.first(), Some(Value::Message(_) | Value::List(_))),
+            _ => false,
+        }) {
+            return None;
+        }
+        // An upper bound of the length of the `ao-types` dictionary: each entry is at
+        // most `, ` + the key escaped (3 bytes per byte) + `="empty-message"`.
+        let mut types_bound = 0;
+        let scratch = &mut self.scratch;
+        for (k, v) in msg.iter() {
+            let key: &str = k;
+            let normal = if key.is_ascii() {
+                !key.bytes().any(|c| c.is_ascii_uppercase())
+            } else {
+                !key.chars().any(char::is_uppercase)
+            };
+            if !normal || is_id_like(key.as_bytes()) {
+                return None;
+            }
+            if is_private(key) || is_regenerable(key) {
+                continue;
+            }
+            if matches!(
+                key,
+                "signature"
+                    | "signature-input"
+                    | "data"
+                    | "inline-body-key"
+                    | "ao-types"
+                    | "body-keys"
+            ) {
+                return None;
+            }
+            let is_body = key == "body";
+            let text = |scratch: &mut Vec<u8>, start: usize| -> Option<FastValue<'a>> {
+                (is_body || scratch.len() - start <= MAX_HEADER_LENGTH)
+                    .then_some(FastValue::Text(start, scratch.len()))
+            };
+            let start = scratch.len();
+            let (value, ty) = match v {
+                Value::Binary(b) if b.is_empty() => (None, Some("empty-binary")),
+                Value::Binary(b) if is_body || b.len() <= MAX_HEADER_LENGTH => {
+                    (Some(FastValue::Bin(b)), None)
+                }
+                Value::Integer(i) => (Some(FastValue::Int(*i)), Some("integer")),
+                Value::Float(f) => {
+                    scratch.extend_from_slice(float_to_text(*f).as_bytes());
+                    (Some(text(scratch, start)?), Some("float"))
+                }
+                Value::Atom(a) => {
+                    sf::write_string(scratch, a.as_bytes());
+                    (Some(text(scratch, start)?), Some("atom"))
+                }
+                Value::List(l) if l.is_empty() => (None, Some("empty-list")),
+                Value::List(l) if !matches!(l[0], Value::Message(_) | Value::List(_)) => {
+                    write_list_text(scratch, l).ok()?;
+                    (Some(text(scratch, start)?), Some("list"))
+                }
+                Value::Message(m) if is_empty_message(m) => (None, Some("empty-message")),
+                _ => return None,
+            };
+            if let Some(ty) = ty {
+                self.types[self.ntypes] = (key, ty);
+                self.ntypes += 1;
+                types_bound += 3 * key.len() + 18;
+            }
+            match value {
+                Some(value) if is_body => self.body = Some(value),
+                Some(value) => {
+                    self.comps[self.ncomps] = FastComponent {
+                        name: key,
+                        derived: false,
+                        value,
+                    };
+                    self.ncomps += 1;
+                }
+                None => {}
+            }
+        }
+        if types_bound > MAX_HEADER_LENGTH {
+            // Possibly too long for a header (then a body part): leave it to the slow path.
+            return None;
+        }
+
+        if let Some(b) = self.body {
+            let mut buf = [0u8; 20];
+            let bytes: &[u8] = match b {
+                FastValue::Bin(b) => b,
+                FastValue::Int(i) => int_text(i, &mut buf),
+                FastValue::Text(s, e) => &self.scratch[s..e],
+                FastValue::AoTypes | FastValue::Digest => return None,
+            };
+            self.digest[..9].copy_from_slice(b"sha-256=:");
+            if STANDARD
+                .encode_slice(Sha256::digest(bytes), &mut self.digest[9..53])
+                .ok()?
+                != 44
+            {
+                return None;
+            }
+            self.digest[53] = b':';
+            self.comps[self.ncomps] = FastComponent {
+                name: "content-digest",
+                derived: false,
+                value: FastValue::Digest,
+            };
+            self.ncomps += 1;
+        }
+        if self.ntypes > 0 {
+            self.comps[self.ncomps] = FastComponent {
+                name: "ao-types",
+                derived: false,
+                value: FastValue::AoTypes,
+            };
+            self.ncomps += 1;
+        }
+        Some(())
+    }
+}
+
+/// Feeds the `ao-types` dictionary of `types` to `out` in pieces: `k1="t1", k2="t2"`
+/// with the keys escaped as [`crate::structured::escape_key`] does (03 §3).
+#[inline(always)]
+fn ao_types_pieces(types: &[(&str, &str)], mut out: impl FnMut(&[u8])) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let keep = |c: u8| {
+        c.is_ascii_lowercase()
+            || c.is_ascii_digit()
+            || matches!(c, b'.' | b'-' | b'_' | b'/' | b'?' | b'&' | b'+')
+    };
+    for (n, (key, ty)) in types.iter().enumerate() {
+        if n > 0 {
+            out(b", ");
+        }
+        let mut rest = key.as_bytes();
+        while !rest.is_empty() {
+            let n = rest.iter().position(|&c| !keep(c)).unwrap_or(rest.len());
+            out(&rest[..n]);
+            if let Some(&c) = rest.get(n) {
+                out(&[b'%', HEX[usize::from(c >> 4)], HEX[usize::from(c & 0xf)]]);
+                rest = &rest[n + 1..];
+            } else {
+                rest = &[];
+            }
+        }
+        out(b"=\"");
+        out(ty.as_bytes());
+        out(b"\"");
+    }
+}
 
 /// Decimal text of an integer, like `i64::to_string`, in a stack buffer.
 fn int_text(i: i64, buf: &mut [u8; 20]) -> &[u8] {
@@ -594,144 +815,18 @@ fn int_text(i: i64, buf: &mut [u8; 20]) -> &[u8] {
 }
 
 /// The HMAC ID of an uncommitted message, streamed straight from the rich message, for
-/// the messages where that is exactly what `hmac_id(to_tabm(msg))` computes; `None`
-/// for everything else (the caller then takes the slow path, which also produces any
-/// error).
-///
-/// It applies when the message has no `commitments` key, at most [`FAST_MAX_KEYS`]
-/// keys, every key already normalised (no upper-case character) and not ID-like
-/// (32/42/43 bytes), none of the keys `signature`, `signature-input`, `data`,
-/// `inline-body-key`, `ao-types`, `body-keys`, and every value is
-/// * a binary (a non-empty one of at most [`MAX_HEADER_LENGTH`] bytes becomes a header),
-/// * an integer, float or atom (its typed text, at most [`MAX_HEADER_LENGTH`] bytes),
-/// * a list whose first element is neither a map nor a list (its list text, bounded
-///   likewise), or an empty list,
-/// * an empty message (or one holding only `priv`),
-///
-/// except that `body` may hold a value of any length (it becomes the whole HTTP body,
-/// represented by `content-digest`). Private keys, `unsigned_id` and `content-digest`
-/// are dropped as [`to_tabm`] drops them. In TABM → HTTP terms: no ID keys, exactly one
-/// or no body part and it is the inline `body`, so no multipart encoding.
+/// the messages where that is exactly what `hmac_id(to_tabm(msg))` computes (see
+/// [`Flat::read`]); `None` for everything else. The components of the signature base
+/// are the header fields of the HTTP encoding.
 fn fast_message_id(msg: &Message) -> Option<Id> {
-    if msg.len() > FAST_MAX_KEYS || msg.contains("commitments") {
-        return None;
-    }
-    // Nested maps and lists of maps/lists (body parts) are the common reason to fall
-    // back: find them before encoding anything.
-    if msg.iter().any(|(_, v)| match v {
-        Value::Message(m) => !is_empty_message(m),
-        Value::List(l) => matches!(l.first(), Some(Value::Message(_) | Value::List(_))),
-        _ => false,
-    }) {
-        return None;
-    }
     let mut comps = [NO_COMPONENT; FAST_MAX_KEYS + 2];
-    let mut ncomps = 0;
-    let mut types: [(&str, &str); FAST_MAX_KEYS] = [("", ""); FAST_MAX_KEYS];
-    let mut ntypes = 0;
-    let mut body: Option<FastValue<'_>> = None;
-    let mut scratch: Vec<u8> = Vec::new();
-
-    for (k, v) in msg.iter() {
-        let key: &str = k;
-        let normal = if key.is_ascii() {
-            !key.bytes().any(|c| c.is_ascii_uppercase())
-        } else {
-            !key.chars().any(char::is_uppercase)
-        };
-        if !normal || is_id_like(key.as_bytes()) {
-            return None;
-        }
-        if is_private(key) || is_regenerable(key) {
-            continue;
-        }
-        if matches!(
-            key,
-            "signature" | "signature-input" | "data" | "inline-body-key" | "ao-types" | "body-keys"
-        ) {
-            return None;
-        }
-        let is_body = key == "body";
-        let text = |scratch: &mut Vec<u8>, start: usize| -> Option<FastValue<'_>> {
-            (is_body || scratch.len() - start <= MAX_HEADER_LENGTH)
-                .then_some(FastValue::Text(start, scratch.len()))
-        };
-        let start = scratch.len();
-        let (value, ty) = match v {
-            Value::Binary(b) if b.is_empty() => (None, Some("empty-binary")),
-            Value::Binary(b) if is_body || b.len() <= MAX_HEADER_LENGTH => {
-                (Some(FastValue::Bin(b)), None)
-            }
-            Value::Integer(i) => (Some(FastValue::Int(*i)), Some("integer")),
-            Value::Float(f) => {
-                scratch.extend_from_slice(float_to_text(*f).as_bytes());
-                (Some(text(&mut scratch, start)?), Some("float"))
-            }
-            Value::Atom(a) => {
-                sf::write_string(&mut scratch, a.as_bytes());
-                (Some(text(&mut scratch, start)?), Some("atom"))
-            }
-            Value::List(l) if l.is_empty() => (None, Some("empty-list")),
-            Value::List(l) if !matches!(l[0], Value::Message(_) | Value::List(_)) => {
-                write_list_text(&mut scratch, l).ok()?;
-                (Some(text(&mut scratch, start)?), Some("list"))
-            }
-            Value::Message(m) if is_empty_message(m) => (None, Some("empty-message")),
-            _ => return None,
-        };
-        if let Some(ty) = ty {
-            types[ntypes] = (key, ty);
-            ntypes += 1;
-        }
-        match value {
-            Some(value) if is_body => body = Some(value),
-            Some(value) => {
-                comps[ncomps] = FastComponent {
-                    name: key,
-                    derived: is_derived(key),
-                    value,
-                };
-                ncomps += 1;
-            }
-            None => {}
-        }
+    let mut types = [("", ""); FAST_MAX_KEYS];
+    let mut flat = Flat::new(&mut comps, &mut types);
+    flat.read(msg)?;
+    let comps = &mut flat.comps[..flat.ncomps];
+    for c in comps.iter_mut() {
+        c.derived = is_derived(c.name);
     }
-
-    // The body's content digest, `sha-256=:<44 base64 characters>:`.
-    let mut digest = [0u8; 54];
-    if let Some(b) = body {
-        let mut buf = [0u8; 20];
-        let bytes: &[u8] = match b {
-            FastValue::Bin(b) => b,
-            FastValue::Int(i) => int_text(i, &mut buf),
-            FastValue::Text(s, e) => &scratch[s..e],
-            FastValue::AoTypes | FastValue::Digest => return None,
-        };
-        digest[..9].copy_from_slice(b"sha-256=:");
-        if STANDARD
-            .encode_slice(Sha256::digest(bytes), &mut digest[9..53])
-            .ok()?
-            != 44
-        {
-            return None;
-        }
-        digest[53] = b':';
-        comps[ncomps] = FastComponent {
-            name: "content-digest",
-            derived: false,
-            value: FastValue::Digest,
-        };
-        ncomps += 1;
-    }
-    if ntypes > 0 {
-        comps[ncomps] = FastComponent {
-            name: "ao-types",
-            derived: false,
-            value: FastValue::AoTypes,
-        };
-        ncomps += 1;
-    }
-    let comps = &mut comps[..ncomps];
     comps.sort_unstable_by(|a, b| prefixed((a.derived, a.name)).cmp(prefixed((b.derived, b.name))));
 
     let mut mac = HMAC_AO.clone();
@@ -742,42 +837,113 @@ fn fast_message_id(msg: &Message) -> Option<Id> {
         match c.value {
             FastValue::Bin(b) => update_value(&mut mac, b),
             FastValue::Int(i) => mac.update(int_text(i, &mut [0u8; 20])),
-            FastValue::Text(s, e) => update_value(&mut mac, &scratch[s..e]),
-            FastValue::AoTypes => {
-                for (n, (k, ty)) in types[..ntypes].iter().enumerate() {
-                    if n > 0 {
-                        mac.update(b", ");
-                    }
-                    update_escaped_key(&mut mac, k);
-                    mac.update(b"=\"");
-                    mac.update(ty.as_bytes());
-                    mac.update(b"\"");
-                }
-            }
-            FastValue::Digest => mac.update(&digest),
+            FastValue::Text(s, e) => update_value(&mut mac, &flat.scratch[s..e]),
+            FastValue::AoTypes => ao_types_pieces(&flat.types[..flat.ntypes], |p| mac.update(p)),
+            FastValue::Digest => mac.update(&flat.digest),
         }
         mac.update(b"\n");
     }
     Some(finish_base(mac, comps.iter().map(|c| (c.derived, c.name))))
 }
 
-/// Feeds an `ao-types` key escaped as [`crate::structured::escape_key`] does (03 §3).
-fn update_escaped_key(mac: &mut Hmac<Sha256>, key: &str) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let keep = |c: u8| {
-        c.is_ascii_lowercase()
-            || c.is_ascii_digit()
-            || matches!(c, b'.' | b'-' | b'_' | b'/' | b'?' | b'&' | b'+')
+/// The header fields and body of a flat message's HTTP encoding, built from its pieces
+/// (see [`Flat::read`]); `None` when the slow path must be taken.
+fn fast_fields(msg: &Message) -> Option<HttpFields> {
+    let mut comps = [NO_COMPONENT; FAST_MAX_KEYS + 2];
+    let mut types = [("", ""); FAST_MAX_KEYS];
+    let mut flat = Flat::new(&mut comps, &mut types);
+    flat.read(msg)?;
+    let Flat {
+        comps,
+        ncomps,
+        types,
+        ntypes,
+        body,
+        scratch,
+        digest,
+    } = &mut flat;
+    let comps = &mut comps[..*ncomps];
+    comps.sort_unstable_by(|a, b| a.name.cmp(b.name));
+
+    // All generated text goes to one buffer (after the texts already in `scratch`),
+    // shared by the values it holds.
+    let mut text = std::mem::take(scratch);
+    let int = |text: &mut Vec<u8>, i: i64| {
+        let start = text.len();
+        text.extend_from_slice(int_text(i, &mut [0u8; 20]));
+        FastValue::Text(start, text.len())
     };
-    let mut rest = key.as_bytes();
-    while !rest.is_empty() {
-        let n = rest.iter().position(|&c| !keep(c)).unwrap_or(rest.len());
-        mac.update(&rest[..n]);
-        if let Some(&c) = rest.get(n) {
-            mac.update(&[b'%', HEX[usize::from(c >> 4)], HEX[usize::from(c & 0xf)]]);
-            rest = &rest[n + 1..];
-        } else {
-            rest = &[];
+    for c in comps.iter_mut() {
+        let start = text.len();
+        c.value = match c.value {
+            FastValue::Int(i) => int(&mut text, i),
+            FastValue::AoTypes => {
+                ao_types_pieces(&types[..*ntypes], |p| text.extend_from_slice(p));
+                FastValue::Text(start, text.len())
+            }
+            FastValue::Digest => {
+                text.extend_from_slice(&digest[..]);
+                FastValue::Text(start, text.len())
+            }
+            v @ (FastValue::Bin(_) | FastValue::Text(..)) => v,
+        };
+    }
+    if let Some(FastValue::Int(i)) = *body {
+        *body = Some(int(&mut text, i));
+    }
+    let text = Bytes::from(text);
+    let bytes = |v: FastValue<'_>| match v {
+        FastValue::Bin(b) => b.clone(),
+        FastValue::Text(s, e) => text.slice(s..e),
+        // Replaced above.
+        FastValue::Int(_) | FastValue::AoTypes | FastValue::Digest => Bytes::new(),
+    };
+    Some(HttpFields {
+        headers: comps
+            .iter()
+            .map(|c| (c.name.to_owned(), bytes(c.value)))
+            .collect(),
+        body: body.map(bytes),
+    })
+}
+
+/// An HTTP message as [`encode_rich_fields`] returns it: like [`HttpMessage`], with the
+/// header fields in a vector.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct HttpFields {
+    /// Header fields, sorted by name, names unique.
+    pub headers: Vec<(String, Bytes)>,
+    /// The body, if any.
+    pub body: Option<Bytes>,
+}
+
+/// The httpsig HTTP encoding of a rich message: exactly
+/// `to_http(&to_tabm(msg)?)`, header fields and body.
+///
+/// Flat messages (those [`message_id`] also takes its fast path for: no nested maps,
+/// no multipart body, no commitments) are encoded directly from the rich message
+/// without building the TABM; all others go through [`to_tabm`] and [`to_http`].
+pub fn encode_rich(msg: &Message) -> Result<HttpMessage, CodecError> {
+    match fast_fields(msg) {
+        Some(f) => Ok(HttpMessage {
+            headers: f.headers.into_iter().collect(),
+            body: f.body,
+        }),
+        None => to_http(&to_tabm(msg)?),
+    }
+}
+
+/// [`encode_rich`] with the header fields as a vector sorted by name (cheaper than the
+/// map when the caller only iterates them).
+pub fn encode_rich_fields(msg: &Message) -> Result<HttpFields, CodecError> {
+    match fast_fields(msg) {
+        Some(f) => Ok(f),
+        None => {
+            let http = to_http(&to_tabm(msg)?)?;
+            Ok(HttpFields {
+                headers: http.headers.into_iter().collect(),
+                body: http.body,
+            })
         }
     }
 }
@@ -1338,6 +1504,53 @@ mod tests {
         ]
     }
 
+    /// A message with raw (possibly non-normalised) keys.
+    fn raw_message(entries: Vec<(String, Value)>) -> Message {
+        let mut msg = Message::new();
+        for (k, v) in entries {
+            msg.insert_key(Key::from(k.as_str()), v);
+        }
+        msg
+    }
+
+    /// `encode_rich` the long way.
+    fn encode_rich_slow(msg: &Message) -> Result<HttpMessage, CodecError> {
+        to_http(&to_tabm(msg)?)
+    }
+
+    /// An `ao-types` dictionary too long for a header makes a multipart body: the fast
+    /// paths must not apply.
+    #[test]
+    fn fast_paths_long_ao_types() {
+        for n in [1000, 1360, 1361, 2000, 4090] {
+            let msg = Message::new()
+                .with("k".repeat(n).as_str(), 1i64)
+                .with("x%".repeat(n / 2).as_str(), Value::list(vec![]))
+                .with("body", 2i64);
+            assert_eq!(message_id(&msg).unwrap(), message_id_slow(&msg).unwrap());
+            assert_eq!(encode_rich(&msg).unwrap(), encode_rich_slow(&msg).unwrap());
+        }
+    }
+
+    /// The typical reply of the HTTP server takes the encoding fast path.
+    #[test]
+    fn encode_rich_reply() {
+        let reply = m(vec![
+            ("ao-result", Value::text("body")),
+            ("body", Value::Integer(1)),
+            ("status", Value::Integer(200)),
+        ]);
+        let fast = fast_fields(&reply).unwrap();
+        let names: Vec<&str> = fast.headers.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(names, ["ao-result", "ao-types", "content-digest", "status"]);
+        let e = encode_rich(&reply).unwrap();
+        assert_eq!(e, encode_rich_slow(&reply).unwrap());
+        assert_eq!(h(&e, "ao-types"), "body=\"integer\", status=\"integer\"");
+        assert_eq!(h(&e, "status"), "200");
+        assert_eq!(body(&e), "1");
+        assert_eq!(encode_rich_fields(&reply).unwrap(), fast);
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(2000))]
         /// The fast path of `message_id` computes exactly what the slow path does, and
@@ -1346,16 +1559,35 @@ mod tests {
         fn fast_message_id_matches_slow(
             entries in proptest::collection::vec((arb_key(), arb_value()), 0..10)
         ) {
-            let mut msg = Message::new();
-            for (k, v) in entries {
-                // Raw keys, so that non-normalised ones reach the codec too.
-                msg.insert_key(Key::from(k.as_str()), v);
-            }
+            // Raw keys, so that non-normalised ones reach the codec too.
+            let msg = raw_message(entries);
             let slow = message_id_slow(&msg);
             match fast_message_id(&msg) {
                 Some(fast) => prop_assert_eq!(Ok(fast), slow, "{:?}", msg),
                 None => prop_assert_eq!(message_id(&msg), slow),
             }
+        }
+
+        /// `encode_rich` (and `encode_rich_fields`) encode exactly as `to_http` of the
+        /// TABM does, and fail where it fails.
+        #[test]
+        fn encode_rich_matches_slow(
+            entries in proptest::collection::vec((arb_key(), arb_value()), 0..10)
+        ) {
+            let msg = raw_message(entries);
+            let slow = encode_rich_slow(&msg);
+            if fast_fields(&msg).is_some() {
+                prop_assert!(slow.is_ok(), "{:?}", msg);
+            }
+            if let Ok(f) = encode_rich_fields(&msg) {
+                prop_assert!(f.headers.windows(2).all(|w| w[0].0 < w[1].0), "{:?}", f);
+            }
+            let fields = encode_rich_fields(&msg).map(|f| HttpMessage {
+                headers: f.headers.into_iter().collect(),
+                body: f.body,
+            });
+            prop_assert_eq!(&encode_rich(&msg), &slow, "{:?}", msg);
+            prop_assert_eq!(&fields, &slow, "{:?}", msg);
         }
     }
 }

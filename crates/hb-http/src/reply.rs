@@ -139,12 +139,8 @@ pub fn encode(msg: &Message, codec: ReplyCodec) -> Response<Full<Bytes>> {
 type Encoded = (Vec<(String, Bytes)>, Bytes);
 
 fn encode_httpsig(msg: &Message) -> Result<Encoded, structured::CodecError> {
-    let tabm = structured::to_tabm(msg)?;
-    let http = httpsig::to_http(&tabm)?;
-    Ok((
-        http.headers.into_iter().collect(),
-        http.body.unwrap_or_default(),
-    ))
+    let http = httpsig::encode_rich_fields(msg)?;
+    Ok((http.headers, http.body.unwrap_or_default()))
 }
 
 fn encode_json(msg: &Message) -> Result<Encoded, structured::CodecError> {
