@@ -101,7 +101,7 @@ fn get(base: &Message, key: &str) -> Outcome {
 }
 
 /// `set` (spec 01 §6.3).
-fn set(base: &Message, req: &Message) -> Message {
+pub(crate) fn set(base: &Message, req: &Message) -> Message {
     let explicit = req.get("set-mode").and_then(Value::as_str) == Some("explicit");
     let mut out = base.clone();
     let mut changed = false;

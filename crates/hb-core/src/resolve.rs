@@ -613,14 +613,20 @@ impl Ctx {
             Value::List(l) => list_to_message(&l),
             other => return Ok(Outcome::ok(other)),
         };
-        if let Some(dev) = dev {
-            base = self.set(&base, "device", Value::text(dev))?;
-        }
         let has_path = match req.get("path") {
             None => false,
             Some(Value::Binary(b)) => !b.is_empty(),
             Some(_) => true,
         };
+        if let Some(dev) = dev {
+            // The common `/~message@1.0&k=v…` base: both device-aware sets below would be
+            // message@1.0's own `set` on an empty message; make the one call directly.
+            if !has_path && base.is_empty() && normalize_key(dev) == "message@1.0" {
+                let base = Message::new().with("device", Value::text(dev));
+                return Ok(Outcome::ok(crate::message::set(&base, &req)));
+            }
+            base = self.set(&base, "device", Value::text(dev))?;
+        }
         if !has_path {
             if req.public().any(|(k, _)| k.as_ref() != "path") {
                 base = self.set_many(&base, &req)?;

@@ -1020,3 +1020,30 @@ fn checklist_01_21_device_switching_from_paths() {
         ok("PLAINTEXT")
     );
 }
+
+#[test]
+fn message_base_shortcut_matches_the_device_sets() {
+    let ctx = ctx_with(ResolveOpts::default());
+    let req = msg(&[
+        ("path", "".into()),
+        ("a", "1".into()),
+        ("n", 2i64.into()),
+        ("keys", "not set".into()),
+        ("skip", Value::atom("undefined")),
+        ("nested", Value::Message(msg(&[("x", "1".into())]))),
+    ]);
+    let fast = ctx
+        .subresolve(
+            Value::Message(Message::new()),
+            Some("message@1.0"),
+            Value::Message(req.clone()),
+        )
+        .unwrap()
+        .value;
+    let with_device = ctx
+        .set(&Message::new(), "device", "message@1.0".into())
+        .unwrap();
+    let general = ctx.set_many(&with_device, &req).unwrap();
+    assert_eq!(fast, Value::Message(general));
+    assert_eq!(fast.as_message().unwrap().get("keys"), None);
+}
