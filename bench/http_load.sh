@@ -3,14 +3,14 @@
 # from the same crates: crates/hb-http/examples/hello_world.rs), both on loopback, at 32
 # connections. Prints both rates and the ratio hb/hello. See docs/PERFORMANCE.md.
 #
-#   bench/http_load.sh                       # 5 rounds of 5 s per server, medians
+#   bench/http_load.sh                       # 15 paired rounds of 2 s per server, medians
 #   ROUNDS=9 DURATION=10 bench/http_load.sh  # longer
 #
 # Needs `wrk` (installed from Debian when missing and we are root) or `oha`.
 set -euo pipefail
 
-DURATION="${DURATION:-5}"
-ROUNDS="${ROUNDS:-5}"
+DURATION="${DURATION:-2}"
+ROUNDS="${ROUNDS:-15}"
 CONNECTIONS=32
 HB_PATH='/~message@1.0&a+integer=1/a'
 
