@@ -1,8 +1,9 @@
 //! HyperPATH parsing: `hyperpath::parse` on representative paths and `from_singleton` on
 //! a request as `curl` sends it. See docs/PERFORMANCE.md.
 
+mod common;
+
 use std::hint::black_box;
-use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use hb_core::{Message, Value, hyperpath};
@@ -69,16 +70,9 @@ fn from_singleton(c: &mut Criterion) {
     group.finish();
 }
 
-fn config() -> Criterion {
-    Criterion::default()
-        .measurement_time(Duration::from_secs(3))
-        .warm_up_time(Duration::from_secs(1))
-        .sample_size(30)
-}
-
 criterion_group! {
     name = benches;
-    config = config();
+    config = common::config();
     targets = parse_paths, from_singleton
 }
 criterion_main!(benches);

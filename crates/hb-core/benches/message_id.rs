@@ -1,8 +1,9 @@
 //! `httpsig::message_id` (the HMAC ID of an uncommitted message) on a small and a nested
 //! message, and the httpsig encoding of a typical HTTP reply. See docs/PERFORMANCE.md.
 
+mod common;
+
 use std::hint::black_box;
-use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use hb_core::{Message, Value, httpsig, structured};
@@ -103,16 +104,9 @@ fn reply_encode(c: &mut Criterion) {
     group.finish();
 }
 
-fn config() -> Criterion {
-    Criterion::default()
-        .measurement_time(Duration::from_secs(3))
-        .warm_up_time(Duration::from_secs(1))
-        .sample_size(30)
-}
-
 criterion_group! {
     name = benches;
-    config = config();
+    config = common::config();
     targets = message_id, reply_encode
 }
 criterion_main!(benches);

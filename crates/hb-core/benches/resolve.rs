@@ -1,9 +1,10 @@
 //! Resolving `message@1.0` keys through the engine, with the context `hb serve` builds.
 //! See docs/PERFORMANCE.md.
 
+mod common;
+
 use std::hint::black_box;
 use std::sync::Arc;
-use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use hb_core::{Ctx, MemoryCache, Message, NodeHandle, ResolveOpts, Value, hyperpath};
@@ -85,16 +86,9 @@ fn get_key(c: &mut Criterion) {
     group.finish();
 }
 
-fn config() -> Criterion {
-    Criterion::default()
-        .measurement_time(Duration::from_secs(3))
-        .warm_up_time(Duration::from_secs(1))
-        .sample_size(30)
-}
-
 criterion_group! {
     name = benches;
-    config = config();
+    config = common::config();
     targets = resolve_path, get_key
 }
 criterion_main!(benches);

@@ -3,6 +3,8 @@
 //! It lives in hb-core because the engine itself falls back to it for every key no
 //! other device handles (spec 01 §3.3 step 5).
 
+use std::sync::Arc;
+
 use crate::device::{Call, DefaultHandler, Device, DeviceInfo, DeviceResult, Outcome};
 use crate::id::Id;
 use crate::resolve::{Ctx, ResolveError};
@@ -297,6 +299,23 @@ fn commitment_device_name(req: &Message, ctx: &Ctx) -> String {
     }
 }
 
+/// The commitment device `name`, needed for `purpose`.
+fn commitment_device(
+    ctx: &Ctx,
+    name: &str,
+    purpose: &str,
+) -> Result<Arc<dyn Device>, ResolveError> {
+    ctx.registry()
+        .get(name)
+        .cloned()
+        .ok_or_else(|| ResolveError::DeviceNotLoadable {
+            name: name.to_owned(),
+            reason: format!(
+                "the commitment device needed for `{purpose}` is not available on this node"
+            ),
+        })
+}
+
 fn delegate_commitment(
     func: &'static str,
     base: &Message,
@@ -307,16 +326,7 @@ fn delegate_commitment(
         ResolveError::BadRequest(format!("{func}: the request's target is not a message"))
     })?;
     let name = commitment_device_name(req, ctx);
-    let dev =
-        ctx.registry()
-            .get(&name)
-            .cloned()
-            .ok_or_else(|| ResolveError::DeviceNotLoadable {
-                name: name.clone(),
-                reason: format!(
-                    "the commitment device needed for `{func}` is not available on this node"
-                ),
-            })?;
+    let dev = commitment_device(ctx, &name, func)?;
     let f = dev
         .functions()
         .iter()
@@ -348,15 +358,7 @@ fn verify(base: &Message, req: &Message, ctx: &Ctx) -> DeviceResult {
             .get_str("commitment-device")
             .unwrap_or("httpsig@1.0")
             .to_owned();
-        let dev =
-            ctx.registry()
-                .get(&name)
-                .cloned()
-                .ok_or_else(|| ResolveError::DeviceNotLoadable {
-                    name: name.clone(),
-                    reason: "the commitment device needed to verify is not available on this node"
-                        .into(),
-                })?;
+        let dev = commitment_device(ctx, &name, "verify")?;
         let mut with = target.clone();
         for (k, v) in c.iter().filter(|(k, _)| k.as_ref() != "commitment-device") {
             with.insert_key(k.clone(), v.clone());

@@ -121,6 +121,17 @@ fn ctx_with(opts: ResolveOpts) -> Ctx {
     .with_opts(opts)
 }
 
+/// A context whose registry also holds a [`HandlerDev`] with these exports and excludes.
+fn handler_ctx(exports: Option<Vec<String>>, excludes: Vec<String>) -> Ctx {
+    let mut reg = hb_devices::registry();
+    reg.register(Arc::new(HandlerDev { exports, excludes }));
+    Ctx::new(
+        Arc::new(reg),
+        Arc::new(MemoryCache::default()),
+        NodeHandle::default(),
+    )
+}
+
 fn option_sets() -> Vec<(&'static str, ResolveOpts)> {
     let dirs = |d: &[&str]| CacheDirectives::parse(d);
     vec![
@@ -261,16 +272,7 @@ fn key_from_id_device_with_args() {
 
 #[test]
 fn checklist_01_6_device_with_handler_function() {
-    let mut reg = hb_devices::registry();
-    reg.register(Arc::new(HandlerDev {
-        exports: None,
-        excludes: vec![],
-    }));
-    let ctx = Ctx::new(
-        Arc::new(reg),
-        Arc::new(MemoryCache::default()),
-        NodeHandle::default(),
-    );
+    let ctx = handler_ctx(None, vec![]);
     let m = msg(&[
         ("device", "handler-dev@1.0".into()),
         ("test_key", "BAD".into()),
@@ -289,16 +291,7 @@ fn checklist_01_7_device_with_default_handler_function() {
 
 #[test]
 fn device_exports() {
-    let mut reg = hb_devices::registry();
-    reg.register(Arc::new(HandlerDev {
-        exports: Some(vec!["test1".into(), "Test2".into()]),
-        excludes: vec![],
-    }));
-    let ctx = Ctx::new(
-        Arc::new(reg),
-        Arc::new(MemoryCache::default()),
-        NodeHandle::default(),
-    );
+    let ctx = handler_ctx(Some(vec!["test1".into(), "Test2".into()]), vec![]);
     let m = msg(&[
         ("device", "handler-dev@1.0".into()),
         ("test3", "GOOD3".into()),
@@ -321,16 +314,7 @@ fn device_exports() {
 
 #[test]
 fn device_excludes() {
-    let mut reg = hb_devices::registry();
-    reg.register(Arc::new(HandlerDev {
-        exports: None,
-        excludes: vec!["set".into()],
-    }));
-    let ctx = Ctx::new(
-        Arc::new(reg),
-        Arc::new(MemoryCache::default()),
-        NodeHandle::default(),
-    );
+    let ctx = handler_ctx(None, vec!["set".into()]);
     let m = msg(&[("device", "handler-dev@1.0".into())]);
     assert_eq!(
         resolve_key(&ctx, m.clone(), "test-key2"),
