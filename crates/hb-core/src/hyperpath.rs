@@ -43,6 +43,10 @@ pub const MAX_SEGMENT_LEN: usize = 512;
 /// the reference has no limit).
 pub const MAX_NESTING: usize = 32;
 
+/// How many elements one path may have (the reference has no limit; every element is
+/// a message that the request's parameters are copied into).
+pub const MAX_ELEMENTS: usize = 1024;
+
 /// How much of an offending input an error message quotes.
 const QUOTE_LIMIT: usize = 80;
 
@@ -84,6 +88,9 @@ pub enum PathError {
     /// Sub-resolutions nested deeper than [`MAX_NESTING`].
     #[error("sub-resolutions `( … )` are nested more than {MAX_NESTING} levels deep")]
     TooDeep,
+    /// More elements than [`MAX_ELEMENTS`].
+    #[error("too_many_steps: the path has {0} elements; at most {MAX_ELEMENTS} are allowed")]
+    TooManySteps(usize),
     /// A `~` with nothing after it.
     #[error("empty device name after `~` in path segment `{0}`")]
     EmptyDevice(String),
@@ -312,6 +319,9 @@ fn parse_path(
     }
     if elements.is_empty() {
         return Ok(elements);
+    }
+    if elements.len() > MAX_ELEMENTS {
+        return Err(PathError::TooManySteps(elements.len()));
     }
     // §3.7 step 1: an empty base unless the first element provides one.
     if matches!(elements.first(), Some(Value::Message(_))) {

@@ -112,6 +112,8 @@ pub struct ResolveOpts {
     pub cache_lookup_heuristics: bool,
     /// How deep resolutions may nest before the request is refused.
     pub max_depth: u32,
+    /// How many steps one message list may have.
+    pub max_steps: usize,
 }
 
 impl Default for ResolveOpts {
@@ -122,6 +124,7 @@ impl Default for ResolveOpts {
             force_message: false,
             cache_lookup_heuristics: false,
             max_depth: 64,
+            max_steps: 1024,
         }
     }
 }
@@ -145,6 +148,7 @@ impl ResolveOpts {
             force_message: false,
             cache_lookup_heuristics: false,
             max_depth: self.max_depth,
+            max_steps: self.max_steps,
         }
     }
 }
@@ -520,6 +524,13 @@ impl Ctx {
 
     /// Folds a message list through the engine (spec 01 §4 `resolve_many`).
     pub fn resolve_many(&self, list: Vec<Value>) -> Resolved {
+        if list.len() > self.opts.max_steps {
+            return Err(ResolveError::BadRequest(format!(
+                "the path has {} steps; this node resolves at most {}",
+                list.len(),
+                self.opts.max_steps
+            )));
+        }
         let ctx = self.deeper()?;
         let mut items = list.into_iter();
         let Some(first) = items.next() else {

@@ -909,3 +909,15 @@ mod part_value_shorthand {
         assert!(parse("/a+b").is_err());
     }
 }
+
+#[test]
+fn element_count_is_bounded() {
+    use hb_core::hyperpath::{MAX_ELEMENTS, PathError, parse};
+    let ok = "/a".repeat(MAX_ELEMENTS - 1);
+    assert_eq!(parse(&ok).map(|l| l.len()), Ok(MAX_ELEMENTS));
+    let too_many = "/a".repeat(MAX_ELEMENTS + 1);
+    assert_eq!(
+        parse(&too_many),
+        Err(PathError::TooManySteps(MAX_ELEMENTS + 1))
+    );
+}

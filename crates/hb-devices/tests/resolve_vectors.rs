@@ -1031,3 +1031,15 @@ fn message_base_shortcut_matches_the_device_sets() {
     assert_eq!(fast, Value::Message(general));
     assert_eq!(fast.as_message().unwrap().get("keys"), None);
 }
+
+#[test]
+fn step_count_is_bounded() {
+    let ctx = ctx_with(ResolveOpts {
+        max_steps: 8,
+        ..Default::default()
+    });
+    let mut list = vec![Value::Message(msg(&[("a", "1".into())]))];
+    list.extend((0..8).map(|_| Value::Message(msg(&[("path", "keys".into())]))));
+    let err = ctx.resolve_many(list).unwrap_err();
+    assert!(err.to_string().contains("at most 8"), "{err}");
+}

@@ -73,6 +73,7 @@ impl Service {
     pub fn new(ctx: Ctx, config: ServerConfig) -> Self {
         let opts = ResolveOpts {
             max_depth: ctx.opts.max_depth,
+            max_steps: ctx.opts.max_steps,
             ..ResolveOpts::http()
         };
         Service {
