@@ -100,7 +100,7 @@ pub enum HashpathMode {
 }
 
 /// The options of one resolution (the reference's `Opts` entries that the engine reads).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Copy)]
 pub struct ResolveOpts {
     /// Hashpath handling.
     pub hashpath: HashpathMode,
@@ -163,6 +163,7 @@ pub struct Ctx {
     pub opts: ResolveOpts,
     depth: u32,
     deadline: Option<(Instant, Duration)>,
+    step_hook: Option<Arc<[Message]>>,
 }
 
 /// The parts of a context that every resolution of a node shares.
@@ -324,6 +325,25 @@ impl Ctx {
             opts: ResolveOpts::default(),
             depth: 0,
             deadline: None,
+            step_hook: None,
+        }
+    }
+
+    /// The same context with the node's `step` hook handlers (spec 05 §5), read from the
+    /// node message now.
+    pub fn with_node_hooks(&self) -> Ctx {
+        let handlers = crate::hook::handlers(&self.node().get(), "step");
+        Ctx {
+            step_hook: (!handlers.is_empty()).then(|| Arc::from(handlers)),
+            ..self.clone()
+        }
+    }
+
+    /// The same context without a `step` hook (hook handlers run without one).
+    pub fn without_step_hook(&self) -> Ctx {
+        Ctx {
+            step_hook: None,
+            ..self.clone()
         }
     }
 
@@ -675,7 +695,7 @@ impl Ctx {
         };
         let msg2 = match msg2 {
             Value::Resolve(steps) => {
-                let mut opts = ctx.opts.clone();
+                let mut opts = ctx.opts;
                 opts.force_message = false;
                 match ctx.with_opts(opts).resolve_many(steps.as_ref().clone())? {
                     o if o.is_ok() => o.value,
@@ -757,6 +777,32 @@ impl Ctx {
         let mut out = self.call_device(&msg1, &msg2, &key)?;
         if self.opts.force_message {
             out = force_message(out);
+        }
+        // Stage 7: the step hook sees the step and may replace its result.
+        if let Some(handlers) = &self.step_hook {
+            let req = Message::new()
+                .with("base", msg1.clone())
+                .with("request", msg2.clone())
+                .with("status", Value::atom(out.status.as_str()))
+                .with("body", out.value);
+            let hooked = crate::hook::run(self, "step", handlers, req)?;
+            out = match hooked {
+                Outcome {
+                    status: Status::Ok,
+                    value: Value::Message(m),
+                } => {
+                    let status = m
+                        .get("status")
+                        .and_then(Value::as_atom)
+                        .map_or(Status::Ok, Status::from_atom);
+                    let value = m
+                        .get("body")
+                        .cloned()
+                        .unwrap_or_else(|| Value::atom("undefined"));
+                    Outcome { status, value }
+                }
+                other => return Ok(other),
+            };
         }
         // Stage 8: sub-resolution.
         if out.is_ok()

@@ -1043,3 +1043,43 @@ fn step_count_is_bounded() {
     let err = ctx.resolve_many(list).unwrap_err();
     assert!(err.to_string().contains("at most 8"), "{err}");
 }
+
+/// A `step` hook handler that counts its calls and passes results through.
+struct StepCounter;
+static STEP_CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+impl Device for StepCounter {
+    fn name(&self) -> &'static str {
+        "step-counter@1.0"
+    }
+    fn functions(&self) -> &'static [&'static str] {
+        &["step"]
+    }
+    fn call(&self, _: Call<'_>, _: &Message, req: &Message, _: &Ctx) -> DeviceResult {
+        STEP_CALLS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let status = req.get("status").cloned().unwrap_or(Value::atom("ok"));
+        let body = req.get("body").cloned().unwrap_or(Value::atom("undefined"));
+        Ok(Outcome::ok(
+            Message::new().with("status", status).with("body", body),
+        ))
+    }
+}
+
+#[test]
+fn step_hook() {
+    let mut reg = hb_devices::registry();
+    reg.register(Arc::new(StepCounter));
+    let on = Message::new().with("step", msg(&[("device", "step-counter@1.0".into())]));
+    let node = NodeHandle::new(Message::new().with("on", on));
+    let ctx = Ctx::new(Arc::new(reg), Arc::new(MemoryCache::default()), node).with_node_hooks();
+    let m = msg(&[(
+        "a",
+        Value::Message(msg(&[("b", Value::Message(msg(&[("c", "1".into())])))])),
+    )]);
+    let before = STEP_CALLS.load(std::sync::atomic::Ordering::SeqCst);
+    let out = ctx
+        .resolve(Value::Message(m), Message::new().with("path", "a/b/c"))
+        .unwrap();
+    assert_eq!(out, ok("1"));
+    let calls = STEP_CALLS.load(std::sync::atomic::Ordering::SeqCst) - before;
+    assert_eq!(calls, 3, "one call per step");
+}

@@ -22,7 +22,8 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use hb_core::{BlockingHook, Ctx, ResolveError, ResolveOpts, hyperpath};
+use hb_core::device::{Outcome, Status};
+use hb_core::{BlockingHook, Ctx, Message, ResolveError, ResolveOpts, Value, hook, hyperpath};
 
 pub mod reply;
 pub mod request;
@@ -159,12 +160,78 @@ impl Service {
         // because handing it to another thread costs more than it does. Devices that
         // block (sleeps, long computations) go through the context's blocking hook, and
         // the deadline bounds the whole resolution.
-        let ctx = self.ctx.with_time_limit(self.config.request_timeout);
-        let outcome = hyperpath::from_singleton(&singleton)
-            .map_err(ResolveError::from)
-            .and_then(|list| ctx.resolve_many(list));
-        reply::from_outcome(outcome, &singleton)
+        let ctx = self
+            .ctx
+            .with_time_limit(self.config.request_timeout)
+            .with_node_hooks();
+        let node = ctx.node().get();
+        let (outcome, halted) = match resolve_request(&ctx, &node, &singleton) {
+            Ok(Step::Halted(out)) => (Ok(out), true),
+            Ok(Step::Resolved(out)) => (Ok(out), false),
+            Err(e) => (Err(e), false),
+        };
+        let mut result = reply::result_message(outcome);
+        // The `response` hook sees the result and may replace it (spec 05 §2.4 step 7);
+        // a request the `request` hook halted is answered as it is.
+        let handlers = hook::handlers(&node, "response");
+        if !handlers.is_empty() && !halted {
+            let req = Message::new()
+                .with("request", singleton.clone())
+                .with("body", result);
+            result = match hook::run(&ctx, "response", &handlers, req) {
+                Ok(Outcome {
+                    status: Status::Ok,
+                    value: Value::Message(m),
+                }) => reply::result_message(Ok(Outcome::ok(
+                    m.get("body")
+                        .cloned()
+                        .unwrap_or(Value::Message(Message::new())),
+                ))),
+                other => reply::result_message(other),
+            };
+        }
+        reply::encode(&result, reply::choose_codec(&singleton))
     }
+}
+
+/// How a request ended before its reply.
+enum Step {
+    /// The `request` hook stopped it with this result.
+    Halted(Outcome),
+    /// It was resolved.
+    Resolved(Outcome),
+}
+
+/// Parses a request's singleton, runs the node's `request` hook on the message list
+/// (spec 05 §2.4 step 3), then resolves it.
+fn resolve_request(ctx: &Ctx, node: &Message, singleton: &Message) -> Result<Step, ResolveError> {
+    let mut list = hyperpath::from_singleton(singleton)?;
+    let handlers = hook::handlers(node, "request");
+    if !handlers.is_empty() {
+        let req = Message::new()
+            .with("request", singleton.clone())
+            .with("body", Value::list(list));
+        match hook::run(ctx, "request", &handlers, req)? {
+            Outcome {
+                status: Status::Ok,
+                value: Value::Message(m),
+            } => {
+                list = match m.get("body") {
+                    Some(Value::List(l)) => l.as_ref().clone(),
+                    Some(Value::Message(m)) => {
+                        hb_core::value::message_to_list(m).unwrap_or_default()
+                    }
+                    _ => {
+                        return Err(ResolveError::BadRequest(
+                            "the request hook returned no message list".into(),
+                        ));
+                    }
+                };
+            }
+            other => return Ok(Step::Halted(other)),
+        }
+    }
+    ctx.resolve_many(list).map(Step::Resolved)
 }
 
 /// Blocking work on a multi-threaded runtime moves the runtime's other tasks off this

@@ -51,17 +51,14 @@ pub fn choose_codec(request: &Message) -> ReplyCodec {
     ReplyCodec::Httpsig
 }
 
-/// The response to a resolution.
-pub fn from_outcome(
-    outcome: Result<Outcome, ResolveError>,
-    request: &Message,
-) -> Response<Full<Bytes>> {
+/// The message a resolution answers with (spec 05 §2.4 steps 5–6): literals wrapped as
+/// `{ao-result: body, body}`, errors as `{status, body}`, and `status` embedded.
+pub fn result_message(outcome: Result<Outcome, ResolveError>) -> Message {
     let (status, value) = match outcome {
         Ok(o) => (o.status, o.value),
         Err(e) => {
             let code = e.http_status();
-            let level_err = code >= 500;
-            if level_err {
+            if code >= 500 {
                 tracing::warn!(error = %e, "request failed");
             } else {
                 tracing::debug!(error = %e, "request refused");
@@ -76,8 +73,7 @@ pub fn from_outcome(
             )
         }
     };
-    let msg = embed_status(&status, force_message(value));
-    encode(&msg, choose_codec(request))
+    embed_status(&status, force_message(value))
 }
 
 /// Step 5 of the meta pipeline: a literal result becomes `{ao-result: body, body}`.

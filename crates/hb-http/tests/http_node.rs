@@ -413,3 +413,74 @@ async fn meta_info_post_without_an_operator_signature_is_refused() {
     assert_eq!(r.text(), "0", "unchanged");
     node.stop().await;
 }
+
+/// A `request`/`response` hook handler for the hook tests (spec 05 checklist 18): its
+/// `request` adds `added: value` to the base of the message list, or halts with `Bad`
+/// when the request carries `halt`; its `response` counts responses.
+struct HookDev;
+static RESPONSES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+impl hb_core::Device for HookDev {
+    fn name(&self) -> &'static str {
+        "hook-dev@1.0"
+    }
+    fn functions(&self) -> &'static [&'static str] {
+        &["request", "response"]
+    }
+    fn call(
+        &self,
+        call: hb_core::Call<'_>,
+        _: &Message,
+        req: &Message,
+        _: &Ctx,
+    ) -> hb_core::DeviceResult {
+        use hb_core::{Outcome, Value};
+        if call.key() == "response" {
+            RESPONSES.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            return Ok(Outcome::ok(req.clone()));
+        }
+        let singleton = req
+            .get("request")
+            .and_then(Value::as_message)
+            .cloned()
+            .unwrap_or_default();
+        if singleton.contains("halt") {
+            return Ok(Outcome::error("Bad"));
+        }
+        let Some(Value::List(list)) = req.get("body") else {
+            return Ok(Outcome::error("no list"));
+        };
+        let mut list = list.as_ref().clone();
+        if let Some(Value::Message(base)) = list.first_mut() {
+            base.insert("added", Value::text("value"));
+        }
+        Ok(Outcome::ok(req.clone().with("body", Value::list(list))))
+    }
+}
+
+#[tokio::test]
+async fn request_and_response_hooks() {
+    let mut reg = hb_devices::registry();
+    reg.register(Arc::new(HookDev));
+    let handler = Message::new().with("device", "hook-dev@1.0");
+    let on = Message::new()
+        .with("request", handler.clone())
+        .with("response", handler);
+    let ctx = Ctx::new(
+        Arc::new(reg),
+        Arc::new(MemoryCache::new(100)),
+        NodeHandle::new(Message::new().with("on", on)),
+    );
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let node = serve(listener, Service::new(ctx, ServerConfig::default())).expect("serve");
+    let before = RESPONSES.load(std::sync::atomic::Ordering::SeqCst);
+    let r = get(node.addr, "/added", "").await;
+    assert_eq!((r.status, r.text().as_str()), (200, "value"));
+    let r = get(node.addr, "/added", "halt: 1\r\n").await;
+    assert_eq!((r.status, r.text().as_str()), (400, "Bad"));
+    // The response hook fires once per resolved request, not for the halted one.
+    assert_eq!(
+        RESPONSES.load(std::sync::atomic::Ordering::SeqCst) - before,
+        1
+    );
+    node.stop().await;
+}
