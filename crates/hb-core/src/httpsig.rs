@@ -1591,3 +1591,335 @@ mod tests {
         }
     }
 }
+
+/// What [`from_http`] keeps aside for the commitment layer: the request's
+/// `signature` and `signature-input` fields, if it had them.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Signatures {
+    /// The `signature` dictionary.
+    pub signature: Option<Bytes>,
+    /// The `signature-input` dictionary.
+    pub signature_input: Option<Bytes>,
+}
+
+/// The most multipart parts a body may have (each becomes a key).
+pub const MAX_PARTS: usize = 1024;
+
+/// HTTP message -> TABM (spec 03 §4.3, steps 1–5 and 7): multipart bodies become
+/// (nested) keys, `ao-ids` expands back into keys, `content-digest` and `hashpath*`
+/// fields are dropped. Signature fields are returned beside the TABM: rebuilding
+/// commitments from them is the commitment layer's work (§5.5).
+pub fn from_http(http: &HttpMessage) -> Result<(Message, Signatures), CodecError> {
+    let inline_key = http
+        .headers
+        .get("inline-body-key")
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+        .unwrap_or_else(|| "body".to_owned());
+    let mut flat = Message::new();
+    for (k, v) in &http.headers {
+        if k != "body" && k != "body-keys" {
+            flat.insert_key(Key::from(k.as_str()), Value::Binary(v.clone()));
+        }
+    }
+    if let Some(body) = http.body.as_ref().filter(|b| !b.is_empty()) {
+        match multipart_boundary(http.headers.get("content-type"))? {
+            Some(boundary) => {
+                let mut body_keys: Vec<String> = Vec::new();
+                for part in split_multipart(body, &boundary)? {
+                    let (name, value) = parse_part(part, &inline_key)?;
+                    let first = name
+                        .split('/')
+                        .find(|p| !p.is_empty())
+                        .unwrap_or("")
+                        .to_owned();
+                    if !body_keys.contains(&first) {
+                        body_keys.push(first);
+                    }
+                    flat.insert_key(Key::from(name), value);
+                }
+                let items: Vec<sf::Member> = body_keys
+                    .iter()
+                    .map(|k| sf::Member::Item(sf::Item::new(sf::BareItem::string(k.as_bytes()))))
+                    .collect();
+                flat.insert(
+                    "body-keys",
+                    Value::Binary(Bytes::from(sf::serialize_list(&items))),
+                );
+            }
+            None => flat.insert_key(Key::from(inline_key.as_str()), Value::Binary(body.clone())),
+        }
+    }
+    let mut tabm = crate::flat::from_flat(&flat)?;
+    // Step 4: `ao-ids` back into keys.
+    if let Some(Value::Binary(ids)) = tabm.remove("ao-ids") {
+        let dict = sf::parse_dictionary(&ids)
+            .map_err(|e| CodecError::Other(format!("bad ao-ids: {e}")))?;
+        for (k, member) in dict {
+            match member {
+                sf::Member::Item(item) => match item.bare.as_text() {
+                    Some(text) => tabm.insert_key(
+                        Key::from(k.as_str()),
+                        Value::Binary(Bytes::copy_from_slice(text)),
+                    ),
+                    None => {
+                        return Err(CodecError::Other(format!(
+                            "ao-ids member `{k}` is not text"
+                        )));
+                    }
+                },
+                sf::Member::InnerList(..) => {
+                    return Err(CodecError::Other(format!("ao-ids member `{k}` is a list")));
+                }
+            }
+        }
+    }
+    // Step 5 and 7.
+    let sigs = Signatures {
+        signature: tabm
+            .remove("signature")
+            .and_then(|v| v.as_bytes().map(Bytes::copy_from_slice)),
+        signature_input: tabm
+            .remove("signature-input")
+            .and_then(|v| v.as_bytes().map(Bytes::copy_from_slice)),
+    };
+    tabm.remove("commitments");
+    tabm.remove("content-digest");
+    let hashpaths: Vec<Key> = tabm
+        .keys()
+        .filter(|k| k.starts_with("hashpath"))
+        .cloned()
+        .collect();
+    for k in hashpaths {
+        tabm.remove(&k);
+    }
+    Ok((tabm, sigs))
+}
+
+/// The `boundary` parameter of a `content-type` field, if it is multipart.
+fn multipart_boundary(content_type: Option<&Bytes>) -> Result<Option<Vec<u8>>, CodecError> {
+    let Some(ct) = content_type else {
+        return Ok(None);
+    };
+    let Ok(item) = sf::parse_item(ct) else {
+        return Ok(None);
+    };
+    Ok(item
+        .params
+        .iter()
+        .find(|(k, _)| k == "boundary")
+        .and_then(|(_, v)| v.as_text().map(<[u8]>::to_vec)))
+}
+
+/// The parts of a multipart body: between `--B CRLF` and `CRLF --B--`, split on `CRLF --B`.
+fn split_multipart<'a>(body: &'a [u8], boundary: &[u8]) -> Result<Vec<&'a [u8]>, CodecError> {
+    let bad = |why: &str| CodecError::Other(format!("malformed multipart body: {why}"));
+    let mut open = b"--".to_vec();
+    open.extend_from_slice(boundary);
+    let mut delimiter = b"\r\n".to_vec();
+    delimiter.extend_from_slice(&open);
+    let mut close = delimiter.clone();
+    close.extend_from_slice(b"--");
+    let start = body
+        .strip_prefix(open.as_slice())
+        .ok_or_else(|| bad("it does not start with the boundary"))?;
+    let start = start
+        .strip_prefix(b"\r\n")
+        .ok_or_else(|| bad("no line break after the first boundary"))?;
+    let end = find(start, &close).ok_or_else(|| bad("no closing boundary"))?;
+    let mut parts = Vec::new();
+    let mut rest = &start[..end];
+    loop {
+        if parts.len() >= MAX_PARTS {
+            return Err(bad("too many parts"));
+        }
+        match find(rest, &delimiter) {
+            Some(at) => {
+                parts.push(&rest[..at]);
+                let next = &rest[at + delimiter.len()..];
+                rest = next.strip_prefix(b"\r\n").unwrap_or(next);
+            }
+            None => {
+                parts.push(rest);
+                break;
+            }
+        }
+    }
+    Ok(parts)
+}
+
+/// Linear-time substring search (bodies and boundaries come from the network).
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    if needle.is_empty() {
+        return None;
+    }
+    memchr::memmem::find(hay, needle)
+}
+
+/// One part: its name (from `content-disposition`) and value (the raw body when the part
+/// has no other headers, else the map of its headers plus a non-empty body).
+fn parse_part(part: &[u8], inline_key: &str) -> Result<(String, Value), CodecError> {
+    let (head, body) = match find(part, b"\r\n\r\n") {
+        Some(at) => (&part[..at], &part[at + 4..]),
+        None => (part, &b""[..]),
+    };
+    let mut disposition: Option<&[u8]> = None;
+    let mut fields = Message::new();
+    for line in head.split(|b| *b == b'\n') {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let Some(at) = find(line, b": ") else {
+            continue;
+        };
+        let name = std::str::from_utf8(&line[..at])
+            .map_err(|_| CodecError::Other("a multipart header name is not UTF-8".into()))?;
+        let value = &line[at + 2..];
+        if name.eq_ignore_ascii_case("content-disposition") {
+            disposition = Some(value);
+        } else {
+            fields.insert_key(
+                Key::from(name),
+                Value::Binary(Bytes::copy_from_slice(value)),
+            );
+        }
+    }
+    let disposition = disposition
+        .ok_or_else(|| CodecError::Other("a multipart part has no content-disposition".into()))?;
+    let name = if disposition.trim_ascii() == b"inline" {
+        inline_key.to_owned()
+    } else {
+        disposition_name(disposition).ok_or_else(|| {
+            CodecError::Other("a multipart part's content-disposition has no name".into())
+        })?
+    };
+    let value = if fields.is_empty() {
+        Value::Binary(Bytes::copy_from_slice(body))
+    } else {
+        if !body.is_empty() {
+            fields.insert("body", Value::Binary(Bytes::copy_from_slice(body)));
+        }
+        Value::Message(fields)
+    };
+    Ok((name, value))
+}
+
+/// The `name` parameter of `form-data;name="x"`.
+fn disposition_name(d: &[u8]) -> Option<String> {
+    for param in d.split(|b| *b == b';').skip(1) {
+        let param = param.trim_ascii();
+        if let Some(v) = param.strip_prefix(b"name=") {
+            let v = v
+                .strip_prefix(b"\"")
+                .and_then(|v| v.strip_suffix(b"\""))
+                .unwrap_or(v);
+            return std::str::from_utf8(v).ok().map(str::to_owned);
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod decode_tests {
+    use super::*;
+    use crate::structured::{from_tabm, to_tabm};
+
+    fn roundtrip(rich: &Message) -> Message {
+        let http = encode_rich(rich).unwrap();
+        let (tabm, _) = from_http(&http).unwrap();
+        from_tabm(&tabm).unwrap()
+    }
+
+    #[test]
+    fn spec03_4_3_multipart_decodes_with_extra_keys() {
+        let rich = Message::new()
+            .with("a", "1")
+            .with("nested", Message::new().with("b", "2"));
+        let back = roundtrip(&rich);
+        assert_eq!(back.get("a"), Some(&Value::text("1")));
+        assert_eq!(back.get("nested"), rich.get("nested"));
+        assert_eq!(back.get_str("body-keys"), Some("\"nested\""));
+        assert!(
+            back.get_str("content-type")
+                .is_some_and(|c| c.starts_with("multipart/form-data"))
+        );
+    }
+
+    #[test]
+    fn bodies_inline_keys_lists_and_ids_round_trip() {
+        let id = "IYkkrqlZNW_J-4T-5eFApZOMRl5P4VjvrcOXWvIqB1Q";
+        let cases = vec![
+            Message::new().with("a", "1").with("body", "hello"),
+            Message::new().with("a", "1").with("data", "DATA"),
+            Message::new()
+                .with("body", "BODY")
+                .with("n", Message::new().with("x", "1")),
+            Message::new().with(
+                "body",
+                Value::list(vec![
+                    Value::Message(Message::new().with("k", "v1")),
+                    Value::Message(Message::new().with("k", "v2")),
+                ]),
+            ),
+            Message::new().with("big", "x".repeat(5000)).with(
+                "n",
+                Message::new()
+                    .with("x", "1")
+                    .with("y", Message::new().with("z", "2")),
+            ),
+            Message::new().with(id, "v").with("n", 7i64),
+        ];
+        for rich in cases {
+            let back = roundtrip(&rich);
+            for (k, v) in rich.iter() {
+                assert_eq!(back.get(k), Some(v), "key {k} of {rich:?} -> {back:?}");
+            }
+            // The unsigned ID survives the trip (the extra keys are not part of it).
+            let clean = back
+                .clone()
+                .without("body-keys")
+                .without("content-type")
+                .without("inline-body-key");
+            assert_eq!(
+                message_id(&clean).unwrap(),
+                message_id(&rich).unwrap(),
+                "{rich:?}"
+            );
+        }
+        let _ = to_tabm;
+    }
+
+    #[test]
+    fn malformed_multipart_is_an_error() {
+        let mut headers = BTreeMap::new();
+        headers.insert(
+            "content-type".to_owned(),
+            Bytes::from_static(b"multipart/form-data; boundary=\"B\""),
+        );
+        for body in [
+            &b"garbage"[..],
+            b"--B\r\nno close",
+            b"--B\r\nx: y\r\n\r\nv\r\n--B--",
+        ] {
+            let http = HttpMessage {
+                headers: headers.clone(),
+                body: Some(Bytes::copy_from_slice(body)),
+            };
+            assert!(
+                from_http(&http).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(body)
+            );
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn from_http_never_panics(body in proptest::collection::vec(proptest::num::u8::ANY, 0..300),
+                                  boundary in "[A-Za-z0-9]{1,8}") {
+            let mut headers = BTreeMap::new();
+            headers.insert("content-type".to_owned(), Bytes::from(format!("multipart/form-data; boundary=\"{boundary}\"")));
+            let mut b = format!("--{boundary}\r\n").into_bytes();
+            b.extend_from_slice(&body);
+            let http = HttpMessage { headers, body: Some(Bytes::from(b)) };
+            let _ = from_http(&http);
+        }
+    }
+}

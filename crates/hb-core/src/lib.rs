@@ -9,6 +9,7 @@
 
 pub mod cache;
 pub mod device;
+pub mod flat;
 pub mod hook;
 pub mod httpsig;
 pub mod hyperpath;

@@ -6,6 +6,7 @@ use hyper::http::request::Parts;
 use hyper::{Request, StatusCode};
 use thiserror::Error;
 
+use hb_core::httpsig::{self, HttpMessage};
 use hb_core::{Message, Value};
 
 use crate::ServerConfig;
@@ -13,9 +14,9 @@ use crate::ServerConfig;
 /// Why a request could not become a message.
 #[derive(Debug, Error)]
 pub enum RequestError {
-    /// A header name that is not a valid message key.
-    #[error("header `{0}` is not valid UTF-8")]
-    BadHeaderName(String),
+    /// The body (or a field describing it) could not be decoded.
+    #[error("the request could not be decoded: {0}")]
+    Body(#[from] hb_core::structured::CodecError),
 }
 
 /// Checks the request head against the limits: the refusal is a 4xx status and a text
@@ -63,25 +64,36 @@ pub fn check_head<B>(req: &Request<B>, config: &ServerConfig) -> Result<(), (Sta
     Ok(())
 }
 
-/// The singleton of a request: every header (name lower-cased, repeated fields joined
-/// by `, `), the body as `body`, plus `method` and `path` (the raw target with its
-/// query string, unless a header already names the path).
+/// The singleton of a request (spec 05 §2.2): the header fields (names lower-cased,
+/// repeated fields joined by `, `) and the body, decoded as an httpsig message — a
+/// multipart body becomes (nested) keys, a plain body the key `body` (or the one named
+/// by `inline-body-key`) — plus `method` and `path` (the raw target with its query
+/// string, unless the message names its own path).
+///
+/// Signature fields are set aside: checking them, and keeping only committed keys of
+/// signed requests, is the commitment layer's work.
 pub fn to_singleton(parts: &Parts, target: &str, body: Bytes) -> Result<Message, RequestError> {
-    let mut msg = Message::new();
+    let mut http = HttpMessage::default();
     for name in parts.headers.keys() {
-        let mut joined: Vec<u8> = Vec::new();
-        for (i, v) in parts.headers.get_all(name).iter().enumerate() {
-            if i > 0 {
-                joined.extend_from_slice(b", ");
+        let mut values = parts.headers.get_all(name).iter();
+        let value = match (values.next(), values.next()) {
+            (Some(one), None) => Bytes::copy_from_slice(one.as_bytes()),
+            _ => {
+                let mut joined: Vec<u8> = Vec::new();
+                for (i, v) in parts.headers.get_all(name).iter().enumerate() {
+                    if i > 0 {
+                        joined.extend_from_slice(b", ");
+                    }
+                    joined.extend_from_slice(v.as_bytes());
+                }
+                Bytes::from(joined)
             }
-            joined.extend_from_slice(v.as_bytes());
-        }
+        };
         // Header names are lower-case ASCII by construction (hyper normalises them).
-        msg.insert(name.as_str(), Value::bin(joined));
+        http.headers.insert(name.as_str().to_owned(), value);
     }
-    if !body.is_empty() {
-        msg.insert("body", Value::Binary(body));
-    }
+    http.body = (!body.is_empty()).then_some(body);
+    let (mut msg, _signatures) = httpsig::from_http(&http).map_err(RequestError::Body)?;
     msg.insert("method", Value::text(parts.method.as_str()));
     if !msg.contains("path") {
         msg.insert("path", Value::text(target));

@@ -484,3 +484,26 @@ async fn request_and_response_hooks() {
     );
     node.stop().await;
 }
+
+#[tokio::test]
+async fn multipart_bodies_become_nested_keys() {
+    let node = start(ServerConfig::default()).await;
+    // The httpsig encoding of {nested: {b: "2"}} (spec 03 §4.2), sent as a request body.
+    let body = "--B\r\nb: 2\r\ncontent-disposition: form-data;name=\"nested\"\r\n--B--";
+    let req = format!(
+        "POST /nested/b HTTP/1.1\r\nhost: x\r\nconnection: close\r\ncontent-type: multipart/form-data; boundary=\"B\"\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let r = raw(node.addr, req.as_bytes()).await;
+    assert_eq!((r.status, r.text().as_str()), (200, "2"));
+    // A broken multipart body is refused with a reason.
+    let bad = "--B\r\nno closing boundary";
+    let req = format!(
+        "POST /nested HTTP/1.1\r\nhost: x\r\nconnection: close\r\ncontent-type: multipart/form-data; boundary=\"B\"\r\ncontent-length: {}\r\n\r\n{bad}",
+        bad.len()
+    );
+    let r = raw(node.addr, req.as_bytes()).await;
+    assert_eq!(r.status, 400);
+    assert!(r.text().contains("multipart"), "{}", r.text());
+    node.stop().await;
+}

@@ -2,6 +2,8 @@
 //!
 //! * `hb serve` runs a node on the embedded defaults (or a `config.flat`, env and flags).
 //! * `hb resolve '<hyperpath>'` resolves a HyperPATH offline and prints the result.
+//! * `hb wallet new <FILE>` creates an RSA-4096 wallet; `hb wallet address <FILE>` prints
+//!   a wallet's address.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -42,6 +44,24 @@ enum Command {
     Serve(ServeArgs),
     /// Resolve a HyperPATH offline and print the result.
     Resolve(ResolveArgs),
+    /// Create or inspect an Arweave RSA wallet (JWK key file).
+    #[command(subcommand)]
+    Wallet(WalletCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum WalletCommand {
+    /// Generate a new RSA-4096 wallet, save it (mode 0600) and print its address.
+    /// Never overwrites an existing file.
+    New {
+        /// Where to write the JWK key file.
+        file: PathBuf,
+    },
+    /// Print the address of a wallet.
+    Address {
+        /// The JWK key file.
+        file: PathBuf,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -124,6 +144,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => serve(args),
         Command::Resolve(args) => resolve(args),
+        Command::Wallet(cmd) => wallet(cmd),
     };
     match result {
         Ok(code) => code,
@@ -202,6 +223,22 @@ fn resolve(args: ResolveArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::from(1)
     })
+}
+
+fn wallet(cmd: WalletCommand) -> anyhow::Result<ExitCode> {
+    let wallet = match cmd {
+        WalletCommand::New { file } => {
+            if file.exists() {
+                anyhow::bail!("refusing to overwrite the existing file {}", file.display());
+            }
+            let wallet = hb_codec::Wallet::generate()?;
+            wallet.save(&file)?;
+            wallet
+        }
+        WalletCommand::Address { file } => hb_codec::Wallet::load(&file)?,
+    };
+    println!("{}", wallet.address());
+    Ok(ExitCode::SUCCESS)
 }
 
 fn pretty_json(m: &Message) -> anyhow::Result<String> {

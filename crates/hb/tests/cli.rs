@@ -97,3 +97,72 @@ fn serve_answers_http() {
     assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
     assert!(resp.ends_with("\r\n\r\n42"), "{resp}");
 }
+
+#[test]
+fn wallet_address_prints_the_fixture_address() {
+    let key = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../../shared/fixtures/key-1.json"
+    );
+    let out = hb()
+        .args(["wallet", "address", key])
+        .output()
+        .expect("run hb");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "vcaPe4JWnrSOCktDHBgXge-zWUb6JRkqbom5w9t7i-4\n"
+    );
+    let out = hb()
+        .args(["wallet", "address", "/nonexistent/key.json"])
+        .output()
+        .expect("run hb");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read the key file"));
+}
+
+#[test]
+fn wallet_new_creates_a_private_key_file_and_never_overwrites() {
+    let dir = std::env::temp_dir().join(format!("hb-cli-wallet-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let file = dir.join("wallet.json");
+    let out = hb()
+        .args(["wallet", "new"])
+        .arg(&file)
+        .output()
+        .expect("run hb");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let address = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    assert_eq!(address.len(), 43);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(&file).expect("stat").permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    let out = hb()
+        .args(["wallet", "address"])
+        .arg(&file)
+        .output()
+        .expect("run hb");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), address);
+    let before = std::fs::read(&file).expect("read");
+    let out = hb()
+        .args(["wallet", "new"])
+        .arg(&file)
+        .output()
+        .expect("run hb");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("refusing to overwrite"));
+    assert_eq!(std::fs::read(&file).expect("read"), before);
+    let _ = std::fs::remove_dir_all(&dir);
+}

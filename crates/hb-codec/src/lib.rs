@@ -1,0 +1,10 @@
+//! `hb-codec`: message codecs and the keys that sign them.
+//!
+//! So far: Arweave RSA wallets ([`wallet`]) and RSASSA-PSS signing and verification
+//! ([`rsa_pss`]), spec 03 §9.
+
+pub mod rsa_pss;
+pub mod wallet;
+
+pub use rsa_pss::Hash;
+pub use wallet::{Wallet, WalletError};
