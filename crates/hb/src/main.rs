@@ -47,6 +47,29 @@ enum Command {
     /// Create or inspect an Arweave RSA wallet (JWK key file).
     #[command(subcommand)]
     Wallet(WalletCommand),
+    /// Work with messages given as JSON (the json@1.0 form).
+    #[command(subcommand)]
+    Message(MessageCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum MessageCommand {
+    /// Print a message's ID (spec 01 §6.5).
+    Id {
+        /// Which commitments count: `all` (those with a committer), `signed` (the same, by
+        /// naming every committer), or `none` (the content alone).
+        #[arg(long, value_enum, default_value_t = IdMode::All)]
+        mode: IdMode,
+        /// A JSON file; `-` or nothing reads standard input.
+        file: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum IdMode {
+    All,
+    Signed,
+    None,
 }
 
 #[derive(Debug, Subcommand)]
@@ -145,6 +168,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve(args),
         Command::Resolve(args) => resolve(args),
         Command::Wallet(cmd) => wallet(cmd),
+        Command::Message(cmd) => message(cmd),
     };
     match result {
         Ok(code) => code,
@@ -245,4 +269,46 @@ fn pretty_json(m: &Message) -> anyhow::Result<String> {
     let text = json::to_json(m).map_err(|e: structured::CodecError| anyhow::anyhow!("{e}"))?;
     let v: serde_json::Value = serde_json::from_str(&text)?;
     Ok(serde_json::to_string_pretty(&v)?)
+}
+
+fn message(cmd: MessageCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        MessageCommand::Id { mode, file } => {
+            let text = match file.as_deref() {
+                None => read_stdin()?,
+                Some(p) if p.as_os_str() == "-" => read_stdin()?,
+                Some(p) => {
+                    std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))?
+                }
+            };
+            let tabm = json::from_json(&text).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let msg = structured::from_tabm(&tabm).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let committers = match mode {
+                IdMode::All => Value::text("all"),
+                IdMode::Signed => Value::list(
+                    hb_core::message::committers_of(&msg)
+                        .into_iter()
+                        .map(Value::from)
+                        .collect(),
+                ),
+                IdMode::None => Value::list(vec![]),
+            };
+            let ctx = context(&NodeConfig::default());
+            let req = Message::new()
+                .with("path", "id")
+                .with("committers", committers);
+            let out = ctx.resolve(Value::Message(msg), req)?;
+            if !out.is_ok() {
+                anyhow::bail!("no ID: {:?}", out.value);
+            }
+            println!("{}", String::from_utf8_lossy(&out.value.to_display_bytes()));
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn read_stdin() -> anyhow::Result<Vec<u8>> {
+    let mut buf = Vec::new();
+    std::io::Read::read_to_end(&mut std::io::stdin().lock(), &mut buf)?;
+    Ok(buf)
 }

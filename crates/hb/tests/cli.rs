@@ -166,3 +166,45 @@ fn wallet_new_creates_a_private_key_file_and_never_overwrites() {
     assert_eq!(std::fs::read(&file).expect("read"), before);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn message_id_reads_json_from_stdin() {
+    use std::io::Write as _;
+    let id = |input: &str, args: &[&str]| {
+        let mut child = hb()
+            .args(["message", "id"])
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run hb");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(input.as_bytes())
+            .expect("write");
+        child.wait_with_output().expect("wait")
+    };
+    let out = id(r#"{"a":"1"}"#, &[]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "N0nIQ3Vna7YDxuRsaVTYeYS4glkmxD4HrUbZIwIvN_s\n"
+    );
+    // spec 01 §12.3: {a:"1", b:2}, here in its JSON (TABM) form, in every mode.
+    for mode in ["all", "signed", "none"] {
+        let out = id(
+            r#"{"a":"1","ao-types":"b=\"integer\"","b":"2"}"#,
+            &["--mode", mode],
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "aU8BUmgbZw0qlfQ-AZEy7EQwp1d7UaOHcRIOWvA17LE\n",
+            "{mode}"
+        );
+    }
+    let out = id("not json", &[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("invalid JSON"));
+}
