@@ -52,6 +52,9 @@ pub struct NodeConfig {
     pub bind: IpAddr,
     /// Where the node keeps its data (`data_dir`, env `HB_DATA_DIR`).
     pub data_dir: PathBuf,
+    /// The node's wallet file (`priv_key_location`, env `HB_KEY`); by default
+    /// `hyperbeam-key.json` in the data directory, created on first start.
+    pub wallet: Option<PathBuf>,
     /// Public host name (`host`).
     pub host: String,
     /// Arweave gateway (`gateway`).
@@ -82,6 +85,7 @@ impl Default for NodeConfig {
             port: 8734,
             bind: IpAddr::from([127, 0, 0, 1]),
             data_dir: PathBuf::from("hb-data"),
+            wallet: None,
             host: "localhost".into(),
             gateway: "https://arweave.net".into(),
             mode: "debug".into(),
@@ -135,6 +139,7 @@ impl NodeConfig {
             "port" => self.port = parse_num(&key, value, "a port number (0-65535)")?,
             "bind" => self.bind = parse_num(&key, value, "an IP address")?,
             "data_dir" => self.data_dir = PathBuf::from(value),
+            "priv_key_location" | "wallet" => self.wallet = Some(PathBuf::from(value)),
             "host" => self.host = value.into(),
             "gateway" => self.gateway = value.into(),
             "mode" => match value {
@@ -189,9 +194,16 @@ impl NodeConfig {
         Ok(())
     }
 
+    /// Where the node's wallet lives.
+    pub fn wallet_path(&self) -> PathBuf {
+        self.wallet
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("hyperbeam-key.json"))
+    }
+
     /// The node message served by `~meta@1.0/info` (spec 05 §1.5), derived from this
-    /// configuration.
-    pub fn node_message(&self) -> Message {
+    /// configuration and the node's address.
+    pub fn node_message(&self, address: Option<&str>) -> Message {
         let mut m = Message::new()
             .with("port", self.port as i64)
             .with("host", self.host.as_str())
@@ -228,6 +240,9 @@ impl NodeConfig {
             );
         if let Some(op) = &self.operator {
             m.insert("operator", Value::text(op));
+        }
+        if let Some(address) = address {
+            m.insert("address", Value::text(address));
         }
         for (k, v) in &self.extra {
             m.insert(k, Value::text(v));

@@ -111,6 +111,10 @@ struct ServeArgs {
     /// Address to bind.
     #[arg(long, env = "HB_BIND")]
     bind: Option<std::net::IpAddr>,
+    /// The node's wallet (an Arweave JWK file); created if missing. Default:
+    /// `hyperbeam-key.json` in the data directory.
+    #[arg(long, env = "HB_KEY")]
+    wallet: Option<PathBuf>,
     #[command(flatten)]
     node: NodeArgs,
 }
@@ -150,10 +154,24 @@ fn load_config(args: &NodeArgs) -> anyhow::Result<NodeConfig> {
     Ok(cfg)
 }
 
-fn context(cfg: &NodeConfig) -> Ctx {
+fn context(cfg: &NodeConfig, address: Option<&str>) -> Ctx {
     let registry = Arc::new(hb_devices::registry());
     let cache = Arc::new(MemoryCache::new(cfg.cache_entries));
-    Ctx::new(registry, cache, NodeHandle::new(cfg.node_message()))
+    Ctx::new(registry, cache, NodeHandle::new(cfg.node_message(address)))
+}
+
+/// Loads the node's wallet, or creates it (mode 0600) on first start.
+fn node_wallet(path: &std::path::Path) -> anyhow::Result<hb_codec::Wallet> {
+    if path.exists() {
+        return hb_codec::Wallet::load(path)
+            .with_context(|| format!("cannot load the node wallet {}", path.display()));
+    }
+    let wallet = hb_codec::Wallet::generate()?;
+    wallet
+        .save(path)
+        .with_context(|| format!("cannot save the new node wallet to {}", path.display()))?;
+    tracing::info!(path = %path.display(), address = %wallet.address(), "created the node wallet");
+    Ok(wallet)
 }
 
 fn main() -> ExitCode {
@@ -187,12 +205,17 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     if let Some(b) = args.bind {
         cfg.bind = b;
     }
+    if let Some(w) = args.wallet {
+        cfg.wallet = Some(w);
+    }
     std::fs::create_dir_all(&cfg.data_dir).with_context(|| {
         format!(
             "cannot create the data directory {}",
             cfg.data_dir.display()
         )
     })?;
+    let wallet = node_wallet(&cfg.wallet_path())?;
+    let address = wallet.address();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -200,9 +223,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         let listener = tokio::net::TcpListener::bind((cfg.bind, cfg.port))
             .await
             .with_context(|| format!("cannot listen on {}:{}", cfg.bind, cfg.port))?;
-        let service = hb_http::Service::new(context(&cfg), cfg.server_config());
+        let service = hb_http::Service::new(context(&cfg, Some(&address)), cfg.server_config());
         let running = hb_http::serve(listener, service)?;
-        tracing::info!(addr = %running.addr, data_dir = %cfg.data_dir.display(), "hyperbeam-rs node listening");
+        tracing::info!(addr = %running.addr, %address, data_dir = %cfg.data_dir.display(), "hyperbeam-rs node listening");
         println!("listening on http://{}", running.addr);
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {
@@ -216,7 +239,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
 
 fn resolve(args: ResolveArgs) -> anyhow::Result<ExitCode> {
     let cfg = load_config(&args.node)?;
-    let ctx = context(&cfg).with_opts(ResolveOpts {
+    let ctx = context(&cfg, None).with_opts(ResolveOpts {
         force_message: false,
         ..ResolveOpts::http()
     });
@@ -293,7 +316,7 @@ fn message(cmd: MessageCommand) -> anyhow::Result<ExitCode> {
                 ),
                 IdMode::None => Value::list(vec![]),
             };
-            let ctx = context(&NodeConfig::default());
+            let ctx = context(&NodeConfig::default(), None);
             let req = Message::new()
                 .with("path", "id")
                 .with("committers", committers);

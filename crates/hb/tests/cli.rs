@@ -64,12 +64,11 @@ fn bad_config_values_are_clear_errors() {
     assert!(err.contains("`mode`") && err.contains("fast"), "{err}");
 }
 
-#[test]
-fn serve_answers_http() {
-    let dir = std::env::temp_dir().join(format!("hb-cli-test-{}", std::process::id()));
+/// Starts `hb serve --port 0` with extra arguments; returns the child and its address.
+fn serve(extra: &[&std::ffi::OsStr]) -> (std::process::Child, String) {
     let mut child = hb()
-        .args(["serve", "--port", "0", "--data-dir"])
-        .arg(&dir)
+        .args(["serve", "--port", "0"])
+        .args(extra)
         .env("HB_LOG", "warn")
         .stdout(Stdio::piped())
         .spawn()
@@ -84,18 +83,78 @@ fn serve_answers_http() {
         .strip_prefix("listening on http://")
         .expect("address line")
         .to_owned();
-    let mut s = TcpStream::connect(&addr).expect("connect");
+    (child, addr)
+}
+
+/// One GET on a fresh connection; the whole response as text.
+fn http_get(addr: &str, target: &str) -> String {
+    let mut s = TcpStream::connect(addr).expect("connect");
     s.set_read_timeout(Some(Duration::from_secs(10)))
         .expect("timeout");
-    s.write_all(b"GET /~message@1.0&greeting=Hello&count+integer=42/count HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
-        .expect("write");
+    let req = format!("GET {target} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).expect("write");
     let mut resp = String::new();
     s.read_to_string(&mut resp).expect("read");
+    resp
+}
+
+#[test]
+fn serve_answers_http_and_creates_its_wallet() {
+    let dir = std::env::temp_dir().join(format!("hb-cli-test-{}", std::process::id()));
+    let (mut child, addr) = serve(&["--data-dir".as_ref(), dir.as_os_str()]);
+    let resp = http_get(&addr, "/~message@1.0&greeting=Hello&count+integer=42/count");
+    let address = http_get(&addr, "/~meta@1.0/info/address");
     child.kill().expect("stop hb by pid");
     let _ = child.wait();
+    let key = dir.join("hyperbeam-key.json");
+    let wallet = hb()
+        .args(["wallet", "address"])
+        .arg(&key)
+        .output()
+        .expect("run hb");
+    #[cfg(unix)]
+    let mode = {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(&key)
+            .expect("wallet file")
+            .permissions()
+            .mode()
+            & 0o777
+    };
     let _ = std::fs::remove_dir_all(&dir);
     assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
     assert!(resp.ends_with("\r\n\r\n42"), "{resp}");
+    let expected = String::from_utf8_lossy(&wallet.stdout).trim().to_owned();
+    assert_eq!(expected.len(), 43);
+    assert!(
+        address.ends_with(&format!("\r\n\r\n{expected}")),
+        "{address}"
+    );
+    #[cfg(unix)]
+    assert_eq!(mode, 0o600);
+}
+
+#[test]
+fn serve_uses_the_wallet_it_is_given() {
+    let key = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../../shared/fixtures/key-1.json"
+    );
+    let dir = std::env::temp_dir().join(format!("hb-cli-test-w-{}", std::process::id()));
+    let (mut child, addr) = serve(&[
+        "--data-dir".as_ref(),
+        dir.as_os_str(),
+        "--wallet".as_ref(),
+        key.as_ref(),
+    ]);
+    let address = http_get(&addr, "/~meta@1.0/info/address");
+    child.kill().expect("stop hb by pid");
+    let _ = child.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(
+        address.ends_with("\r\n\r\nvcaPe4JWnrSOCktDHBgXge-zWUb6JRkqbom5w9t7i-4"),
+        "{address}"
+    );
 }
 
 #[test]
