@@ -103,10 +103,16 @@ fn update(req: &Message, ctx: &Ctx) -> DeviceResult {
     ))
 }
 
-/// What `build` answers.
+/// What `build` answers (spec 05 §4.2).
 fn build() -> Message {
+    let source = env!("HB_GIT_HASH");
     Message::new()
         .with("node", "hyperbeam-rs")
         .with("version", env!("CARGO_PKG_VERSION"))
-        .with("source", option_env!("HB_GIT_HASH").unwrap_or("unknown"))
+        .with("source", source)
+        .with("source-short", source.get(..7).unwrap_or(source))
+        .with(
+            "build-time",
+            env!("HB_BUILD_TIME").parse::<i64>().unwrap_or_default(),
+        )
 }
