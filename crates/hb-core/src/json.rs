@@ -62,3 +62,102 @@ fn object_to_tabm(o: &Map<String, Json>) -> Message {
     }
     m
 }
+
+/// Plain JSON of a rich message, as `json@1.0`'s `serialize` gives it: integers and
+/// floats as numbers, atoms as strings (`true`/`false` as booleans), lists as arrays,
+/// nested messages as objects; private keys dropped.
+pub fn to_plain_json(msg: &Message) -> Result<String, CodecError> {
+    let v = plain_value(&Value::Message(msg.without_private()))?;
+    serde_json::to_string(&v).map_err(|e| CodecError::Other(e.to_string()))
+}
+
+fn plain_value(v: &Value) -> Result<Json, CodecError> {
+    Ok(match v {
+        Value::Binary(b) => Json::String(
+            std::str::from_utf8(b)
+                .map_err(|_| CodecError::Other("a binary that is not UTF-8 cannot be JSON".into()))?
+                .to_owned(),
+        ),
+        Value::Integer(i) => Json::from(*i),
+        Value::Float(f) => serde_json::Number::from_f64(*f)
+            .map(Json::Number)
+            .ok_or_else(|| CodecError::Other(format!("the float {f} cannot be JSON")))?,
+        Value::Atom(a) if a.as_ref() == "true" => Json::Bool(true),
+        Value::Atom(a) if a.as_ref() == "false" => Json::Bool(false),
+        Value::Atom(a) if a.as_ref() == "null" => Json::Null,
+        Value::Atom(a) => Json::String(a.to_string()),
+        Value::List(l) => Json::Array(l.iter().map(plain_value).collect::<Result<_, _>>()?),
+        Value::Message(m) => {
+            let mut obj = Map::new();
+            for (k, v) in m.public() {
+                obj.insert(k.to_string(), plain_value(v)?);
+            }
+            Json::Object(obj)
+        }
+        other => return Err(CodecError::Unencodable(other.type_name().to_owned())),
+    })
+}
+
+/// Reads plain JSON into a value: objects become messages, arrays lists, strings
+/// binaries, integral numbers integers, other numbers floats, booleans and null atoms.
+pub fn from_plain_json(text: &[u8]) -> Result<Value, CodecError> {
+    let j: Json = serde_json::from_slice(text)
+        .map_err(|e| CodecError::Other(format!("invalid JSON: {e}")))?;
+    Ok(plain_to_value(&j))
+}
+
+fn plain_to_value(j: &Json) -> Value {
+    match j {
+        Json::Null => Value::atom("null"),
+        Json::Bool(b) => Value::boolean(*b),
+        Json::Number(n) => match n.as_i64() {
+            Some(i) => Value::Integer(i),
+            None => Value::Float(n.as_f64().unwrap_or(f64::NAN)),
+        },
+        Json::String(s) => Value::text(s),
+        Json::Array(a) => Value::list(a.iter().map(plain_to_value).collect()),
+        Json::Object(o) => {
+            let mut m = Message::new();
+            for (k, v) in o {
+                m.insert(k, plain_to_value(v));
+            }
+            Value::Message(m)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tabm_json_round_trip() {
+        let m = Message::new()
+            .with("a", 1i64)
+            .with("n", Message::new().with("b", "x"));
+        let text = to_json(&m).unwrap();
+        assert_eq!(
+            text,
+            r#"{"a":"1","ao-types":"a=\"integer\"","n":{"b":"x"}}"#
+        );
+        let back = crate::structured::from_tabm(&from_json(text.as_bytes()).unwrap()).unwrap();
+        assert_eq!(back, m);
+    }
+
+    #[test]
+    fn plain_json_round_trip() {
+        let m = Message::new()
+            .with("a", 1i64)
+            .with("f", 1.5)
+            .with("ok", true)
+            .with("l", Value::list(vec![Value::text("x"), Value::Integer(2)]))
+            .with("n", Message::new().with("b", "x"));
+        let text = to_plain_json(&m).unwrap();
+        assert_eq!(
+            text,
+            r#"{"a":1,"f":1.5,"l":["x",2],"n":{"b":"x"},"ok":true}"#
+        );
+        assert_eq!(from_plain_json(text.as_bytes()).unwrap(), Value::Message(m));
+        assert!(from_plain_json(b"{nope").is_err());
+    }
+}

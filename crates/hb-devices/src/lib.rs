@@ -9,6 +9,8 @@ use std::sync::Arc;
 
 use hb_core::{Device, Registry};
 
+pub mod flat;
+pub mod json;
 pub mod meta;
 pub mod test_device;
 
@@ -16,6 +18,8 @@ pub mod test_device;
 pub fn preloaded() -> Vec<Arc<dyn Device>> {
     vec![
         Arc::new(hb_core::message::MessageDevice),
+        Arc::new(flat::Flat),
+        Arc::new(json::Json),
         Arc::new(meta::Meta),
         Arc::new(test_device::TestDevice),
     ]

@@ -1083,3 +1083,39 @@ fn step_hook() {
     let calls = STEP_CALLS.load(std::sync::atomic::Ordering::SeqCst) - before;
     assert_eq!(calls, 3, "one call per step");
 }
+
+#[test]
+fn json_and_flat_devices_serialize_and_deserialize() {
+    let ctx = ctx_with(ResolveOpts::default());
+    let run = |p: &str| {
+        ctx.resolve_many(hb_core::hyperpath::parse(p).unwrap())
+            .unwrap()
+    };
+    let out = run("/~message@1.0&a+integer=1&b=x/serialize~json@1.0");
+    let m = out.value.as_message().unwrap();
+    assert_eq!(m.get_str("content-type"), Some("application/json"));
+    assert_eq!(
+        m.get_str("body"),
+        // `key~dev` runs the key with the message's device switched, so it shows.
+        Some(r#"{"a":1,"b":"x","device":"json@1.0"}"#)
+    );
+    let out = run("/~json@1.0&body=%7B%22a%22%3A1%7D/deserialize");
+    assert_eq!(
+        out.value.as_message().unwrap().get("a"),
+        Some(&Value::Integer(1))
+    );
+    let out = run("/~json@1.0&other=1/deserialize");
+    assert_eq!(out.status, Status::Error);
+    let out = run("/~message@1.0&a+integer=1&b=x/serialize~flat@1.0");
+    let body = out
+        .value
+        .as_message()
+        .unwrap()
+        .get_str("body")
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        body,
+        "a: 1\nao-types: a=\"integer\"\nb: x\ndevice: flat@1.0\n"
+    );
+}
