@@ -4,8 +4,8 @@ use hb_codec::rsa_pss::{self, Hash, sign, sign_with_salt_len, verify};
 use hb_codec::{Wallet, WalletError};
 use proptest::prelude::*;
 
-const KEY1: &[u8] = include_bytes!("../../../../shared/fixtures/key-1.json");
-const KEY2: &[u8] = include_bytes!("../../../../shared/fixtures/key-2.json");
+const KEY1: &[u8] = include_bytes!("../../../tests/fixtures/key-1.json");
+const KEY2: &[u8] = include_bytes!("../../../tests/fixtures/key-2.json");
 const KEY1_ADDRESS: &str = "vcaPe4JWnrSOCktDHBgXge-zWUb6JRkqbom5w9t7i-4";
 
 fn key1() -> Wallet {

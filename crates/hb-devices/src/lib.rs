@@ -3,10 +3,13 @@
 //! The devices a hyperbeam-rs node preloads, one file per device, named after it
 //! (`meta.rs` is `meta@1.0`). [`preloaded`] is the one table that lists them; adding a
 //! device is one file plus one line there. `message@1.0` lives in hb-core, because the
-//! engine falls back to it.
+//! engine falls back to it; `httpsig@1.0`'s commitments live in hb-codec with the keys
+//! they need.
 
 use std::sync::Arc;
 
+use hb_codec::Wallet;
+use hb_codec::httpsig_commit::HttpsigDevice;
 use hb_core::{Device, Registry};
 
 pub mod flat;
@@ -14,21 +17,28 @@ pub mod json;
 pub mod meta;
 pub mod test_device;
 
-/// The preloaded devices of this node (spec 05 §1.7), in one table.
-pub fn preloaded() -> Vec<Arc<dyn Device>> {
+/// The preloaded devices of a node whose wallet is `wallet` (spec 05 §1.7), in one
+/// table. Without a wallet the node can verify commitments but not make them.
+pub fn preloaded(wallet: Option<Arc<Wallet>>) -> Vec<Arc<dyn Device>> {
     vec![
         Arc::new(hb_core::message::MessageDevice),
         Arc::new(flat::Flat),
+        Arc::new(HttpsigDevice { wallet }),
         Arc::new(json::Json),
         Arc::new(meta::Meta),
         Arc::new(test_device::TestDevice),
     ]
 }
 
-/// A registry holding every preloaded device.
+/// A registry holding every preloaded device, for a node without a wallet.
 pub fn registry() -> Registry {
+    registry_with_wallet(None)
+}
+
+/// A registry holding every preloaded device, signing with `wallet`.
+pub fn registry_with_wallet(wallet: Option<Arc<Wallet>>) -> Registry {
     let mut r = Registry::new();
-    for d in preloaded() {
+    for d in preloaded(wallet.clone()) {
         r.register(d);
     }
     r

@@ -154,10 +154,15 @@ fn load_config(args: &NodeArgs) -> anyhow::Result<NodeConfig> {
     Ok(cfg)
 }
 
-fn context(cfg: &NodeConfig, address: Option<&str>) -> Ctx {
-    let registry = Arc::new(hb_devices::registry());
+fn context(cfg: &NodeConfig, wallet: Option<Arc<hb_codec::Wallet>>) -> Ctx {
+    let address = wallet.as_ref().map(|w| w.address());
+    let registry = Arc::new(hb_devices::registry_with_wallet(wallet));
     let cache = Arc::new(MemoryCache::new(cfg.cache_entries));
-    Ctx::new(registry, cache, NodeHandle::new(cfg.node_message(address)))
+    Ctx::new(
+        registry,
+        cache,
+        NodeHandle::new(cfg.node_message(address.as_deref())),
+    )
 }
 
 /// Loads the node's wallet, or creates it (mode 0600) on first start.
@@ -214,7 +219,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             cfg.data_dir.display()
         )
     })?;
-    let wallet = node_wallet(&cfg.wallet_path())?;
+    let wallet = Arc::new(node_wallet(&cfg.wallet_path())?);
     let address = wallet.address();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -223,7 +228,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         let listener = tokio::net::TcpListener::bind((cfg.bind, cfg.port))
             .await
             .with_context(|| format!("cannot listen on {}:{}", cfg.bind, cfg.port))?;
-        let service = hb_http::Service::new(context(&cfg, Some(&address)), cfg.server_config());
+        let service = hb_http::Service::new(context(&cfg, Some(wallet)), cfg.server_config());
         let running = hb_http::serve(listener, service)?;
         tracing::info!(addr = %running.addr, %address, data_dir = %cfg.data_dir.display(), "hyperbeam-rs node listening");
         println!("listening on http://{}", running.addr);

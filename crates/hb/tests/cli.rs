@@ -138,7 +138,7 @@ fn serve_answers_http_and_creates_its_wallet() {
 fn serve_uses_the_wallet_it_is_given() {
     let key = concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../../../shared/fixtures/key-1.json"
+        "/../../tests/fixtures/key-1.json"
     );
     let dir = std::env::temp_dir().join(format!("hb-cli-test-w-{}", std::process::id()));
     let (mut child, addr) = serve(&[
@@ -161,7 +161,7 @@ fn serve_uses_the_wallet_it_is_given() {
 fn wallet_address_prints_the_fixture_address() {
     let key = concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../../../shared/fixtures/key-1.json"
+        "/../../tests/fixtures/key-1.json"
     );
     let out = hb()
         .args(["wallet", "address", key])

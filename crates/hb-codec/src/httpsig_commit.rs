@@ -1,0 +1,534 @@
+//! RSA `httpsig@1.0` commitments (spec 03 §5.1–5.8): signing a message with a wallet,
+//! verifying a commitment, and the keys a commitment covers; plus [`HttpsigDevice`],
+//! the `httpsig@1.0` commitment device that `message@1.0` delegates to.
+//!
+//! The HTTP encoding and the HMAC ("unsigned") ID live in [`hb_core::httpsig`]; this
+//! module adds what needs a key: the RSASSA-PSS-SHA512 commitment and the signature
+//! base of §5.3, with the reference's deviations from RFC 9421 (derived components use
+//! the plain message key verbatim, a missing component is an error, zero components
+//! give a base starting with LF).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
+use bytes::Bytes;
+use hb_core::device::{Call, Device, DeviceResult, Outcome};
+use hb_core::httpsig::{DERIVED_COMPONENTS, content_digest, hmac_id, to_http};
+use hb_core::id::{Id, b64url_decode};
+use hb_core::resolve::{Ctx, ResolveError};
+use hb_core::sf::{self, BareItem, Item, Member, Parameters};
+use hb_core::structured::{CodecError, to_tabm, unescape_key};
+use hb_core::value::{Message, Value};
+use thiserror::Error;
+
+use crate::rsa_pss::{self, Hash};
+use crate::wallet::{Wallet, WalletError, httpsig_name_of};
+
+/// The device name, also the `commitment-device` of every commitment made here.
+pub const DEVICE_NAME: &str = "httpsig@1.0";
+/// The `alg` of RSA commitments.
+pub const ALG_RSA: &str = "rsa-pss-sha512";
+/// The `alg` of the HMAC commitment.
+pub const ALG_HMAC: &str = "hmac-sha256";
+
+/// What can go wrong committing or checking an httpsig commitment.
+#[derive(Debug, Error)]
+pub enum HttpsigError {
+    /// The message cannot be encoded.
+    #[error("codec error: {0}")]
+    Codec(#[from] CodecError),
+    /// The wallet could not sign.
+    #[error("signing failed: {0}")]
+    Wallet(#[from] WalletError),
+    /// A signature component names a key the message does not have (§5.3).
+    #[error("signature component `{0}` is missing from the message")]
+    MissingComponent(String),
+    /// The message has no commitment with this ID.
+    #[error("commitment `{0}` not found")]
+    NoCommitment(String),
+    /// The commitment is malformed or of an unsupported kind.
+    #[error("invalid commitment: {0}")]
+    Invalid(String),
+}
+
+fn invalid(reason: impl Into<String>) -> HttpsigError {
+    HttpsigError::Invalid(reason.into())
+}
+
+/// The header fields that are signature components of a TABM (§5.2 step 2, §5.7):
+/// its HTTP encoding without `body-keys`, `signature` and `signature-input`, with
+/// `content-digest` recomputed from the body, if there is one.
+fn component_fields(tabm: &Message) -> Result<BTreeMap<String, Bytes>, HttpsigError> {
+    let http = to_http(tabm)?;
+    let mut headers = http.headers;
+    for k in ["body-keys", "signature", "signature-input"] {
+        headers.remove(k);
+    }
+    if let Some(body) = &http.body {
+        headers.insert("content-digest".to_owned(), content_digest(body));
+    }
+    Ok(headers)
+}
+
+/// Sorted field names, then `@`-prefixed where derived (§5.2 step 3).
+fn component_list<'a>(names: impl Iterator<Item = &'a String>) -> Vec<String> {
+    let mut names: Vec<&String> = names.collect();
+    names.sort();
+    names
+        .into_iter()
+        .map(|n| {
+            if DERIVED_COMPONENTS.contains(&n.as_str()) {
+                format!("@{n}")
+            } else {
+                n.clone()
+            }
+        })
+        .collect()
+}
+
+/// `("c1" "c2" …);p1=v1;…`: the parameter line of a signature base and the member of a
+/// `signature-input` dictionary.
+fn inner_list(components: &[String], params: &Parameters) -> Vec<u8> {
+    let items = components
+        .iter()
+        .map(|c| Item::new(BareItem::string(c.as_bytes())))
+        .collect();
+    let mut out = Vec::new();
+    sf::write_member(&mut out, &Member::InnerList(items, params.clone()));
+    out
+}
+
+/// The signature base of §5.3 over `components`, reading values from `fields`, with
+/// the serialised parameter line `params` (as made by [`inner_list`]).
+fn signature_base(
+    components: &[String],
+    fields: &BTreeMap<String, Bytes>,
+    params: &[u8],
+) -> Result<Vec<u8>, HttpsigError> {
+    let mut out = Vec::new();
+    if components.is_empty() {
+        out.push(b'\n');
+    }
+    for c in components {
+        let name = c.strip_prefix('@').unwrap_or(c).to_ascii_lowercase();
+        let value = fields
+            .get(&name)
+            .ok_or_else(|| HttpsigError::MissingComponent(name.clone()))?;
+        out.push(b'"');
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b"\": ");
+        let mut v: &[u8] = value;
+        while let [b' ', rest @ ..] = v {
+            v = rest;
+        }
+        while let [rest @ .., b' '] = v {
+            v = rest;
+        }
+        out.extend(v.iter().map(|&b| if b == b'\n' { b' ' } else { b }));
+        out.push(b'\n');
+    }
+    out.extend_from_slice(b"\"@signature-params\": ");
+    out.extend_from_slice(params);
+    Ok(out)
+}
+
+/// The RSA signature base [`commit`] signs for `msg` (a rich message) with the public
+/// key `keyid` (b64url modulus), and the component list it covers.
+///
+/// # Errors
+/// The message cannot be encoded.
+pub fn rsa_signature_base(
+    msg: &Message,
+    keyid: &str,
+) -> Result<(Vec<u8>, Vec<String>, Parameters), HttpsigError> {
+    let tabm = to_tabm(&msg.clone().without("commitments"))?;
+    let fields = component_fields(&tabm)?;
+    let components = component_list(fields.keys());
+    let mut params: Parameters = vec![
+        ("alg".into(), BareItem::string(ALG_RSA)),
+        ("keyid".into(), BareItem::string(keyid)),
+    ];
+    if let Some(hashpath) = msg.hashpath() {
+        params.push(("tag".into(), BareItem::string(hashpath)));
+    }
+    let base = signature_base(&components, &fields, &inner_list(&components, &params))?;
+    Ok((base, components, params))
+}
+
+fn is_hmac(c: &Message) -> bool {
+    c.get_str("commitment-device") == Some(DEVICE_NAME) && c.get_str("alg") == Some(ALG_HMAC)
+}
+
+fn commitments_of(msg: &Message) -> Message {
+    msg.get("commitments")
+        .and_then(Value::as_message)
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// Commits `msg` (a rich message) with `wallet` (§5.2): adds an RSA commitment and
+/// recomputes the HMAC commitment (§5.6). Existing RSA commitments are kept
+/// (multi-signature, §6.6).
+///
+/// # Errors
+/// The message cannot be encoded, or signing fails.
+pub fn commit(msg: &Message, wallet: &Wallet) -> Result<Message, HttpsigError> {
+    let (base, components, params) = rsa_signature_base(msg, &wallet.keyid())?;
+    let sig = rsa_pss::sign(wallet, Hash::Sha512, &base)?;
+    let name = wallet.httpsig_name();
+    let signature = sf::serialize_dictionary(&[(
+        name.clone(),
+        Member::Item(Item::new(BareItem::ByteSeq(sig.clone()))),
+    )]);
+    let mut signature_input = format!("{name}=").into_bytes();
+    signature_input.extend_from_slice(&inner_list(&components, &params));
+    let rsa = Message::new()
+        .with("commitment-device", Value::text(DEVICE_NAME))
+        .with("alg", Value::text(ALG_RSA))
+        .with("committer", Value::text(&wallet.address()))
+        .with("signature", Value::bin(signature))
+        .with("signature-input", Value::bin(signature_input));
+    let mut commitments = commitments_of(msg);
+    commitments.insert(&Id::sha256(&sig).to_human(), Value::Message(rsa));
+    with_hmac_commitment(&msg.clone().with("commitments", Value::Message(commitments)))
+}
+
+/// Replaces the HMAC commitment of `msg` by a freshly computed one (§5.6 "reset HMAC").
+///
+/// # Errors
+/// The message or an RSA commitment's signature fields cannot be encoded or parsed.
+pub fn with_hmac_commitment(msg: &Message) -> Result<Message, HttpsigError> {
+    let mut commitments = commitments_of(msg);
+    let hmacs: Vec<String> = commitments
+        .iter()
+        .filter(|(_, c)| c.as_message().is_some_and(is_hmac))
+        .map(|(k, _)| k.to_string())
+        .collect();
+    for k in hmacs {
+        commitments.remove(&k);
+    }
+    let mut sigs: BTreeMap<String, Member> = BTreeMap::new();
+    let mut inputs: BTreeMap<String, Member> = BTreeMap::new();
+    for (_, c) in commitments.iter() {
+        let Some(c) = c.as_message() else { continue };
+        if c.get_str("commitment-device") != Some(DEVICE_NAME) {
+            continue;
+        }
+        for (field, into) in [("signature", &mut sigs), ("signature-input", &mut inputs)] {
+            if let Some(text) = c.get(field).and_then(Value::as_bytes) {
+                let dict =
+                    sf::parse_dictionary(text).map_err(|e| invalid(format!("bad {field}: {e}")))?;
+                into.extend(dict);
+            }
+        }
+    }
+    let msg = msg
+        .clone()
+        .with("commitments", Value::Message(commitments.clone()));
+    let id = hmac_id(&to_tabm(&msg)?)?;
+    let mut hmac = Message::new()
+        .with("commitment-device", Value::text(DEVICE_NAME))
+        .with("alg", Value::text(ALG_HMAC));
+    if !sigs.is_empty() {
+        let dict = |m: BTreeMap<String, Member>| {
+            Value::bin(sf::serialize_dictionary(&m.into_iter().collect::<Vec<_>>()))
+        };
+        hmac.insert("signature", dict(sigs));
+        hmac.insert("signature-input", dict(inputs));
+    }
+    commitments.insert(&id.to_human(), Value::Message(hmac));
+    Ok(msg.with("commitments", Value::Message(commitments)))
+}
+
+fn commitment<'a>(msg: &'a Message, id: &str) -> Result<&'a Message, HttpsigError> {
+    msg.get("commitments")
+        .and_then(Value::as_message)
+        .and_then(|c| c.get(id))
+        .and_then(Value::as_message)
+        .ok_or_else(|| HttpsigError::NoCommitment(id.to_owned()))
+}
+
+/// Decodes an httpsig `keyid`: the RSA modulus in base64url or base64 (padded or not),
+/// optionally prefixed `publickey:` (spec 07 §7).
+pub fn decode_keyid(keyid: &[u8]) -> Option<Vec<u8>> {
+    let k = keyid.strip_prefix(b"publickey:").unwrap_or(keyid);
+    [URL_SAFE_NO_PAD, URL_SAFE, STANDARD, STANDARD_NO_PAD]
+        .iter()
+        .find_map(|e| e.decode(k).ok())
+        .filter(|n| !n.is_empty())
+}
+
+/// Verifies commitment `commitment_id` of `msg` (§5.7). HMAC commitments are checked by
+/// recomputing the HMAC ID; RSA commitments by rebuilding the signature base from the
+/// message's HTTP encoding and the commitment's `signature-input` member.
+///
+/// A signed component missing from the message gives `Ok(false)`.
+///
+/// # Errors
+/// No such commitment, an unsupported `alg`, malformed signature fields, or a message
+/// that cannot be encoded.
+pub fn verify(msg: &Message, commitment_id: &str) -> Result<bool, HttpsigError> {
+    let c = commitment(msg, commitment_id)?;
+    match c.get_str("alg") {
+        Some(ALG_HMAC) => Ok(hmac_id(&to_tabm(msg)?)?.to_human() == commitment_id),
+        Some(ALG_RSA) => verify_rsa(msg, c),
+        other => Err(invalid(format!("unsupported alg {other:?}"))),
+    }
+}
+
+/// The member `name` of a dictionary.
+fn member<'a>(dict: &'a [(String, Member)], name: &str) -> Option<&'a Member> {
+    dict.iter().find(|(n, _)| n == name).map(|(_, m)| m)
+}
+
+fn component_names(items: &[Item]) -> Result<Vec<String>, HttpsigError> {
+    items
+        .iter()
+        .map(|i| match &i.bare {
+            BareItem::String(s) => {
+                String::from_utf8(s.clone()).map_err(|_| invalid("a component name is not UTF-8"))
+            }
+            _ => Err(invalid("a component is not a string")),
+        })
+        .collect()
+}
+
+/// The parameters as the reference rebuilds them on verification (§5.4): sorted by
+/// name, only `created`, `expired`, `nonce`, `alg`, `keyid`, `tag`; integers stay
+/// integers, everything else becomes a string.
+fn verification_params(params: &Parameters) -> Parameters {
+    let mut out: Parameters = params
+        .iter()
+        .filter(|(k, _)| {
+            matches!(
+                k.as_str(),
+                "created" | "expired" | "nonce" | "alg" | "keyid" | "tag"
+            )
+        })
+        .map(|(k, v)| {
+            let v = match v {
+                BareItem::Integer(i) => BareItem::Integer(*i),
+                BareItem::String(s) | BareItem::ByteSeq(s) => BareItem::String(s.clone()),
+                BareItem::Token(t) => BareItem::string(t.as_bytes()),
+                other => {
+                    let mut text = Vec::new();
+                    sf::write_bare_item(&mut text, other);
+                    BareItem::String(text)
+                }
+            };
+            (k.clone(), v)
+        })
+        .collect();
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+fn verify_rsa(msg: &Message, c: &Message) -> Result<bool, HttpsigError> {
+    let field = |name: &str| {
+        c.get(name)
+            .and_then(Value::as_bytes)
+            .ok_or_else(|| invalid(format!("the commitment has no `{name}`")))
+    };
+    let inputs = sf::parse_dictionary(field("signature-input")?)
+        .map_err(|e| invalid(format!("bad signature-input: {e}")))?;
+    let sigs = sf::parse_dictionary(field("signature")?)
+        .map_err(|e| invalid(format!("bad signature: {e}")))?;
+    let committer = c
+        .get_str("committer")
+        .and_then(|a| b64url_decode(a.as_bytes()))
+        .and_then(|a| <[u8; 32]>::try_from(a).ok());
+    let name = match (committer, inputs.as_slice()) {
+        (Some(address), _) => httpsig_name_of(&address),
+        (None, [(only, _)]) => only.clone(),
+        (None, _) => return Err(invalid("no committer to name the signature")),
+    };
+    let Some(Member::InnerList(items, params)) = member(&inputs, &name) else {
+        return Err(invalid(format!("no signature-input member `{name}`")));
+    };
+    let Some(Member::Item(Item {
+        bare: BareItem::ByteSeq(sig),
+        ..
+    })) = member(&sigs, &name)
+    else {
+        return Err(invalid(format!("no signature member `{name}`")));
+    };
+    let param = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v);
+    let alg = param("alg").and_then(BareItem::as_text);
+    if alg != Some(ALG_RSA.as_bytes()) || c.get_str("alg") != Some(ALG_RSA) {
+        return Err(invalid("signature-input alg is not rsa-pss-sha512"));
+    }
+    let modulus = param("keyid")
+        .and_then(BareItem::as_text)
+        .and_then(decode_keyid)
+        .ok_or_else(|| invalid("missing or undecodable keyid"))?;
+    let components = component_names(items)?;
+    let fields = component_fields(&to_tabm(msg)?)?;
+    let params = inner_list(&components, &verification_params(params));
+    let base = match signature_base(&components, &fields, &params) {
+        Ok(b) => b,
+        Err(HttpsigError::MissingComponent(_)) => return Ok(false),
+        Err(e) => return Err(e),
+    };
+    Ok(rsa_pss::verify(&modulus, Hash::Sha512, &base, sig))
+}
+
+/// The keys commitment `commitment_id` of `msg` covers (§5.8): the component names of
+/// the first member of its `signature-input`, `signature` and `signature-input`, the
+/// implicit (`empty-*` typed) keys when `ao-types` is signed, and the body keys when
+/// `content-digest` is signed. A commitment without `signature-input` covers nothing.
+///
+/// # Errors
+/// No such commitment, malformed signature fields, or a message that cannot be encoded.
+pub fn committed_keys(msg: &Message, commitment_id: &str) -> Result<Vec<String>, HttpsigError> {
+    let c = commitment(msg, commitment_id)?;
+    let Some(input) = c.get("signature-input").and_then(Value::as_bytes) else {
+        return Ok(vec![]);
+    };
+    let inputs =
+        sf::parse_dictionary(input).map_err(|e| invalid(format!("bad signature-input: {e}")))?;
+    let Some((_, Member::InnerList(items, _))) = inputs.first() else {
+        return Ok(vec![]);
+    };
+    let components: Vec<String> = component_names(items)?
+        .into_iter()
+        .map(|c| c.trim_start_matches('@').to_owned())
+        .collect();
+    let headers = to_http(&to_tabm(msg)?)?.headers;
+    let mut keys = components.clone();
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    if components.iter().any(|c| c == "ao-types")
+        && let Some(types) = headers.get("ao-types")
+    {
+        let dict =
+            sf::parse_dictionary(types).map_err(|e| invalid(format!("bad ao-types: {e}")))?;
+        for (k, m) in dict {
+            if let Member::Item(i) = m
+                && i.bare.as_text().is_some_and(|t| t.starts_with(b"empty-"))
+            {
+                keys.push(unescape_key(&k)?);
+            }
+        }
+    }
+    if components.iter().any(|c| c == "content-digest") {
+        keys.push("body".into());
+        keys.push("inline-body-key".into());
+        if let Some(k) = headers.get("inline-body-key") {
+            keys.push(text(k));
+        }
+        if let Some(body_keys) = headers.get("body-keys") {
+            let list =
+                sf::parse_list(body_keys).map_err(|e| invalid(format!("bad body-keys: {e}")))?;
+            for m in list {
+                if let Member::Item(i) = m
+                    && let Some(path) = i.bare.as_text()
+                    && let Some(first) = path.split(|&b| b == b'/').find(|s| !s.is_empty())
+                {
+                    keys.push(text(first));
+                }
+            }
+        }
+    }
+    keys.push("signature-input".into());
+    keys.push("signature".into());
+    let mut seen = std::collections::HashSet::new();
+    keys.retain(|k| seen.insert(k.clone()));
+    Ok(keys)
+}
+
+/// The `httpsig@1.0` commitment device: `commit` (signs with [`HttpsigDevice::wallet`]),
+/// `verify` (the request's `commitment`, or every signed commitment), `committed` and
+/// `id` (the HMAC ID).
+#[derive(Debug, Clone, Default)]
+pub struct HttpsigDevice {
+    /// The key `commit` signs with; without one `commit` fails.
+    pub wallet: Option<Arc<Wallet>>,
+}
+
+impl HttpsigDevice {
+    /// A device that signs with `wallet`.
+    pub fn new(wallet: Arc<Wallet>) -> Self {
+        HttpsigDevice {
+            wallet: Some(wallet),
+        }
+    }
+}
+
+fn device_error(func: &str, e: &HttpsigError) -> ResolveError {
+    ResolveError::call(DEVICE_NAME, func, e.to_string())
+}
+
+impl Device for HttpsigDevice {
+    fn name(&self) -> &'static str {
+        DEVICE_NAME
+    }
+
+    fn functions(&self) -> &'static [&'static str] {
+        &["commit", "verify", "committed", "id"]
+    }
+
+    fn call(&self, call: Call<'_>, base: &Message, req: &Message, _ctx: &Ctx) -> DeviceResult {
+        match call {
+            Call::Function("commit") => {
+                let wallet = self.wallet.as_ref().ok_or_else(|| {
+                    ResolveError::call(
+                        DEVICE_NAME,
+                        "commit",
+                        "this node has no wallet configured for httpsig@1.0 commitments",
+                    )
+                })?;
+                let signed = commit(base, wallet).map_err(|e| device_error("commit", &e))?;
+                Ok(Outcome::ok(Value::Message(signed)))
+            }
+            Call::Function("verify") => {
+                let ids: Vec<String> = match req.get_str("commitment") {
+                    Some(id) => vec![id.to_owned()],
+                    None => commitments_of(base)
+                        .iter()
+                        .filter(|(_, c)| {
+                            c.as_message().is_some_and(|c| c.get("committer").is_some())
+                        })
+                        .map(|(k, _)| k.to_string())
+                        .collect(),
+                };
+                for id in ids {
+                    match verify(base, &id) {
+                        Ok(true) => {}
+                        Ok(false) => return Ok(Outcome::ok(Value::boolean(false))),
+                        Err(e) => return Ok(Outcome::error(Value::text(&e.to_string()))),
+                    }
+                }
+                Ok(Outcome::ok(Value::boolean(true)))
+            }
+            Call::Function("committed") => {
+                let all = commitments_of(base);
+                let id = req
+                    .get_str("commitment")
+                    .map(str::to_owned)
+                    .or_else(|| {
+                        all.iter()
+                            .find(|(_, c)| c.as_message().is_some_and(is_hmac))
+                            .map(|(k, _)| k.to_string())
+                    })
+                    .or_else(|| all.keys().next().map(|k| k.to_string()));
+                let keys = match id {
+                    Some(id) => {
+                        committed_keys(base, &id).map_err(|e| device_error("committed", &e))?
+                    }
+                    None => vec![],
+                };
+                Ok(Outcome::ok(Value::list(
+                    keys.iter().map(|k| Value::text(k)).collect(),
+                )))
+            }
+            Call::Function("id") => {
+                let tabm = to_tabm(base)?;
+                Ok(Outcome::ok(Value::text(&hmac_id(&tabm)?.to_human())))
+            }
+            Call::Function(other) | Call::Handler(other) | Call::Default(other) => {
+                Err(ResolveError::call(DEVICE_NAME, other, "no such function"))
+            }
+        }
+    }
+}
