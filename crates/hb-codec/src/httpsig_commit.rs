@@ -15,7 +15,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
 use bytes::Bytes;
 use hb_core::device::{Call, Device, DeviceResult, Outcome};
-use hb_core::httpsig::{DERIVED_COMPONENTS, content_digest, hmac_id, to_http};
+use hb_core::httpsig::{DERIVED_COMPONENTS, Signatures, content_digest, hmac_id, to_http};
 use hb_core::id::{Id, b64url_decode};
 use hb_core::resolve::{Ctx, ResolveError};
 use hb_core::sf::{self, BareItem, Item, Member, Parameters};
@@ -24,7 +24,7 @@ use hb_core::value::{Message, Value};
 use thiserror::Error;
 
 use crate::rsa_pss::{self, Hash};
-use crate::wallet::{Wallet, WalletError, httpsig_name_of};
+use crate::wallet::{Wallet, WalletError, address_of, httpsig_name_of};
 
 /// The device name, also the `commitment-device` of every commitment made here.
 pub const DEVICE_NAME: &str = "httpsig@1.0";
@@ -200,6 +200,24 @@ pub fn commit(msg: &Message, wallet: &Wallet) -> Result<Message, HttpsigError> {
 /// # Errors
 /// The message or an RSA commitment's signature fields cannot be encoded or parsed.
 pub fn with_hmac_commitment(msg: &Message) -> Result<Message, HttpsigError> {
+    reset_hmac(msg, |m| Ok(to_tabm(m)?))
+}
+
+/// [`with_hmac_commitment`] for a message already in TABM form (as [`from_http`]
+/// returns it, with `commitments` in TABM form too).
+///
+/// # Errors
+/// The message or an RSA commitment's signature fields cannot be encoded or parsed.
+///
+/// [`from_http`]: hb_core::httpsig::from_http
+pub fn with_hmac_commitment_tabm(tabm: &Message) -> Result<Message, HttpsigError> {
+    reset_hmac(tabm, |m| Ok(m.clone()))
+}
+
+fn reset_hmac(
+    msg: &Message,
+    tabm_of: impl Fn(&Message) -> Result<Message, HttpsigError>,
+) -> Result<Message, HttpsigError> {
     let mut commitments = commitments_of(msg);
     let hmacs: Vec<String> = commitments
         .iter()
@@ -227,7 +245,7 @@ pub fn with_hmac_commitment(msg: &Message) -> Result<Message, HttpsigError> {
     let msg = msg
         .clone()
         .with("commitments", Value::Message(commitments.clone()));
-    let id = hmac_id(&to_tabm(&msg)?)?;
+    let id = hmac_id(&tabm_of(&msg)?)?;
     let mut hmac = Message::new()
         .with("commitment-device", Value::text(DEVICE_NAME))
         .with("alg", Value::text(ALG_HMAC));
@@ -240,6 +258,99 @@ pub fn with_hmac_commitment(msg: &Message) -> Result<Message, HttpsigError> {
     }
     commitments.insert(&id.to_human(), Value::Message(hmac));
     Ok(msg.with("commitments", Value::Message(commitments)))
+}
+
+/// Rebuilds the commitments of a decoded HTTP message from its `signature` and
+/// `signature-input` fields (spec 03 §5.5), then adds the HMAC commitment (§5.6).
+///
+/// `tabm` is the TABM [`from_http`] returned and `sigs` the fields it set aside. Each
+/// member `SN` of the `signature` dictionary becomes an RSA commitment whose ID is
+/// `b64url(sha256(signature))` and whose committer is `b64url(sha256(modulus))`, the
+/// modulus read from the `keyid` of the `SN` member of `signature-input` (base64url or
+/// base64, optionally `publickey:`-prefixed). Without `signature` only the HMAC
+/// commitment is added. The commitments are not verified here: see [`verify`].
+///
+/// # Errors
+/// A field is not a structured-field dictionary, a signature is not a byte sequence,
+/// a signature has no `signature-input` member, or that member has no usable `keyid`
+/// or `alg`.
+///
+/// [`from_http`]: hb_core::httpsig::from_http
+pub fn commitments_from_signatures(
+    tabm: Message,
+    sigs: &Signatures,
+) -> Result<Message, HttpsigError> {
+    let mut tabm = tabm;
+    let mut commitments = commitments_of(&tabm);
+    if let Some(sig_field) = &sigs.signature {
+        let sig_dict = sf::parse_dictionary(sig_field).map_err(|e| {
+            invalid(format!(
+                "the `signature` field is not a structured-field dictionary: {e}"
+            ))
+        })?;
+        let input_field = sigs
+            .signature_input
+            .as_ref()
+            .ok_or_else(|| invalid("the message has `signature` but no `signature-input`"))?;
+        let inputs = sf::parse_dictionary(input_field).map_err(|e| {
+            invalid(format!(
+                "the `signature-input` field is not a structured-field dictionary: {e}"
+            ))
+        })?;
+        for (name, sig_member) in &sig_dict {
+            let Member::Item(Item {
+                bare: BareItem::ByteSeq(sig),
+                ..
+            }) = sig_member
+            else {
+                return Err(invalid(format!(
+                    "signature `{name}` is not a byte sequence"
+                )));
+            };
+            let input_member = member(&inputs, name).ok_or_else(|| {
+                invalid(format!(
+                    "signature `{name}` has no `signature-input` member"
+                ))
+            })?;
+            let Member::InnerList(_, params) = input_member else {
+                return Err(invalid(format!(
+                    "the `signature-input` member `{name}` is not an inner list"
+                )));
+            };
+            let param = |k: &str| {
+                params
+                    .iter()
+                    .find(|(n, _)| n == k)
+                    .and_then(|(_, v)| v.as_text())
+            };
+            let keyid = param("keyid").ok_or_else(|| {
+                invalid(format!(
+                    "the `signature-input` member `{name}` has no keyid"
+                ))
+            })?;
+            let modulus = decode_keyid(keyid).ok_or_else(|| {
+                invalid(format!(
+                    "the keyid of signature `{name}` is not base64url or base64"
+                ))
+            })?;
+            let alg = param("alg")
+                .and_then(|a| std::str::from_utf8(a).ok())
+                .ok_or_else(|| {
+                    invalid(format!("the `signature-input` member `{name}` has no alg"))
+                })?;
+            let one =
+                |m: &Member| Value::bin(sf::serialize_dictionary(&[(name.clone(), m.clone())]));
+            let c = Message::new()
+                .with("commitment-device", Value::text(DEVICE_NAME))
+                .with("committer", Value::text(&address_of(&modulus)))
+                .with("alg", Value::text(alg))
+                .with("signature", one(sig_member))
+                .with("signature-input", one(input_member));
+            commitments.insert(&Id::sha256(sig).to_human(), Value::Message(c));
+        }
+    }
+    tabm.insert("commitments", Value::Message(commitments));
+    with_hmac_commitment_tabm(&tabm)
 }
 
 fn commitment<'a>(msg: &'a Message, id: &str) -> Result<&'a Message, HttpsigError> {

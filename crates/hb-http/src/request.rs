@@ -6,7 +6,12 @@ use hyper::http::request::Parts;
 use hyper::{Request, StatusCode};
 use thiserror::Error;
 
-use hb_core::httpsig::{self, HttpMessage};
+use std::collections::HashSet;
+
+use hb_codec::httpsig_commit::{self, HttpsigError};
+use hb_core::httpsig::{self, HttpMessage, Signatures};
+use hb_core::sf;
+use hb_core::structured::from_tabm;
 use hb_core::{Message, Value};
 
 use crate::ServerConfig;
@@ -17,6 +22,15 @@ pub enum RequestError {
     /// The body (or a field describing it) could not be decoded.
     #[error("the request could not be decoded: {0}")]
     Body(#[from] hb_core::structured::CodecError),
+    /// The request's `signature`/`signature-input` fields are malformed.
+    #[error("the request's signature fields are malformed: {0}")]
+    Signatures(HttpsigError),
+    /// A signature of the request does not verify.
+    #[error("the request's signature {0} does not verify")]
+    BadSignature(String),
+    /// A signature of the request could not be checked.
+    #[error("the request's signature {0} could not be checked: {1}")]
+    Unverifiable(String, HttpsigError),
 }
 
 /// Checks the request head against the limits: the refusal is a 4xx status and a text
@@ -70,8 +84,11 @@ pub fn check_head<B>(req: &Request<B>, config: &ServerConfig) -> Result<(), (Sta
 /// by `inline-body-key`) — plus `method` and `path` (the raw target with its query
 /// string, unless the message names its own path).
 ///
-/// Signature fields are set aside: checking them, and keeping only committed keys of
-/// signed requests, is the commitment layer's work.
+/// A signed request (one with a `signature` field) has its commitments rebuilt (spec 03
+/// §5.5); every RSA commitment must verify, else the request is refused. Only the keys
+/// the signatures cover survive, plus `commitments` (05 §2.2); `method` and `path` are
+/// added after that, so an unsigned path (aoconnect signs only headers, 07 §7) still
+/// comes from the request target.
 pub fn to_singleton(parts: &Parts, target: &str, body: Bytes) -> Result<Message, RequestError> {
     let mut http = HttpMessage::default();
     for name in parts.headers.keys() {
@@ -93,10 +110,60 @@ pub fn to_singleton(parts: &Parts, target: &str, body: Bytes) -> Result<Message,
         http.headers.insert(name.as_str().to_owned(), value);
     }
     http.body = (!body.is_empty()).then_some(body);
-    let (mut msg, _signatures) = httpsig::from_http(&http).map_err(RequestError::Body)?;
+    let (msg, signatures) = httpsig::from_http(&http).map_err(RequestError::Body)?;
+    let mut msg = if signatures.signature.is_some() {
+        verified_signed(msg, &signatures)?
+    } else {
+        msg
+    };
     msg.insert("method", Value::text(parts.method.as_str()));
     if !msg.contains("path") {
         msg.insert("path", Value::text(target));
     }
     Ok(msg)
+}
+
+/// The signature name (`SN`) of a rebuilt commitment, for error texts.
+fn signature_name(c: &Message) -> String {
+    c.get("signature-input")
+        .and_then(Value::as_bytes)
+        .and_then(|b| sf::parse_dictionary(b).ok())
+        .and_then(|d| d.into_iter().next().map(|(name, _)| name))
+        .unwrap_or_else(|| "(unnamed)".to_owned())
+}
+
+/// Rebuilds and verifies the commitments of a signed request's TABM and keeps only the
+/// committed keys (and `commitments`, with a recomputed HMAC commitment).
+fn verified_signed(tabm: Message, sigs: &Signatures) -> Result<Message, RequestError> {
+    let tabm = httpsig_commit::commitments_from_signatures(tabm, sigs)
+        .map_err(RequestError::Signatures)?;
+    let rich = from_tabm(&tabm).map_err(RequestError::Body)?;
+    let commitments = tabm
+        .get("commitments")
+        .and_then(Value::as_message)
+        .cloned()
+        .unwrap_or_default();
+    let mut keep: HashSet<String> = HashSet::from(["commitments".to_owned()]);
+    for (id, c) in commitments.iter() {
+        let Some(c) = c.as_message() else { continue };
+        if c.get_str("alg") != Some(httpsig_commit::ALG_RSA) {
+            continue;
+        }
+        let name = signature_name(c);
+        match httpsig_commit::verify(&rich, id) {
+            Ok(true) => {}
+            Ok(false) => return Err(RequestError::BadSignature(name)),
+            Err(e) => return Err(RequestError::Unverifiable(name, e)),
+        }
+        let keys = httpsig_commit::committed_keys(&rich, id)
+            .map_err(|e| RequestError::Unverifiable(name, e))?;
+        keep.extend(keys);
+    }
+    let mut kept = Message::new();
+    for (k, v) in tabm.iter() {
+        if keep.contains(k.as_ref() as &str) {
+            kept.insert(k, v.clone());
+        }
+    }
+    httpsig_commit::with_hmac_commitment_tabm(&kept).map_err(RequestError::Signatures)
 }

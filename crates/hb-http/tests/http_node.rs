@@ -507,3 +507,145 @@ async fn multipart_bodies_become_nested_keys() {
     assert!(r.text().contains("multipart"), "{}", r.text());
     node.stop().await;
 }
+
+// --- Signed requests (spec 03 §5.5, 05 §2.2, 07 §7 items 5–6) ---
+
+const KEY1_JSON: &[u8] = include_bytes!("../../../tests/fixtures/key-1.json");
+
+fn key1() -> hb_codec::Wallet {
+    hb_codec::Wallet::from_jwk_json(KEY1_JSON).expect("key-1 loads")
+}
+
+async fn start_with(node: Message) -> Running {
+    let ctx = Ctx::new(
+        Arc::new(hb_devices::registry()),
+        Arc::new(MemoryCache::new(1000)),
+        NodeHandle::new(node),
+    );
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    serve(listener, Service::new(ctx, ServerConfig::default())).expect("serve")
+}
+
+/// `msg` signed with key-1 and encoded as HTTP header lines plus a body.
+fn signed_fields(msg: &Message) -> (String, Vec<u8>) {
+    let signed = hb_codec::httpsig_commit::commit(msg, &key1()).expect("commit");
+    let http = hb_core::httpsig::encode_rich(&signed).expect("encode");
+    assert!(http.headers.contains_key("signature"), "{:?}", http.headers);
+    let mut lines = String::new();
+    for (k, v) in &http.headers {
+        lines.push_str(&format!("{k}: {}\r\n", String::from_utf8_lossy(v)));
+    }
+    (lines, http.body.map(|b| b.to_vec()).unwrap_or_default())
+}
+
+fn request_with(method: &str, target: &str, fields: &str, body: &[u8]) -> Vec<u8> {
+    let mut req = format!(
+        "{method} {target} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n{fields}content-length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    req.extend_from_slice(body);
+    req
+}
+
+#[tokio::test]
+async fn signed_requests_verify_and_keep_only_committed_keys() {
+    let node = start(ServerConfig::default()).await;
+    // Header-only signature, path not signed (the aoconnect style).
+    let (fields, body) = signed_fields(&Message::new().with("key1", "Value1"));
+    let r = raw(node.addr, &request_with("POST", "/key1", &fields, &body)).await;
+    assert_eq!((r.status, r.text().as_str()), (200, "Value1"));
+    // A signed `path` (the hbsig `@path` style) with a body.
+    let (fields, body) = signed_fields(
+        &Message::new()
+            .with("key1", "Value1")
+            .with("path", "/key1")
+            .with("body", "a body"),
+    );
+    assert!(fields.contains("path: /key1"), "{fields}");
+    let r = raw(node.addr, &request_with("POST", "/key1", &fields, &body)).await;
+    assert_eq!((r.status, r.text().as_str()), (200, "Value1"));
+    let r = raw(node.addr, &request_with("POST", "/body", &fields, &body)).await;
+    assert_eq!(
+        (r.status, r.text().as_str()),
+        (200, "Value1"),
+        "path is signed"
+    );
+    // An unsigned extra header is dropped from a signed request.
+    let (fields, body) = signed_fields(&Message::new().with("key1", "Value1"));
+    let extra = format!("{fields}extra: E\r\n");
+    let r = raw(node.addr, &request_with("POST", "/extra", &extra, &body)).await;
+    assert_eq!(r.status, 404, "{}", r.text());
+    // The signer is visible to devices.
+    let r = raw(
+        node.addr,
+        &request_with("POST", "/commitments", &fields, &body),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let whole = format!("{:?} {}", r.headers, r.text());
+    assert!(whole.contains(&key1().address()), "{whole}");
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn tampered_signed_requests_are_refused() {
+    let node = start(ServerConfig::default()).await;
+    let (fields, body) = signed_fields(&Message::new().with("key1", "Value1"));
+    let tampered = fields.replace("key1: Value1", "key1: Value2");
+    assert_ne!(tampered, fields);
+    let r = raw(node.addr, &request_with("POST", "/key1", &tampered, &body)).await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    let name = key1().httpsig_name();
+    assert!(
+        r.text()
+            .contains(&format!("signature {name} does not verify")),
+        "{}",
+        r.text()
+    );
+    // A tampered body (content-digest mismatch).
+    let (fields, body) = signed_fields(&Message::new().with("key1", "V").with("body", "abc"));
+    let r = raw(node.addr, &request_with("POST", "/key1", &fields, b"abd")).await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert_eq!(body, b"abc");
+    // Malformed signature fields.
+    let broken = fields.replace("signature: ", "signature: (((");
+    let r = raw(node.addr, &request_with("POST", "/key1", &broken, &body)).await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(
+        r.text().contains("signature fields are malformed"),
+        "{}",
+        r.text()
+    );
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn meta_info_post_signed_by_the_operator_updates_the_node() {
+    let node = start_with(
+        Message::new()
+            .with("port", 0i64)
+            .with("operator", key1().address().as_str()),
+    )
+    .await;
+    // Unsigned: refused.
+    let req = request_with("POST", "/~meta@1.0/info", "test-option: a\r\n", b"");
+    let r = raw(node.addr, &req).await;
+    assert_eq!((r.status, r.text().as_str()), (400, "Unauthorized"));
+    // Signed by the operator: accepted.
+    let (fields, body) = signed_fields(&Message::new().with("test-option", "b"));
+    let r = raw(
+        node.addr,
+        &request_with("POST", "/~meta@1.0/info", &fields, &body),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(
+        r.text().starts_with("Node message updated. History: 1"),
+        "{}",
+        r.text()
+    );
+    let r = get(node.addr, "/~meta@1.0/info/test_option", "").await;
+    assert_eq!((r.status, r.text().as_str()), (200, "b"));
+    node.stop().await;
+}
