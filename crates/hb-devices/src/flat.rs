@@ -29,25 +29,13 @@ impl Device for Flat {
                         .with("body", Value::Binary(body)),
                 ))
             }
-            "deserialize" => {
-                let target = req.get_str("target").unwrap_or("body");
-                match base.get_ci(target) {
-                    Some(Value::Binary(text)) => {
-                        let tabm = flat::deserialize(text)?;
-                        Ok(Outcome::ok(structured::from_tabm(&tabm)?))
-                    }
-                    Some(other) => Ok(Outcome::error_status(
-                        400,
-                        &format!("`{target}` holds a {}, not flat text", other.type_name()),
-                    )),
-                    None => Ok(Outcome::error_status(
-                        404,
-                        &format!(
-                            "flat payload not found in the base message. Searched for: {target}"
-                        ),
-                    )),
+            "deserialize" => match crate::payload(base, req, "flat text") {
+                Ok(text) => {
+                    let tabm = flat::deserialize(&text)?;
+                    Ok(Outcome::ok(structured::from_tabm(&tabm)?))
                 }
-            }
+                Err(refusal) => Ok(refusal),
+            },
             other => Err(ResolveError::call(self.name(), other, "no such function")),
         }
     }

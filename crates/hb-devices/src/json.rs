@@ -3,7 +3,7 @@
 //! `commit`/`verify`/`committed` are httpsig's, through `message@1.0`.
 
 use hb_core::device::{Call, Device, DeviceResult, Outcome};
-use hb_core::{Ctx, Message, ResolveError, Value, json};
+use hb_core::{Ctx, Message, ResolveError, json};
 
 /// The `json@1.0` device.
 #[derive(Debug, Clone, Copy, Default)]
@@ -29,22 +29,10 @@ impl Device for Json {
                         .with("body", body),
                 ))
             }
-            "deserialize" => {
-                let target = req.get_str("target").unwrap_or("body");
-                match base.get_ci(target) {
-                    Some(Value::Binary(text)) => Ok(Outcome::ok(json::from_plain_json(text)?)),
-                    Some(other) => Ok(Outcome::error_status(
-                        400,
-                        &format!("`{target}` holds a {}, not JSON text", other.type_name()),
-                    )),
-                    None => Ok(Outcome::error_status(
-                        404,
-                        &format!(
-                            "JSON payload not found in the base message. Searched for: {target}"
-                        ),
-                    )),
-                }
-            }
+            "deserialize" => match crate::payload(base, req, "JSON text") {
+                Ok(text) => Ok(Outcome::ok(json::from_plain_json(&text)?)),
+                Err(refusal) => Ok(refusal),
+            },
             other => Err(ResolveError::call(self.name(), other, "no such function")),
         }
     }
