@@ -63,6 +63,31 @@ enum MessageCommand {
         /// A JSON file; `-` or nothing reads standard input.
         file: Option<PathBuf>,
     },
+    /// Sign a message with a wallet (httpsig@1.0) and print it, commitments included.
+    Commit {
+        /// The wallet (an Arweave JWK file).
+        #[arg(long)]
+        wallet: PathBuf,
+        /// A JSON file; `-` or nothing reads standard input.
+        file: Option<PathBuf>,
+    },
+    /// Check every signature of a message; prints `true` (exit 0) or `false` (exit 1).
+    Verify {
+        /// A JSON file; `-` or nothing reads standard input.
+        file: Option<PathBuf>,
+    },
+    /// Print a message in another encoding.
+    Convert {
+        /// The input's codec (only `json@1.0` is read for now).
+        #[arg(long, default_value = "json@1.0")]
+        from: String,
+        /// The output's codec: `json@1.0`, `flat@1.0` or `httpsig@1.0` (headers, a blank
+        /// line, then the body).
+        #[arg(long)]
+        to: String,
+        /// A JSON file; `-` or nothing reads standard input.
+        file: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -300,17 +325,10 @@ fn pretty_json(m: &Message) -> anyhow::Result<String> {
 }
 
 fn message(cmd: MessageCommand) -> anyhow::Result<ExitCode> {
+    let ctx = context(&NodeConfig::default(), None);
     match cmd {
         MessageCommand::Id { mode, file } => {
-            let text = match file.as_deref() {
-                None => read_stdin()?,
-                Some(p) if p.as_os_str() == "-" => read_stdin()?,
-                Some(p) => {
-                    std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))?
-                }
-            };
-            let tabm = json::from_json(&text).map_err(|e| anyhow::anyhow!("{e}"))?;
-            let msg = structured::from_tabm(&tabm).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let msg = read_message(file.as_deref())?;
             let committers = match mode {
                 IdMode::All => Value::text("all"),
                 IdMode::Signed => Value::list(
@@ -321,7 +339,6 @@ fn message(cmd: MessageCommand) -> anyhow::Result<ExitCode> {
                 ),
                 IdMode::None => Value::list(vec![]),
             };
-            let ctx = context(&NodeConfig::default(), None);
             let req = Message::new()
                 .with("path", "id")
                 .with("committers", committers);
@@ -332,7 +349,61 @@ fn message(cmd: MessageCommand) -> anyhow::Result<ExitCode> {
             println!("{}", String::from_utf8_lossy(&out.value.to_display_bytes()));
             Ok(ExitCode::SUCCESS)
         }
+        MessageCommand::Commit { wallet, file } => {
+            let wallet = hb_codec::Wallet::load(&wallet)?;
+            let msg = read_message(file.as_deref())?;
+            let signed = hb_codec::httpsig_commit::commit(&msg, &wallet)?;
+            println!("{}", pretty_json(&signed)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        MessageCommand::Verify { file } => {
+            let msg = read_message(file.as_deref())?;
+            let req = Message::new()
+                .with("path", "verify")
+                .with("committers", "all");
+            let out = ctx.resolve(Value::Message(msg), req)?;
+            let ok = out.is_ok() && out.value.is_atom("true");
+            println!("{ok}");
+            Ok(if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
+        MessageCommand::Convert { from, to, file } => {
+            if from != "json@1.0" {
+                anyhow::bail!("--from {from}: only json@1.0 input is read for now");
+            }
+            let msg = read_message(file.as_deref())?;
+            let tabm = structured::to_tabm(&msg)?;
+            let mut out = std::io::stdout().lock();
+            match to.as_str() {
+                "json@1.0" => writeln!(out, "{}", json::to_json(&msg)?)?,
+                "flat@1.0" => out.write_all(&hb_core::flat::serialize(&tabm)?)?,
+                "httpsig@1.0" => {
+                    let http = hb_core::httpsig::to_http(&tabm)?;
+                    for (k, v) in &http.headers {
+                        writeln!(out, "{k}: {}", String::from_utf8_lossy(v))?;
+                    }
+                    writeln!(out)?;
+                    out.write_all(&http.body.unwrap_or_default())?;
+                }
+                other => anyhow::bail!("--to {other}: use json@1.0, flat@1.0 or httpsig@1.0"),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
     }
+}
+
+/// Reads a message in its JSON (json@1.0) form from a file or standard input.
+fn read_message(file: Option<&std::path::Path>) -> anyhow::Result<Message> {
+    let text = match file {
+        None => read_stdin()?,
+        Some(p) if p.as_os_str() == "-" => read_stdin()?,
+        Some(p) => std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))?,
+    };
+    let tabm = json::from_json(&text)?;
+    Ok(structured::from_tabm(&tabm)?)
 }
 
 fn read_stdin() -> anyhow::Result<Vec<u8>> {

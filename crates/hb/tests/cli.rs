@@ -267,3 +267,69 @@ fn message_id_reads_json_from_stdin() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("invalid JSON"));
 }
+
+/// Runs `hb message …` with `input` on standard input.
+fn message_cmd(args: &[&str], input: &str) -> std::process::Output {
+    use std::io::Write as _;
+    let mut child = hb()
+        .arg("message")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run hb");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(input.as_bytes())
+        .expect("write");
+    child.wait_with_output().expect("wait")
+}
+
+#[test]
+fn message_commit_verify_and_convert() {
+    let key = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../tests/fixtures/key-1.json"
+    );
+    let input = r#"{"a":"1","ao-types":"b=\"integer\"","b":"2"}"#;
+    let signed = message_cmd(&["commit", "--wallet", key], input);
+    assert!(
+        signed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&signed.stderr)
+    );
+    let signed = String::from_utf8_lossy(&signed.stdout).into_owned();
+    assert!(
+        signed.contains("vcaPe4JWnrSOCktDHBgXge-zWUb6JRkqbom5w9t7i-4"),
+        "{signed}"
+    );
+    let ok = message_cmd(&["verify"], &signed);
+    assert_eq!(
+        (ok.status.code(), String::from_utf8_lossy(&ok.stdout).trim()),
+        (Some(0), "true")
+    );
+    let tampered = signed.replacen("\"a\": \"1\"", "\"a\": \"2\"", 1);
+    assert_ne!(tampered, signed);
+    let bad = message_cmd(&["verify"], &tampered);
+    assert_eq!(
+        (
+            bad.status.code(),
+            String::from_utf8_lossy(&bad.stdout).trim()
+        ),
+        (Some(1), "false")
+    );
+    // The content's own ID is unchanged by signing.
+    let none = message_cmd(&["id", "--mode", "none"], &signed);
+    assert_eq!(
+        String::from_utf8_lossy(&none.stdout).trim(),
+        "aU8BUmgbZw0qlfQ-AZEy7EQwp1d7UaOHcRIOWvA17LE"
+    );
+    let flat = message_cmd(
+        &["convert", "--to", "flat@1.0"],
+        r#"{"a":"1","n":{"b":"2"}}"#,
+    );
+    assert_eq!(String::from_utf8_lossy(&flat.stdout), "a: 1\nn/b: 2\n");
+}
