@@ -199,37 +199,6 @@ pub fn path_parts(path: &[u8]) -> Vec<&[u8]> {
         .collect()
 }
 
-fn hex_digit(c: u8) -> Option<u8> {
-    match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        b'A'..=b'F' => Some(c - b'A' + 10),
-        _ => None,
-    }
-}
-
-/// Percent-decodes `%XX` escapes (either case); `+` stays `+`. `None` on a bad escape.
-fn percent_decode(s: &[u8]) -> Option<Cow<'_, [u8]>> {
-    if !s.contains(&b'%') {
-        return Some(Cow::Borrowed(s));
-    }
-    let mut out = Vec::with_capacity(s.len());
-    let mut i = 0;
-    while i < s.len() {
-        let c = s[i];
-        if c == b'%' {
-            let hi = hex_digit(*s.get(i + 1)?)?;
-            let lo = hex_digit(*s.get(i + 2)?)?;
-            out.push((hi << 4) | lo);
-            i += 3;
-        } else {
-            out.push(c);
-            i += 1;
-        }
-    }
-    Some(Cow::Owned(out))
-}
-
 /// A bounded, lossy rendering of input for error messages.
 fn quote(s: &[u8]) -> String {
     let text = String::from_utf8_lossy(s);
@@ -311,8 +280,8 @@ fn parse_path(
             });
         }
         let bad = || PathError::CannotDecode(quote(raw));
-        let once = percent_decode(raw).ok_or_else(bad)?;
-        let twice = percent_decode(&once).ok_or_else(bad)?;
+        let once = structured::percent_decode(raw).ok_or_else(bad)?;
+        let twice = structured::percent_decode(&once).ok_or_else(bad)?;
         for piece in path_parts(&twice) {
             elements.push(parse_segment(piece, depth)?);
         }
@@ -946,11 +915,14 @@ mod tests {
 
     #[test]
     fn percent_decoding() {
-        assert_eq!(percent_decode(b"a%41%2f").unwrap().as_ref(), b"aA/");
-        assert!(percent_decode(b"a%4").is_none());
-        assert!(percent_decode(b"a%G1").is_none());
-        assert!(percent_decode(b"%").is_none());
-        assert_eq!(percent_decode(b"a+b").unwrap().as_ref(), b"a+b");
+        assert_eq!(
+            structured::percent_decode(b"a%41%2f").unwrap().as_ref(),
+            b"aA/"
+        );
+        assert!(structured::percent_decode(b"a%4").is_none());
+        assert!(structured::percent_decode(b"a%G1").is_none());
+        assert!(structured::percent_decode(b"%").is_none());
+        assert_eq!(structured::percent_decode(b"a+b").unwrap().as_ref(), b"a+b");
     }
 
     #[test]

@@ -8,8 +8,12 @@ use crate::value::{Message, Value};
 
 /// Encodes a rich message as JSON text (through its TABM; private keys are dropped).
 pub fn to_json(msg: &Message) -> Result<String, CodecError> {
-    let tabm = to_tabm(&msg.without_private())?;
-    let obj = tabm_to_json(&tabm)?;
+    tabm_to_json_text(&to_tabm(&msg.without_private())?)
+}
+
+/// Encodes a TABM as JSON text (private keys are dropped).
+pub fn tabm_to_json_text(tabm: &Message) -> Result<String, CodecError> {
+    let obj = tabm_to_json(tabm)?;
     serde_json::to_string(&obj).map_err(|e| CodecError::Other(e.to_string()))
 }
 

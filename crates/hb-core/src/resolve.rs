@@ -329,10 +329,10 @@ impl Ctx {
         }
     }
 
-    /// The same context with the node's `step` hook handlers (spec 05 §5), read from the
-    /// node message now.
-    pub fn with_node_hooks(&self) -> Ctx {
-        let handlers = crate::hook::handlers(&self.node().get(), "step");
+    /// The same context with the `step` hook handlers of node message `node`
+    /// (spec 05 §5).
+    pub fn with_step_hooks(&self, node: &Message) -> Ctx {
+        let handlers = crate::hook::handlers(node, "step");
         Ctx {
             step_hook: (!handlers.is_empty()).then(|| Arc::from(handlers)),
             ..self.clone()

@@ -84,38 +84,43 @@ pub fn escape_key(key: &str) -> String {
     out
 }
 
+/// Decodes `%XX` escapes (either case of hex digit); every other byte, `+` included,
+/// stays as it is. `None` on a bad escape. Borrows when there is nothing to decode.
+pub(crate) fn percent_decode(s: &[u8]) -> Option<std::borrow::Cow<'_, [u8]>> {
+    if !s.contains(&b'%') {
+        return Some(std::borrow::Cow::Borrowed(s));
+    }
+    let hex = |c: u8| match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        b'A'..=b'F' => Some(c - b'A' + 10),
+        _ => None,
+    };
+    let mut out = Vec::with_capacity(s.len());
+    let mut i = 0;
+    while i < s.len() {
+        if s[i] == b'%' {
+            let hi = hex(*s.get(i + 1)?)?;
+            let lo = hex(*s.get(i + 2)?)?;
+            out.push((hi << 4) | lo);
+            i += 3;
+        } else {
+            out.push(s[i]);
+            i += 1;
+        }
+    }
+    Some(std::borrow::Cow::Owned(out))
+}
+
 /// Reverses [`escape_key`]: `%XX` (either case of hex digit) becomes the byte. Fails
 /// when the result is not UTF-8.
 pub fn unescape_key(key: &str) -> Result<String, CodecError> {
     if !key.contains('%') {
         return Ok(key.to_owned());
     }
-    fn hex(c: u8) -> Option<u8> {
-        match c {
-            b'0'..=b'9' => Some(c - b'0'),
-            b'a'..=b'f' => Some(c - b'a' + 10),
-            b'A'..=b'F' => Some(c - b'A' + 10),
-            _ => None,
-        }
-    }
-    let b = key.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' {
-            let (Some(h), Some(l)) = (
-                b.get(i + 1).copied().and_then(hex),
-                b.get(i + 2).copied().and_then(hex),
-            ) else {
-                return Err(bad("ao-types", format!("bad escape in key `{key}`")));
-            };
-            out.push(h << 4 | l);
-            i += 3;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
+    let out = percent_decode(key.as_bytes())
+        .ok_or_else(|| bad("ao-types", format!("bad escape in key `{key}`")))?
+        .into_owned();
     String::from_utf8(out).map_err(|_| bad("ao-types", format!("key `{key}` is not UTF-8")))
 }
 

@@ -1069,8 +1069,13 @@ fn step_hook() {
     let mut reg = hb_devices::registry();
     reg.register(Arc::new(StepCounter));
     let on = Message::new().with("step", msg(&[("device", "step-counter@1.0".into())]));
-    let node = NodeHandle::new(Message::new().with("on", on));
-    let ctx = Ctx::new(Arc::new(reg), Arc::new(MemoryCache::default()), node).with_node_hooks();
+    let node = Message::new().with("on", on);
+    let ctx = Ctx::new(
+        Arc::new(reg),
+        Arc::new(MemoryCache::default()),
+        NodeHandle::new(node.clone()),
+    )
+    .with_step_hooks(&node);
     let m = msg(&[(
         "a",
         Value::Message(msg(&[("b", Value::Message(msg(&[("c", "1".into())])))])),

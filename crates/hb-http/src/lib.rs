@@ -160,11 +160,11 @@ impl Service {
         // because handing it to another thread costs more than it does. Devices that
         // block (sleeps, long computations) go through the context's blocking hook, and
         // the deadline bounds the whole resolution.
+        let node = self.ctx.node().get();
         let ctx = self
             .ctx
             .with_time_limit(self.config.request_timeout)
-            .with_node_hooks();
-        let node = ctx.node().get();
+            .with_step_hooks(&node);
         let (outcome, halted) = match resolve_request(&ctx, &node, &singleton) {
             Ok(Step::Halted(out)) => (Ok(out), true),
             Ok(Step::Resolved(out)) => (Ok(out), false),

@@ -140,7 +140,8 @@ fn encode_httpsig(msg: &Message) -> Result<Encoded, structured::CodecError> {
 }
 
 fn encode_json(msg: &Message) -> Result<Encoded, structured::CodecError> {
-    let body = json::to_json(msg)?;
+    let tabm = structured::to_tabm(msg)?;
+    let body = json::tabm_to_json_text(&tabm)?;
     let mut headers = vec![
         ("codec-device".to_owned(), Bytes::from_static(b"json@1.0")),
         (
@@ -148,7 +149,6 @@ fn encode_json(msg: &Message) -> Result<Encoded, structured::CodecError> {
             Bytes::from_static(b"application/json"),
         ),
     ];
-    let tabm = structured::to_tabm(msg)?;
     for (k, v) in tabm.public() {
         if let Value::Binary(b) = v
             && k.as_ref() != "body"

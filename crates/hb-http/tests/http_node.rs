@@ -20,6 +20,11 @@ async fn start(config: ServerConfig) -> Running {
         Arc::new(MemoryCache::new(1000)),
         NodeHandle::new(node),
     );
+    start_ctx(ctx, config).await
+}
+
+/// Serves `ctx` on an ephemeral loopback port.
+async fn start_ctx(ctx: Ctx, config: ServerConfig) -> Running {
     let listener = TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind loopback");
@@ -404,8 +409,7 @@ async fn meta_info_post_without_an_operator_signature_is_refused() {
         Arc::new(MemoryCache::new(10)),
         NodeHandle::new(Message::new().with("port", 0i64)),
     );
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let node = serve(listener, Service::new(ctx, ServerConfig::default())).expect("serve");
+    let node = start_ctx(ctx, ServerConfig::default()).await;
     let req = b"POST /~meta@1.0/info HTTP/1.1\r\nhost: x\r\nconnection: close\r\nport: 1\r\ncontent-length: 0\r\n\r\n";
     let r = raw(node.addr, req).await;
     assert_eq!((r.status, r.text().as_str()), (400, "Unauthorized"));
@@ -470,8 +474,7 @@ async fn request_and_response_hooks() {
         Arc::new(MemoryCache::new(100)),
         NodeHandle::new(Message::new().with("on", on)),
     );
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let node = serve(listener, Service::new(ctx, ServerConfig::default())).expect("serve");
+    let node = start_ctx(ctx, ServerConfig::default()).await;
     let before = RESPONSES.load(std::sync::atomic::Ordering::SeqCst);
     let r = get(node.addr, "/added", "").await;
     assert_eq!((r.status, r.text().as_str()), (200, "value"));
@@ -522,8 +525,7 @@ async fn start_with(node: Message) -> Running {
         Arc::new(MemoryCache::new(1000)),
         NodeHandle::new(node),
     );
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    serve(listener, Service::new(ctx, ServerConfig::default())).expect("serve")
+    start_ctx(ctx, ServerConfig::default()).await
 }
 
 /// `msg` signed with key-1 and encoded as HTTP header lines plus a body.

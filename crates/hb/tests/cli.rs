@@ -228,23 +228,10 @@ fn wallet_new_creates_a_private_key_file_and_never_overwrites() {
 
 #[test]
 fn message_id_reads_json_from_stdin() {
-    use std::io::Write as _;
     let id = |input: &str, args: &[&str]| {
-        let mut child = hb()
-            .args(["message", "id"])
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("run hb");
-        child
-            .stdin
-            .take()
-            .expect("stdin")
-            .write_all(input.as_bytes())
-            .expect("write");
-        child.wait_with_output().expect("wait")
+        let mut all = vec!["id"];
+        all.extend_from_slice(args);
+        message_cmd(&all, input)
     };
     let out = id(r#"{"a":"1"}"#, &[]);
     assert_eq!(
