@@ -15,7 +15,9 @@ use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
 use bytes::Bytes;
 use hb_core::device::{Call, Device, DeviceResult, Outcome};
-use hb_core::httpsig::{DERIVED_COMPONENTS, Signatures, content_digest, hmac_id, to_http};
+use hb_core::httpsig::{
+    DERIVED_COMPONENTS, HttpMessage, Signatures, content_digest, encode_rich, hmac_id, to_http,
+};
 use hb_core::id::{Id, b64url_decode};
 use hb_core::resolve::{Ctx, ResolveError};
 use hb_core::sf::{self, BareItem, Item, Member, Parameters};
@@ -193,6 +195,59 @@ pub fn commit(msg: &Message, wallet: &Wallet) -> Result<Message, HttpsigError> {
     let mut commitments = commitments_of(msg);
     commitments.insert(&Id::sha256(&sig).to_human(), Value::Message(rsa));
     with_hmac_commitment(&msg.clone().with("commitments", Value::Message(commitments)))
+}
+
+/// The httpsig HTTP encoding of `msg` (a rich message without commitments) signed with
+/// `wallet`: exactly the headers and body of `to_http(to_tabm(commit(msg, wallet)))`,
+/// computed with one encoding of the message and one signature (the node signs every
+/// reply with it, spec 05 §2.4 step 8). `sign` makes the RSA-PSS-SHA512 signature of
+/// the base it is given; callers may memoise it (the same base may reuse a signature).
+///
+/// # Errors
+/// The message cannot be encoded, or signing fails.
+pub fn sign_http(
+    msg: &Message,
+    wallet: &Wallet,
+    sign: impl FnOnce(&Wallet, &[u8]) -> Result<Vec<u8>, WalletError>,
+) -> Result<HttpMessage, HttpsigError> {
+    let mut http = encode_rich(msg)?;
+    let mut fields = http.headers.clone();
+    fields.remove("body-keys");
+    if let Some(body) = &http.body {
+        fields.insert("content-digest".to_owned(), content_digest(body));
+    }
+    let components = component_list(fields.keys());
+    let mut params: Parameters = vec![
+        ("alg".into(), BareItem::string(ALG_RSA)),
+        ("keyid".into(), BareItem::string(wallet.keyid())),
+    ];
+    if let Some(hashpath) = msg.hashpath() {
+        params.push(("tag".into(), BareItem::string(hashpath)));
+    }
+    let input = inner_list(&components, &params);
+    let base = signature_base(&components, &fields, &input)?;
+    let sig = sign(wallet, &base)?;
+    let name = wallet.httpsig_name();
+    let signature = sf::serialize_dictionary(&[(
+        name.clone(),
+        Member::Item(Item::new(BareItem::ByteSeq(sig))),
+    )]);
+    let mut signature_input = format!("{name}=").into_bytes();
+    signature_input.extend_from_slice(&input);
+    http.headers
+        .insert("signature".to_owned(), Bytes::from(signature));
+    http.headers
+        .insert("signature-input".to_owned(), Bytes::from(signature_input));
+    Ok(http)
+}
+
+/// The RSA-PSS-SHA512 signature of an httpsig signature base (the `sign` argument
+/// [`sign_http`] takes when nothing is memoised).
+///
+/// # Errors
+/// Signing fails.
+pub fn sign_base(wallet: &Wallet, base: &[u8]) -> Result<Vec<u8>, WalletError> {
+    rsa_pss::sign(wallet, Hash::Sha512, base)
 }
 
 /// Replaces the HMAC commitment of `msg` by a freshly computed one (§5.6 "reset HMAC").

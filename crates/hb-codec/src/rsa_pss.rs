@@ -49,6 +49,18 @@ impl Hash {
 /// # Errors
 /// The RNG or the private-key operation fails.
 pub fn sign(wallet: &Wallet, hash: Hash, msg: &[u8]) -> Result<Vec<u8>, WalletError> {
+    // ring's PSS uses salt length = hash length, exactly the reference's profile, and
+    // signs about 3x faster than `rsa` (as fast as OpenSSL; docs/adr/0003).
+    if let Some(key) = wallet.ring_key() {
+        let padding = match hash {
+            Hash::Sha256 => &ring::signature::RSA_PSS_SHA256,
+            Hash::Sha512 => &ring::signature::RSA_PSS_SHA512,
+        };
+        let mut sig = vec![0u8; key.public().modulus_len()];
+        key.sign(padding, &ring::rand::SystemRandom::new(), msg, &mut sig)
+            .map_err(|e| WalletError::Ring(e.to_string()))?;
+        return Ok(sig);
+    }
     sign_with_salt_len(wallet, hash, msg, hash.output_len())
 }
 
@@ -85,10 +97,28 @@ pub fn sign_with_salt_len(
 /// never panics.
 #[must_use]
 pub fn verify(modulus_n: &[u8], hash: Hash, msg: &[u8], sig: &[u8]) -> bool {
+    if modulus_n.is_empty() || sig.len() != modulus_n.len() {
+        return false;
+    }
+    // Fast path: ring verifies salt length = hash length (every signature made by the
+    // reference or by us) 3x faster than `rsa`; anything else (JS clients sign with the
+    // maximum salt) goes through the salt-recovering verifier.
+    let fast = match hash {
+        Hash::Sha256 => &ring::signature::RSA_PSS_2048_8192_SHA256,
+        Hash::Sha512 => &ring::signature::RSA_PSS_2048_8192_SHA512,
+    };
+    let key = ring::signature::RsaPublicKeyComponents {
+        n: modulus_n,
+        e: &[1u8, 0, 1][..],
+    };
+    if key.verify(fast, msg, sig).is_ok() {
+        return true;
+    }
     verify_prehashed(modulus_n, hash, &hash.digest(msg), sig)
 }
 
-/// As [`verify`], for a message already hashed with `hash`.
+/// As [`verify`], for a message already hashed with `hash` (salt-recovering verifier
+/// only).
 #[must_use]
 pub fn verify_prehashed(modulus_n: &[u8], hash: Hash, digest: &[u8], sig: &[u8]) -> bool {
     if modulus_n.is_empty() || digest.len() != hash.output_len() || sig.len() != modulus_n.len() {

@@ -27,6 +27,9 @@ use hb_core::{BlockingHook, Ctx, Message, ResolveError, ResolveOpts, Value, hook
 
 pub mod reply;
 pub mod request;
+pub mod sign;
+
+pub use sign::Signer;
 
 /// Limits and timeouts of the HTTP server.
 #[derive(Debug, Clone)]
@@ -67,6 +70,8 @@ impl Default for ServerConfig {
 pub struct Service {
     ctx: Ctx,
     config: Arc<ServerConfig>,
+    /// Signs every reply; `None` only for nodes without a wallet (tests).
+    signer: Option<Arc<Signer>>,
 }
 
 impl Service {
@@ -80,7 +85,15 @@ impl Service {
         Service {
             ctx: ctx.with_opts(opts).with_blocking_hook(blocking_hook()),
             config: Arc::new(config),
+            signer: None,
         }
+    }
+
+    /// The same service, signing every reply with `wallet` (spec 05 §2.4 step 8).
+    #[must_use]
+    pub fn with_wallet(mut self, wallet: Arc<hb_codec::Wallet>) -> Self {
+        self.signer = Some(Arc::new(Signer::new(wallet)));
+        self
     }
 
     /// Answers one HTTP request.
@@ -190,7 +203,9 @@ impl Service {
                 other => reply::result_message(other),
             };
         }
-        reply::encode(&result, reply::choose_codec(&singleton))
+        let codec = reply::choose_codec(&singleton, &parts.headers);
+        let signer = self.signer.as_deref().map(|s| (s, &ctx));
+        reply::encode(&result, codec, signer)
     }
 }
 

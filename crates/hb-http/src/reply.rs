@@ -6,7 +6,9 @@ use hyper::header::{HeaderName, HeaderValue};
 use hyper::{Response, StatusCode};
 
 use hb_core::device::{Outcome, Status};
-use hb_core::{Message, ResolveError, Value, httpsig, json, structured};
+use hb_core::{Ctx, Message, ResolveError, Value, httpsig, json, structured};
+
+use crate::sign::Signer;
 
 /// The CORS headers every response carries (message keys of the same name win).
 const CORS: [(&str, &str); 2] = [
@@ -26,29 +28,42 @@ pub enum ReplyCodec {
     Json,
 }
 
-/// The reply codec a request asks for (spec 05 §2.6): `accept-codec`, then `accept`.
-pub fn choose_codec(request: &Message) -> ReplyCodec {
+/// The reply codec a request asks for (spec 05 §2.6): `require-codec` (what aoconnect
+/// sends), then `accept-codec`, then `accept`, each read from the request message or,
+/// when the message lacks it (a signed request keeps only its signed keys), from the
+/// request's own header field. `accept-bundle` needs nothing: nested messages always
+/// travel inline.
+pub fn choose_codec(request: &Message, headers: &hyper::HeaderMap) -> ReplyCodec {
+    let field = |name: &str| {
+        request
+            .get_str(name)
+            .map(str::to_owned)
+            .or_else(|| headers.get(name)?.to_str().ok().map(str::to_owned))
+    };
+    for name in ["require-codec", "accept-codec", "accept"] {
+        if let Some(c) = field(name).as_deref().and_then(codec_named) {
+            return c;
+        }
+    }
+    ReplyCodec::Httpsig
+}
+
+/// The codec a field value names: a device (`json@1.0`), a bare codec name, or media
+/// types (`application/json`, `device/json@1.0`, lists of them).
+fn codec_named(value: &str) -> Option<ReplyCodec> {
     let named = |name: &str| match name.trim().to_ascii_lowercase().as_str() {
         "json@1.0" | "json" => Some(ReplyCodec::Json),
         "httpsig@1.0" | "httpsig" => Some(ReplyCodec::Httpsig),
         _ => None,
     };
-    if let Some(c) = request.get_str("accept-codec").and_then(named) {
-        return c;
-    }
-    if let Some(accept) = request.get_str("accept") {
-        for item in accept.split(',') {
-            let media = item.split(';').next().unwrap_or("").trim();
-            if let Some(x) = media
-                .strip_prefix("application/")
-                .or_else(|| media.strip_prefix("device/"))
-                && let Some(c) = named(x)
-            {
-                return c;
-            }
-        }
-    }
-    ReplyCodec::Httpsig
+    value.split(',').find_map(|item| {
+        let media = item.split(';').next().unwrap_or("").trim();
+        let name = media
+            .strip_prefix("application/")
+            .or_else(|| media.strip_prefix("device/"))
+            .unwrap_or(media);
+        named(name)
+    })
 }
 
 /// The message a resolution answers with (spec 05 §2.4 steps 5–6): literals wrapped as
@@ -110,8 +125,14 @@ fn embed_status(status: &Status, mut msg: Message) -> Message {
     msg
 }
 
-/// Encodes a result message with a codec.
-pub fn encode(msg: &Message, codec: ReplyCodec) -> Response<Full<Bytes>> {
+/// Encodes a result message with a codec; with a signer, the reply is signed by the
+/// node unless the message already has a signer (spec 05 §2.4 step 8: a relayed or
+/// scheduler-signed message is returned unchanged).
+pub fn encode(
+    msg: &Message,
+    codec: ReplyCodec,
+    signer: Option<(&Signer, &Ctx)>,
+) -> Response<Full<Bytes>> {
     let code = msg
         .get("status")
         .and_then(Value::as_int)
@@ -119,9 +140,23 @@ pub fn encode(msg: &Message, codec: ReplyCodec) -> Response<Full<Bytes>> {
         .and_then(|c| StatusCode::from_u16(c).ok())
         .unwrap_or(StatusCode::OK);
     let public = hb_core::hyperpath::settle_inflight(&msg.without_private());
-    let encoded = match codec {
-        ReplyCodec::Httpsig => encode_httpsig(&public),
-        ReplyCodec::Json => encode_json(&public),
+    let signer = signer.filter(|_| hb_core::message::committers_of(&public).is_empty());
+    let encoded = match (codec, signer) {
+        (ReplyCodec::Httpsig, None) => encode_httpsig(&public),
+        (ReplyCodec::Json, None) => encode_json(&public),
+        (ReplyCodec::Httpsig, Some((signer, ctx))) => signer
+            .sign_http(&public.without("commitments"), ctx)
+            .map(|http| {
+                (
+                    http.headers.into_iter().collect(),
+                    http.body.unwrap_or_default(),
+                )
+            })
+            .map_err(|e| e.to_string()),
+        (ReplyCodec::Json, Some((signer, ctx))) => signer
+            .commit(&public.without("commitments"), ctx)
+            .map_err(|e| e.to_string())
+            .and_then(|signed| encode_json(&signed)),
     };
     match encoded {
         Ok((headers, body)) => build(code, headers, body),
@@ -134,14 +169,14 @@ pub fn encode(msg: &Message, codec: ReplyCodec) -> Response<Full<Bytes>> {
 
 type Encoded = (Vec<(String, Bytes)>, Bytes);
 
-fn encode_httpsig(msg: &Message) -> Result<Encoded, structured::CodecError> {
-    let http = httpsig::encode_rich_fields(msg)?;
+fn encode_httpsig(msg: &Message) -> Result<Encoded, String> {
+    let http = httpsig::encode_rich_fields(msg).map_err(|e| e.to_string())?;
     Ok((http.headers, http.body.unwrap_or_default()))
 }
 
-fn encode_json(msg: &Message) -> Result<Encoded, structured::CodecError> {
-    let tabm = structured::to_tabm(msg)?;
-    let body = json::tabm_to_json_text(&tabm)?;
+fn encode_json(msg: &Message) -> Result<Encoded, String> {
+    let tabm = structured::to_tabm(msg).map_err(|e| e.to_string())?;
+    let body = json::tabm_to_json_text(&tabm).map_err(|e| e.to_string())?;
     let mut headers = vec![
         ("codec-device".to_owned(), Bytes::from_static(b"json@1.0")),
         (
@@ -223,16 +258,31 @@ mod tests {
     #[test]
     fn codec_choice() {
         let m = |k: &str, v: &str| Message::new().with(k, v);
+        let none = hyper::HeaderMap::new();
+        let choose = |msg: &Message| choose_codec(msg, &none);
+        assert_eq!(choose(&m("accept", "application/json")), ReplyCodec::Json);
+        assert_eq!(choose(&m("accept-codec", "json@1.0")), ReplyCodec::Json);
         assert_eq!(
-            choose_codec(&m("accept", "application/json")),
+            choose(&m("require-codec", "application/json")),
             ReplyCodec::Json
         );
         assert_eq!(
-            choose_codec(&m("accept-codec", "json@1.0")),
+            choose(&m("require-codec", "application/json").with("accept-codec", "httpsig@1.0")),
             ReplyCodec::Json
         );
-        assert_eq!(choose_codec(&m("accept", "*/*")), ReplyCodec::Httpsig);
-        assert_eq!(choose_codec(&Message::new()), ReplyCodec::Httpsig);
+        assert_eq!(choose(&m("accept", "*/*")), ReplyCodec::Httpsig);
+        assert_eq!(choose(&Message::new()), ReplyCodec::Httpsig);
+        // A signed request keeps only its signed keys; the header field still counts.
+        let mut headers = hyper::HeaderMap::new();
+        headers.insert(
+            "accept",
+            hyper::header::HeaderValue::from_static("application/json"),
+        );
+        assert_eq!(choose_codec(&Message::new(), &headers), ReplyCodec::Json);
+        assert_eq!(
+            choose_codec(&m("accept-codec", "httpsig@1.0"), &headers),
+            ReplyCodec::Httpsig
+        );
     }
 
     #[test]

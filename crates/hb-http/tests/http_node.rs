@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use hb_core::{Ctx, MemoryCache, Message, NodeHandle};
+use hb_core::{Ctx, MemoryCache, Message, NodeHandle, Value};
 use hb_http::{Running, ServerConfig, Service, serve};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -23,12 +23,14 @@ async fn start(config: ServerConfig) -> Running {
     start_ctx(ctx, config).await
 }
 
-/// Serves `ctx` on an ephemeral loopback port.
+/// Serves `ctx` on an ephemeral loopback port, signing replies with key-2 (the node
+/// wallet of these tests; key-1 signs requests).
 async fn start_ctx(ctx: Ctx, config: ServerConfig) -> Running {
     let listener = TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind loopback");
-    serve(listener, Service::new(ctx, config)).expect("serve")
+    let service = Service::new(ctx, config).with_wallet(Arc::new(key2()));
+    serve(listener, service).expect("serve")
 }
 
 /// A response as read off the wire.
@@ -519,6 +521,50 @@ fn key1() -> hb_codec::Wallet {
     hb_codec::Wallet::from_jwk_json(KEY1_JSON).expect("key-1 loads")
 }
 
+fn key2() -> hb_codec::Wallet {
+    hb_codec::Wallet::from_jwk_json(include_bytes!("../../../tests/fixtures/key-2.json"))
+        .expect("key-2 loads")
+}
+
+/// Decodes a reply as a client does (spec 03 §4.3, §5.5) and checks its signatures:
+/// returns the committers of the reply, each verified.
+fn verified_committers(r: &Raw) -> Vec<String> {
+    let mut http = hb_core::httpsig::HttpMessage::default();
+    for (k, v) in &r.headers {
+        if !matches!(
+            k.as_str(),
+            "content-length"
+                | "date"
+                | "access-control-allow-origin"
+                | "access-control-allow-methods"
+        ) {
+            http.headers
+                .insert(k.clone(), bytes::Bytes::from(v.clone()));
+        }
+    }
+    http.body = (!r.body.is_empty()).then(|| bytes::Bytes::from(r.body.clone()));
+    let (tabm, sigs) = hb_core::httpsig::from_http(&http).expect("decode reply");
+    let tabm = hb_codec::httpsig_commit::commitments_from_signatures(tabm, &sigs).expect("rebuild");
+    let rich = hb_core::structured::from_tabm(&tabm).expect("rich");
+    let commitments = rich
+        .get("commitments")
+        .and_then(Value::as_message)
+        .cloned()
+        .unwrap_or_default();
+    let mut committers = vec![];
+    for (id, c) in commitments.iter() {
+        let c = c.as_message().expect("commitment");
+        if let Some(who) = c.get_str("committer") {
+            assert!(
+                hb_codec::httpsig_commit::verify(&rich, id).expect("verifiable"),
+                "commitment {id} of {r:?} verifies"
+            );
+            committers.push(who.to_owned());
+        }
+    }
+    committers
+}
+
 async fn start_with(node: Message) -> Running {
     let ctx = Ctx::new(
         Arc::new(hb_devices::registry()),
@@ -649,5 +695,47 @@ async fn meta_info_post_signed_by_the_operator_updates_the_node() {
     );
     let r = get(node.addr, "/~meta@1.0/info/test_option", "").await;
     assert_eq!((r.status, r.text().as_str()), (200, "b"));
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn every_reply_is_signed_by_the_node() {
+    let node = start(ServerConfig::default()).await;
+    let me = key2().address();
+    for target in [
+        "/~message@1.0&greeting=Hello&count+integer=42/count",
+        "/~meta@1.0/info",
+        "/~meta@1.0/info/test_key",
+        "/~message@1.0&a=1/missing",
+    ] {
+        let r = get(node.addr, target, "").await;
+        let label = r.header("signature-input").unwrap_or_default();
+        assert!(
+            label.starts_with(&format!("{}=(", key2().httpsig_name())),
+            "{target}: {r:?}"
+        );
+        assert_eq!(verified_committers(&r), vec![me.clone()], "{target}");
+    }
+    // The same reply twice reuses the signature (memoised per signature base).
+    let a = get(node.addr, "/~meta@1.0/info/test_key", "").await;
+    let b = get(node.addr, "/~meta@1.0/info/test_key", "").await;
+    assert_eq!(a.header("signature"), b.header("signature"));
+    assert_eq!(a.text(), "visible");
+    // A signed request's unsigned `accept` still picks the reply codec, and JSON
+    // replies carry the node's commitment too.
+    let (fields, body) = signed_fields(&Message::new().with("key1", "Value1"));
+    let fields = format!("{fields}accept: application/json\r\n");
+    let r = raw(
+        node.addr,
+        &request_with("POST", "/committers", &fields, &body),
+    )
+    .await;
+    assert_eq!(r.header("content-type"), Some("application/json"), "{r:?}");
+    let text = r.text();
+    assert!(text.contains(&key1().address()), "{text}");
+    assert!(
+        text.contains(&me) && text.contains("rsa-pss-sha512"),
+        "{text}"
+    );
     node.stop().await;
 }

@@ -253,7 +253,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         let listener = tokio::net::TcpListener::bind((cfg.bind, cfg.port))
             .await
             .with_context(|| format!("cannot listen on {}:{}", cfg.bind, cfg.port))?;
-        let service = hb_http::Service::new(context(&cfg, Some(wallet)), cfg.server_config());
+        let service = hb_http::Service::new(context(&cfg, Some(wallet.clone())), cfg.server_config())
+            .with_wallet(wallet);
         let running = hb_http::serve(listener, service)?;
         tracing::info!(addr = %running.addr, %address, data_dir = %cfg.data_dir.display(), "hyperbeam-rs node listening");
         println!("listening on http://{}", running.addr);
