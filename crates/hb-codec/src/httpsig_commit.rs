@@ -16,13 +16,14 @@ use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_S
 use bytes::Bytes;
 use hb_core::device::{Call, Device, DeviceResult, Outcome};
 use hb_core::httpsig::{
-    DERIVED_COMPONENTS, HttpMessage, Signatures, content_digest, encode_rich, hmac_id, to_http,
+    DERIVED_COMPONENTS, HttpMessage, Signatures, content_digest, encode_rich_wire, hmac_id, to_http,
 };
 use hb_core::id::{Id, b64url_decode};
 use hb_core::resolve::{Ctx, ResolveError};
 use hb_core::sf::{self, BareItem, Item, Member, Parameters};
 use hb_core::structured::{CodecError, to_tabm, unescape_key};
 use hb_core::value::{Message, Value};
+use rsa::sha2::Digest as _;
 use thiserror::Error;
 
 use crate::rsa_pss::{self, Hash};
@@ -198,9 +199,11 @@ pub fn commit(msg: &Message, wallet: &Wallet) -> Result<Message, HttpsigError> {
 }
 
 /// The httpsig HTTP encoding of `msg` (a rich message without commitments) signed with
-/// `wallet`: exactly the headers and body of `to_http(to_tabm(commit(msg, wallet)))`,
-/// computed with one encoding of the message and one signature (the node signs every
-/// reply with it, spec 05 §2.4 step 8). `sign` makes the RSA-PSS-SHA512 signature of
+/// `wallet`: the headers and body of `to_http(to_tabm(commit(msg, wallet)))`, computed
+/// with one encoding of the message and one signature (the node signs every reply with
+/// it, spec 05 §2.4 step 8). It signs the wire encoding ([`encode_rich_wire`]), so a
+/// value HTTP fields cannot carry (a newline) travels in the body and the reply still
+/// verifies as received. `sign` makes the RSA-PSS-SHA512 signature of
 /// the base it is given; callers may memoise it (the same base may reuse a signature).
 ///
 /// # Errors
@@ -210,7 +213,7 @@ pub fn sign_http(
     wallet: &Wallet,
     sign: impl FnOnce(&Wallet, &[u8]) -> Result<Vec<u8>, WalletError>,
 ) -> Result<HttpMessage, HttpsigError> {
-    let mut http = encode_rich(msg)?;
+    let mut http = encode_rich_wire(msg)?;
     let mut fields = http.headers.clone();
     fields.remove("body-keys");
     if let Some(body) = &http.body {
@@ -491,7 +494,15 @@ fn verification_params(params: &Parameters) -> Parameters {
     out
 }
 
-fn verify_rsa(msg: &Message, c: &Message) -> Result<bool, HttpsigError> {
+/// The parts of an RSA commitment a verifier needs.
+struct RsaSignature {
+    components: Vec<String>,
+    params: Parameters,
+    sig: Vec<u8>,
+    modulus: Vec<u8>,
+}
+
+fn rsa_signature(c: &Message) -> Result<RsaSignature, HttpsigError> {
     let field = |name: &str| {
         c.get(name)
             .and_then(Value::as_bytes)
@@ -529,15 +540,179 @@ fn verify_rsa(msg: &Message, c: &Message) -> Result<bool, HttpsigError> {
         .and_then(BareItem::as_text)
         .and_then(decode_keyid)
         .ok_or_else(|| invalid("missing or undecodable keyid"))?;
-    let components = component_names(items)?;
+    Ok(RsaSignature {
+        components: component_names(items)?,
+        params: params.clone(),
+        sig: sig.clone(),
+        modulus,
+    })
+}
+
+impl RsaSignature {
+    /// Whether the signature verifies over `fields` with the parameter line `params`.
+    fn verifies(
+        &self,
+        fields: &BTreeMap<String, Bytes>,
+        params: &Parameters,
+    ) -> Result<bool, HttpsigError> {
+        let line = inner_list(&self.components, params);
+        match signature_base(&self.components, fields, &line) {
+            Ok(base) => Ok(rsa_pss::verify(
+                &self.modulus,
+                Hash::Sha512,
+                &base,
+                &self.sig,
+            )),
+            Err(HttpsigError::MissingComponent(_)) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+fn verify_rsa(msg: &Message, c: &Message) -> Result<bool, HttpsigError> {
+    let rsa = rsa_signature(c)?;
     let fields = component_fields(&to_tabm(msg)?)?;
-    let params = inner_list(&components, &verification_params(params));
-    let base = match signature_base(&components, &fields, &params) {
-        Ok(b) => b,
-        Err(HttpsigError::MissingComponent(_)) => return Ok(false),
-        Err(e) => return Err(e),
+    rsa.verifies(&fields, &verification_params(&rsa.params))
+}
+
+/// Verifies the RSA commitment `c` (as rebuilt by [`commitments_from_signatures`])
+/// against the HTTP message exactly as it was received (RFC 9421 §3.2): the signature
+/// base is built from the received field values, not from a re-encoding of the decoded
+/// message, so signers whose encoding differs from ours in signed details (aoconnect's
+/// unquoted `ao-types`, its list syntax) verify. `derived` gives the value of a derived
+/// component (`path`, `method`, …) that did not arrive as a field. A signed
+/// `content-digest` must match the body (either base64 alphabet).
+///
+/// # Errors
+/// The commitment's signature fields are malformed.
+pub fn verify_received(
+    c: &Message,
+    http: &HttpMessage,
+    derived: &dyn Fn(&str) -> Option<Bytes>,
+) -> Result<bool, HttpsigError> {
+    let rsa = rsa_signature(c)?;
+    let mut fields: BTreeMap<String, Bytes> = BTreeMap::new();
+    for comp in &rsa.components {
+        let name = comp.strip_prefix('@').unwrap_or(comp).to_ascii_lowercase();
+        let value = http.headers.get(&name).cloned().or_else(|| {
+            DERIVED_COMPONENTS
+                .contains(&name.as_str())
+                .then(|| derived(&name))
+                .flatten()
+        });
+        let Some(value) = value else { return Ok(false) };
+        if name == "content-digest" && !digest_matches(&value, http.body.as_deref()) {
+            return Ok(false);
+        }
+        fields.insert(name, value);
+    }
+    Ok(rsa.verifies(&fields, &rsa.params)?
+        || rsa.verifies(&fields, &verification_params(&rsa.params))?)
+}
+
+/// Why a received HTTP message was refused by [`from_http_verified`]; the texts complete
+/// "the request …".
+#[derive(Debug, Error)]
+pub enum ReceivedError {
+    /// The message (or a field describing its body) could not be decoded.
+    #[error("could not be decoded: {0}")]
+    Decode(#[from] CodecError),
+    /// Its `signature`/`signature-input` fields are malformed.
+    #[error("has malformed signature fields: {0}")]
+    Malformed(HttpsigError),
+    /// A signature does not verify.
+    #[error("signature {0} does not verify")]
+    BadSignature(String),
+    /// A signature could not be checked.
+    #[error("signature {0} could not be checked: {1}")]
+    Unverifiable(String, HttpsigError),
+}
+
+/// A received HTTP message as a TABM, its signatures checked (spec 05 §2.2, 03 §5.5):
+/// commitments are rebuilt from `signature`/`signature-input`; every RSA commitment
+/// must verify over the fields as received ([`verify_received`]) or, failing that, the
+/// reference's way (a re-encoding, [`verify`]); only the keys the signatures cover
+/// survive, plus `commitments` with a recomputed HMAC commitment. An unsigned message
+/// is returned whole.
+///
+/// # Errors
+/// Undecodable input, malformed signature fields, or a signature that does not verify.
+pub fn from_http_verified(
+    http: &HttpMessage,
+    derived: &dyn Fn(&str) -> Option<Bytes>,
+) -> Result<Message, ReceivedError> {
+    let (tabm, sigs) = hb_core::httpsig::from_http(http)?;
+    if sigs.signature.is_none() {
+        return Ok(tabm);
+    }
+    let tabm = commitments_from_signatures(tabm, &sigs).map_err(ReceivedError::Malformed)?;
+    let rich = hb_core::structured::from_tabm(&tabm)?;
+    let mut keep: std::collections::HashSet<String> =
+        std::collections::HashSet::from(["commitments".to_owned()]);
+    for (id, c) in commitments_of(&tabm).iter() {
+        let Some(c) = c.as_message() else { continue };
+        if c.get_str("alg") != Some(ALG_RSA) {
+            continue;
+        }
+        let name = c
+            .get("signature-input")
+            .and_then(Value::as_bytes)
+            .and_then(|b| sf::parse_dictionary(b).ok())
+            .and_then(|d| d.into_iter().next().map(|(name, _)| name))
+            .unwrap_or_else(|| "(unnamed)".to_owned());
+        let ok = verify_received(c, http, derived).and_then(|ok| Ok(ok || verify(&rich, id)?));
+        match ok {
+            Ok(true) => {}
+            Ok(false) => return Err(ReceivedError::BadSignature(name)),
+            Err(e) => return Err(ReceivedError::Unverifiable(name, e)),
+        }
+        let keys = committed_keys(&rich, id).map_err(|e| ReceivedError::Unverifiable(name, e))?;
+        keep.extend(keys);
+    }
+    let mut kept = Message::new();
+    for (k, v) in tabm.iter() {
+        if keep.contains(k.as_ref() as &str) {
+            kept.insert(k, v.clone());
+        }
+    }
+    with_hmac_commitment_tabm(&kept).map_err(ReceivedError::Malformed)
+}
+
+/// Whether a `content-digest` field (`sha-256=:<base64>:`, either alphabet, padded or
+/// not) is the SHA-256 of `body`.
+fn digest_matches(field: &[u8], body: Option<&[u8]>) -> bool {
+    let want = content_digest(body.unwrap_or_default());
+    if field == want.as_ref() {
+        return true;
+    }
+    let Ok(dict) = sf::parse_dictionary(field) else {
+        return lenient_digest(field, body.unwrap_or_default());
     };
-    Ok(rsa_pss::verify(&modulus, Hash::Sha512, &base, sig))
+    match member(&dict, "sha-256") {
+        Some(Member::Item(Item {
+            bare: BareItem::ByteSeq(d),
+            ..
+        })) => d.as_slice() == rsa::sha2::Sha256::digest(body.unwrap_or_default()).as_slice(),
+        _ => lenient_digest(field, body.unwrap_or_default()),
+    }
+}
+
+/// `sha-256=:<base64url>:`, which is not an RFC 8941 byte sequence.
+fn lenient_digest(field: &[u8], body: &[u8]) -> bool {
+    let Some(inner) = std::str::from_utf8(field)
+        .ok()
+        .and_then(|f| f.trim().strip_prefix("sha-256=:"))
+        .and_then(|f| f.strip_suffix(':'))
+    else {
+        return false;
+    };
+    [&URL_SAFE_NO_PAD, &URL_SAFE, &STANDARD, &STANDARD_NO_PAD]
+        .iter()
+        .any(|engine| {
+            engine
+                .decode(inner)
+                .is_ok_and(|d| d.as_slice() == rsa::sha2::Sha256::digest(body).as_slice())
+        })
 }
 
 /// The keys commitment `commitment_id` of `msg` covers (§5.8): the component names of

@@ -4,6 +4,7 @@
 //! ([`rsa_pss`]), spec 03 §9, and RSA `httpsig@1.0` commitments ([`httpsig_commit`]),
 //! spec 03 §5.
 
+pub mod ans104;
 pub mod httpsig_commit;
 pub mod rsa_pss;
 pub mod wallet;

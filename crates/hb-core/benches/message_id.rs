@@ -78,7 +78,7 @@ fn message_id(c: &mut Criterion) {
 /// The hb-core half of answering `GET /~message@1.0&a+integer=1/a`: the result message
 /// `{ao-result: body, body: 1, status: 200}` to TABM, then to HTTP header fields and body
 /// (`integer_body`), and the same with the direct encodings `httpsig::encode_rich` and
-/// `httpsig::encode_rich_fields` (the one the server uses).
+/// `httpsig::encode_rich_wire` (the one the server uses).
 fn reply_encode(c: &mut Criterion) {
     let reply = Message::new()
         .with("ao-result", "body")
@@ -98,8 +98,8 @@ fn reply_encode(c: &mut Criterion) {
     group.bench_function("encode_rich/integer_body", |b| {
         b.iter(|| httpsig::encode_rich(black_box(&reply)))
     });
-    group.bench_function("encode_rich_fields/integer_body", |b| {
-        b.iter(|| httpsig::encode_rich_fields(black_box(&reply)))
+    group.bench_function("encode_rich_wire/integer_body", |b| {
+        b.iter(|| httpsig::encode_rich_wire(black_box(&reply)))
     });
     group.finish();
 }

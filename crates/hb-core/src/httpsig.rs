@@ -88,12 +88,13 @@ fn flatten_map<'a>(
     path: &str,
     map: &'a Message,
     parts: &mut BTreeMap<String, FlatPart<'a>>,
+    wire: bool,
 ) -> Result<(), CodecError> {
     let mut fields = Vec::new();
     for (k, v) in map.iter() {
         match v {
-            Value::Message(m) => flatten_map(&format!("{path}/{k}"), m, parts)?,
-            Value::Binary(b) if b.len() > MAX_HEADER_LENGTH => {
+            Value::Message(m) => flatten_map(&format!("{path}/{k}"), m, parts, wire)?,
+            Value::Binary(b) if b.len() > MAX_HEADER_LENGTH || (wire && !is_field_safe(b)) => {
                 parts.insert(format!("{path}/{k}"), FlatPart::Bin(b));
             }
             Value::Binary(b) => fields.push((k, b)),
@@ -173,8 +174,18 @@ fn encode_part(out: &mut Vec<u8>, name: &str, part: &FlatPart<'_>, inline_key: &
     }
 }
 
-/// TABM -> HTTP encoding, steps 1–9 of 03 §4.2 (no signature headers).
-fn encode(tabm: &Message) -> Result<Encoded, CodecError> {
+/// Whether a value travels unchanged as an HTTP field value (RFC 9110 §5.5): no control
+/// bytes but tab, and no leading or trailing whitespace (receivers strip it).
+pub fn is_field_safe(v: &[u8]) -> bool {
+    let edge = |b: Option<&u8>| !matches!(b, Some(b' ' | b'\t'));
+    edge(v.first()) && edge(v.last()) && v.iter().all(|&b| b == b'\t' || (b >= 0x20 && b != 0x7f))
+}
+
+/// TABM -> HTTP encoding, steps 1–9 of 03 §4.2 (no signature headers). With `wire`, a
+/// binary that cannot travel as a field value ([`is_field_safe`]) becomes a body part
+/// like a long one (the reference would write it into a header, which HTTP cannot
+/// carry; see docs/COMPATIBILITY.md).
+fn encode(tabm: &Message, wire: bool) -> Result<Encoded, CodecError> {
     let mut headers: BTreeMap<Key, Bytes> = BTreeMap::new();
     let mut ao_ids: Vec<u8> = Vec::new();
 
@@ -206,7 +217,10 @@ fn encode(tabm: &Message) -> Result<Encoded, CodecError> {
                 sf::write_string(&mut ao_ids, b);
             }
             Value::Binary(b)
-                if key == "body" || key == inline_key || b.len() > MAX_HEADER_LENGTH =>
+                if key == "body"
+                    || key == inline_key
+                    || b.len() > MAX_HEADER_LENGTH
+                    || (wire && !is_field_safe(b)) =>
             {
                 top_parts.push((k, TopPart::Bin(b)));
             }
@@ -236,7 +250,7 @@ fn encode(tabm: &Message) -> Result<Encoded, CodecError> {
             TopPart::Bin(b) => {
                 parts.insert(k.to_string(), FlatPart::Bin(b));
             }
-            TopPart::Map(m) => flatten_map(k, m, &mut parts)?,
+            TopPart::Map(m) => flatten_map(k, m, &mut parts, wire)?,
         }
     }
 
@@ -310,9 +324,19 @@ fn is_hmac_commitment(c: &Message) -> bool {
     c.get_str("commitment-device") == Some("httpsig@1.0") && c.get_str("alg") == Some("hmac-sha256")
 }
 
-/// TABM -> HTTP message (spec 03 §4.2).
+/// TABM -> HTTP message (spec 03 §4.2), exactly as the reference encodes it (the form
+/// IDs and signatures are computed over).
 pub fn to_http(tabm: &Message) -> Result<HttpMessage, CodecError> {
-    let enc = encode(tabm)?;
+    http_of(tabm, false)
+}
+
+/// [`to_http`] for sending: values HTTP fields cannot carry go into the body.
+pub fn to_http_wire(tabm: &Message) -> Result<HttpMessage, CodecError> {
+    http_of(tabm, true)
+}
+
+fn http_of(tabm: &Message, wire: bool) -> Result<HttpMessage, CodecError> {
+    let enc = encode(tabm, wire)?;
     let mut headers: BTreeMap<String, Bytes> = enc
         .headers
         .into_iter()
@@ -396,7 +420,23 @@ fn rsa_components(tabm: &Message) -> Result<Option<Vec<String>>, CodecError> {
 /// The HMAC commitment ID of a TABM (spec 03 §5.6).
 pub fn hmac_id(tabm: &Message) -> Result<Id, CodecError> {
     let components = rsa_components(tabm)?;
-    let mut enc = encode(tabm)?;
+    match hmac_id_of(tabm, components.as_deref(), false)? {
+        Ok(id) => Ok(id),
+        // A signature made over the wire encoding (a value HTTP fields cannot carry,
+        // moved into the body) covers fields only that encoding has.
+        Err(missing) => hmac_id_of(tabm, components.as_deref(), true)?
+            .map_err(|_| CodecError::Other(format!("signature component `{missing}` is missing"))),
+    }
+}
+
+/// [`hmac_id`] over one encoding; `Ok(Err(name))` when signature component `name` is
+/// not in it.
+fn hmac_id_of(
+    tabm: &Message,
+    components: Option<&[String]>,
+    wire: bool,
+) -> Result<Result<Id, String>, CodecError> {
+    let mut enc = encode(tabm, wire)?;
     enc.headers.remove("body-keys");
     if let Some(body) = &enc.body {
         enc.headers
@@ -404,7 +444,7 @@ pub fn hmac_id(tabm: &Message) -> Result<Id, CodecError> {
     }
 
     // Component names, `@`-prefixed where derived, sorted after prefixing.
-    let mut names: Vec<(bool, &str)> = match &components {
+    let mut names: Vec<(bool, &str)> = match components {
         Some(c) => c
             .iter()
             .map(|c| c.trim_start_matches('@'))
@@ -423,16 +463,16 @@ pub fn hmac_id(tabm: &Message) -> Result<Id, CodecError> {
         } else {
             name
         };
-        let value = enc.headers.get(lookup).ok_or_else(|| {
-            CodecError::Other(format!("signature component `{lookup}` is missing"))
-        })?;
+        let Some(value) = enc.headers.get(lookup) else {
+            return Ok(Err(lookup.to_owned()));
+        };
         mac.update(b"\"");
         mac.update(lookup.as_bytes());
         mac.update(b"\": ");
         update_value(&mut mac, value);
         mac.update(b"\n");
     }
-    Ok(finish_base(mac, names.iter().copied()))
+    Ok(Ok(finish_base(mac, names.iter().copied())))
 }
 
 /// The HMAC-SHA256 state keyed with `ao` (03 §5.6 step 8), inner and outer pads already
@@ -576,7 +616,7 @@ const NO_COMPONENT: FastComponent<'static> = FastComponent {
 };
 
 /// The httpsig encoding of a flat rich message in pieces, as [`Flat::read`] finds them:
-/// what both [`fast_message_id`] and the fast path of [`encode_rich_fields`] consume.
+/// what both [`fast_message_id`] and the fast path of [`encode_rich_wire`] consume.
 ///
 /// The header fields are `comps` (in message key order, then `content-digest` if
 /// there is a body, then `ao-types` if there are types); the body is `body`.
@@ -907,8 +947,8 @@ fn fast_fields(msg: &Message) -> Option<HttpFields> {
     })
 }
 
-/// An HTTP message as [`encode_rich_fields`] returns it: like [`HttpMessage`], with the
-/// header fields in a vector.
+/// An HTTP message as the fast encoder makes it: like [`HttpMessage`], with the header
+/// fields in a vector.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct HttpFields {
     /// Header fields, sorted by name, names unique.
@@ -933,18 +973,14 @@ pub fn encode_rich(msg: &Message) -> Result<HttpMessage, CodecError> {
     }
 }
 
-/// [`encode_rich`] with the header fields as a vector sorted by name (cheaper than the
-/// map when the caller only iterates them).
-pub fn encode_rich_fields(msg: &Message) -> Result<HttpFields, CodecError> {
+/// [`encode_rich`] for sending: exactly `to_http_wire(&to_tabm(msg)?)`.
+pub fn encode_rich_wire(msg: &Message) -> Result<HttpMessage, CodecError> {
     match fast_fields(msg) {
-        Some(f) => Ok(f),
-        None => {
-            let http = to_http(&to_tabm(msg)?)?;
-            Ok(HttpFields {
-                headers: http.headers.into_iter().collect(),
-                body: http.body,
-            })
-        }
+        Some(f) if f.headers.iter().all(|(_, v)| is_field_safe(v)) => Ok(HttpMessage {
+            headers: f.headers.into_iter().collect(),
+            body: f.body,
+        }),
+        _ => to_http_wire(&to_tabm(msg)?),
     }
 }
 
@@ -956,6 +992,34 @@ mod tests {
 
     fn m(pairs: Vec<(&str, Value)>) -> Message {
         Message::from_pairs(pairs)
+    }
+
+    /// Values HTTP fields cannot carry go into the body on the wire, and only there.
+    #[test]
+    fn wire_encoding_moves_unsafe_values_into_the_body() {
+        assert!(is_field_safe(b"a b\tc") && is_field_safe(b""));
+        for bad in [&b"a\nb"[..], b"a\rb", b" a", b"a ", b"\0", b"\x7f"] {
+            assert!(!is_field_safe(bad), "{bad:?}");
+        }
+        let msg = m(vec![
+            ("a", Value::text("1")),
+            ("n", Value::text("hello\nworld")),
+            ("x", Value::Message(m(vec![("y", Value::text("p\nq"))]))),
+        ]);
+        let plain = to_http(&msg).unwrap();
+        assert_eq!(
+            plain.headers.get("n").map(|v| &v[..]),
+            Some(&b"hello\nworld"[..])
+        );
+        let wire = to_http_wire(&msg).unwrap();
+        assert!(!wire.headers.contains_key("n"));
+        let body = wire.body.clone().unwrap();
+        assert!(body.windows(11).any(|w| w == b"hello\nworld"));
+        let (back, _) = from_http(&wire).unwrap();
+        assert_eq!(back.get_str("n"), Some("hello\nworld"));
+        let x = back.get("x").and_then(Value::as_message).unwrap();
+        assert_eq!(x.get_str("y"), Some("p\nq"));
+        assert_eq!(encode_rich_wire(&msg).unwrap(), wire);
     }
 
     fn h(e: &HttpMessage, k: &str) -> String {
@@ -1548,7 +1612,13 @@ mod tests {
         assert_eq!(h(&e, "ao-types"), "body=\"integer\", status=\"integer\"");
         assert_eq!(h(&e, "status"), "200");
         assert_eq!(body(&e), "1");
-        assert_eq!(encode_rich_fields(&reply).unwrap(), fast);
+        assert_eq!(
+            encode_rich_wire(&reply).unwrap(),
+            HttpMessage {
+                headers: fast.headers.into_iter().collect(),
+                body: fast.body
+            }
+        );
     }
 
     proptest! {
@@ -1568,8 +1638,8 @@ mod tests {
             }
         }
 
-        /// `encode_rich` (and `encode_rich_fields`) encode exactly as `to_http` of the
-        /// TABM does, and fail where it fails.
+        /// `encode_rich` (and `encode_rich_wire`) encode exactly as `to_http` (and
+        /// `to_http_wire`) of the TABM do, and fail where they fail.
         #[test]
         fn encode_rich_matches_slow(
             entries in proptest::collection::vec((arb_key(), arb_value()), 0..10)
@@ -1579,15 +1649,12 @@ mod tests {
             if fast_fields(&msg).is_some() {
                 prop_assert!(slow.is_ok(), "{:?}", msg);
             }
-            if let Ok(f) = encode_rich_fields(&msg) {
+            if let Some(f) = fast_fields(&msg) {
                 prop_assert!(f.headers.windows(2).all(|w| w[0].0 < w[1].0), "{:?}", f);
             }
-            let fields = encode_rich_fields(&msg).map(|f| HttpMessage {
-                headers: f.headers.into_iter().collect(),
-                body: f.body,
-            });
             prop_assert_eq!(&encode_rich(&msg), &slow, "{:?}", msg);
-            prop_assert_eq!(&fields, &slow, "{:?}", msg);
+            let wire_slow = to_tabm(&msg).and_then(|t| to_http_wire(&t));
+            prop_assert_eq!(&encode_rich_wire(&msg), &wire_slow, "{:?}", msg);
         }
     }
 }

@@ -455,6 +455,9 @@ impl Ctx {
         s.apply(CacheDirectives::of_message(msg2));
         s.apply(CacheDirectives::of_message(msg1));
         s.apply(self.opts.cache_control);
+        if is_committed(msg2) {
+            s.lookup = false;
+        }
         s
     }
 
@@ -466,7 +469,7 @@ impl Ctx {
             s.apply(CacheDirectives::of_message(m3));
         }
         s.apply(self.opts.cache_control);
-        if self.opts.hashpath == HashpathMode::Ignore {
+        if self.opts.hashpath == HashpathMode::Ignore || is_committed(msg2) {
             s.store = false;
         }
         s
@@ -1036,6 +1039,16 @@ pub fn id_of(msg: &Message) -> Result<Id, ResolveError> {
     Ok(crate::httpsig::message_id(
         &crate::hyperpath::settle_inflight(msg),
     )?)
+}
+
+/// Whether a request carries commitments. Its ID (and so the step's hashpath) then
+/// covers only its committed keys, so two steps that differ in an uncommitted key (the
+/// unsigned `path` of an aoconnect request, spec 07 §7) share a hashpath: their results
+/// are neither read from nor written to the result cache.
+fn is_committed(msg2: &Message) -> bool {
+    msg2.get("commitments")
+        .and_then(Value::as_message)
+        .is_some_and(|c| !c.is_empty())
 }
 
 /// hashpath(Msg) (spec 01 §8.2).

@@ -437,7 +437,11 @@ pub fn decode_typed(ty: &str, text: &[u8]) -> Result<Value, CodecError> {
             _ => Err(bad("atom", "not a string or token")),
         }
     } else if ty.eq_ignore_ascii_case("list") {
-        let list = sf::parse_list(text).map_err(|e| bad("list", e.to_string()))?;
+        let list = match sf::parse_list(text) {
+            Ok(list) => list,
+            // aoconnect writes lists unquoted (spec 07 §1.2, §7 item 5).
+            Err(e) => return aoconnect_list(text).ok_or_else(|| bad("list", e.to_string())),
+        };
         let mut out = Vec::with_capacity(list.len());
         for m in list {
             match m {
@@ -532,6 +536,33 @@ fn decode_float(text: &[u8]) -> Result<Value, CodecError> {
 }
 
 /// A list or dictionary member's bare value as a rich value (spec 03 §2.5 `list`).
+/// A list in aoconnect's dialect: members joined by `,` without quoting, each
+/// `(ao-type-<type>) <text>` or plain text (`(ao-type-binary) x,(ao-type-integer) 2`).
+/// `None` if a member is not of that shape (or is quoted: then it was meant as RFC 8941).
+fn aoconnect_list(text: &[u8]) -> Option<Value> {
+    let mut out = Vec::new();
+    for member in text.split(|&b| b == b',') {
+        let member = member.trim_ascii_start();
+        if member.first() == Some(&b'"') {
+            // A quoted string: RFC 8941 syntax, which did not parse.
+            return None;
+        }
+        let Some(rest) = member.strip_prefix(b"(ao-type-") else {
+            out.push(Value::Binary(Bytes::copy_from_slice(member)));
+            continue;
+        };
+        let split = rest.windows(2).position(|w| w == b") ")?;
+        let ty = std::str::from_utf8(rest.get(..split)?).ok()?;
+        let value = rest.get(split + 2..)?;
+        out.push(if ty.eq_ignore_ascii_case("binary") {
+            Value::Binary(Bytes::copy_from_slice(value))
+        } else {
+            decode_typed(ty, value).ok()?
+        });
+    }
+    Some(Value::list(out))
+}
+
 fn item_value(bare: BareItem) -> Result<Value, CodecError> {
     Ok(match bare {
         BareItem::Integer(i) => Value::Integer(i),
@@ -562,6 +593,29 @@ mod tests {
 
     fn m(pairs: Vec<(&str, Value)>) -> Message {
         Message::from_pairs(pairs)
+    }
+
+    /// Spec 07 §7 item 5: aoconnect's `ao-types` (`k=integer`, unquoted) and its
+    /// unquoted lists decode like hbsig's quoted forms.
+    #[test]
+    fn aoconnect_ao_types_dialect() {
+        let tabm = m(vec![
+            ("a", Value::text("7")),
+            ("l", Value::text("(ao-type-binary) x,(ao-type-integer) 2")),
+            ("ao-types", Value::text("a=integer,l=list")),
+        ]);
+        let rich = from_tabm(&tabm).unwrap();
+        assert_eq!(rich.get("a"), Some(&Value::Integer(7)));
+        assert_eq!(
+            rich.get("l"),
+            Some(&Value::list(vec![Value::text("x"), Value::Integer(2)]))
+        );
+        let hbsig = m(vec![
+            ("a", Value::text("7")),
+            ("l", Value::text(r#""x", "(ao-type-integer) 2""#)),
+            ("ao-types", Value::text(r#"a="integer", l="list""#)),
+        ]);
+        assert_eq!(from_tabm(&hbsig).unwrap(), rich);
     }
 
     fn s(v: &Value) -> &str {

@@ -15,6 +15,7 @@ use hb_core::{Device, Registry};
 pub mod flat;
 pub mod json;
 pub mod meta;
+pub mod structured;
 pub mod test_device;
 
 /// The preloaded devices of a node whose wallet is `wallet` (spec 05 §1.7), in one
@@ -22,10 +23,14 @@ pub mod test_device;
 pub fn preloaded(wallet: Option<Arc<Wallet>>) -> Vec<Arc<dyn Device>> {
     vec![
         Arc::new(hb_core::message::MessageDevice),
+        Arc::new(hb_codec::ans104::Ans104Device {
+            wallet: wallet.clone(),
+        }),
         Arc::new(flat::Flat),
         Arc::new(HttpsigDevice { wallet }),
         Arc::new(json::Json),
         Arc::new(meta::Meta),
+        Arc::new(structured::Structured),
         Arc::new(test_device::TestDevice),
     ]
 }

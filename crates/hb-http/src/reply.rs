@@ -9,6 +9,7 @@ use hb_core::device::{Outcome, Status};
 use hb_core::{Ctx, Message, ResolveError, Value, httpsig, json, structured};
 
 use crate::sign::Signer;
+use hb_codec::ans104;
 
 /// The CORS headers every response carries (message keys of the same name win).
 const CORS: [(&str, &str); 2] = [
@@ -26,6 +27,8 @@ pub enum ReplyCodec {
     Httpsig,
     /// `json@1.0`: the TABM as a JSON object.
     Json,
+    /// `ans104@1.0`: the message as a signed data item.
+    Ans104,
 }
 
 /// The reply codec a request asks for (spec 05 §2.6): `require-codec` (what aoconnect
@@ -54,6 +57,7 @@ fn codec_named(value: &str) -> Option<ReplyCodec> {
     let named = |name: &str| match name.trim().to_ascii_lowercase().as_str() {
         "json@1.0" | "json" => Some(ReplyCodec::Json),
         "httpsig@1.0" | "httpsig" => Some(ReplyCodec::Httpsig),
+        "ans104@1.0" | "ans104" => Some(ReplyCodec::Ans104),
         _ => None,
     };
     value.split(',').find_map(|item| {
@@ -157,6 +161,11 @@ pub fn encode(
             .commit(&public.without("commitments"), ctx)
             .map_err(|e| e.to_string())
             .and_then(|signed| encode_json(&signed)),
+        (ReplyCodec::Ans104, None) => encode_ans104(&public),
+        (ReplyCodec::Ans104, Some((signer, ctx))) => signer
+            .commit_ans104(&public.without("commitments"), ctx)
+            .map_err(|e| e.to_string())
+            .and_then(|signed| encode_ans104(&signed)),
     };
     match encoded {
         Ok((headers, body)) => build(code, headers, body),
@@ -170,8 +179,11 @@ pub fn encode(
 type Encoded = (Vec<(String, Bytes)>, Bytes);
 
 fn encode_httpsig(msg: &Message) -> Result<Encoded, String> {
-    let http = httpsig::encode_rich_fields(msg).map_err(|e| e.to_string())?;
-    Ok((http.headers, http.body.unwrap_or_default()))
+    let http = httpsig::encode_rich_wire(msg).map_err(|e| e.to_string())?;
+    Ok((
+        http.headers.into_iter().collect(),
+        http.body.unwrap_or_default(),
+    ))
 }
 
 fn encode_json(msg: &Message) -> Result<Encoded, String> {
@@ -192,6 +204,22 @@ fn encode_json(msg: &Message) -> Result<Encoded, String> {
         }
     }
     Ok((headers, Bytes::from(body)))
+}
+
+/// The data item of a message (spec 05 §2.6): only its signers' commitments travel.
+fn encode_ans104(msg: &Message) -> Result<Encoded, String> {
+    let item = ans104::message_to_item(msg).map_err(|e| e.to_string())?;
+    let headers = vec![
+        (
+            "codec-device".to_owned(),
+            Bytes::from_static(ans104::DEVICE_NAME.as_bytes()),
+        ),
+        (
+            "content-type".to_owned(),
+            Bytes::from_static(ans104::CONTENT_TYPE.as_bytes()),
+        ),
+    ];
+    Ok((headers, Bytes::from(item.to_bytes())))
 }
 
 fn build(code: StatusCode, fields: Vec<(String, Bytes)>, body: Bytes) -> Response<Full<Bytes>> {
@@ -271,6 +299,11 @@ mod tests {
             ReplyCodec::Json
         );
         assert_eq!(choose(&m("accept", "*/*")), ReplyCodec::Httpsig);
+        assert_eq!(choose(&m("accept-codec", "ans104@1.0")), ReplyCodec::Ans104);
+        assert_eq!(
+            choose(&m("accept", "application/ans104")),
+            ReplyCodec::Ans104
+        );
         assert_eq!(choose(&Message::new()), ReplyCodec::Httpsig);
         // A signed request keeps only its signed keys; the header field still counts.
         let mut headers = hyper::HeaderMap::new();

@@ -6,12 +6,9 @@ use hyper::http::request::Parts;
 use hyper::{Request, StatusCode};
 use thiserror::Error;
 
-use std::collections::HashSet;
-
-use hb_codec::httpsig_commit::{self, HttpsigError};
-use hb_core::httpsig::{self, HttpMessage, Signatures};
-use hb_core::sf;
-use hb_core::structured::from_tabm;
+use hb_codec::ans104::{self, Ans104Error};
+use hb_codec::httpsig_commit::{self, ReceivedError};
+use hb_core::httpsig::HttpMessage;
 use hb_core::{Message, Value};
 
 use crate::ServerConfig;
@@ -19,18 +16,17 @@ use crate::ServerConfig;
 /// Why a request could not become a message.
 #[derive(Debug, Error)]
 pub enum RequestError {
-    /// The body (or a field describing it) could not be decoded.
-    #[error("the request could not be decoded: {0}")]
-    Body(#[from] hb_core::structured::CodecError),
-    /// The request's `signature`/`signature-input` fields are malformed.
-    #[error("the request's signature fields are malformed: {0}")]
-    Signatures(HttpsigError),
-    /// A signature of the request does not verify.
-    #[error("the request's signature {0} does not verify")]
-    BadSignature(String),
-    /// A signature of the request could not be checked.
-    #[error("the request's signature {0} could not be checked: {1}")]
-    Unverifiable(String, HttpsigError),
+    /// The request could not be decoded, or a signature of it is malformed or forged.
+    #[error("the request {0}")]
+    Httpsig(#[from] ReceivedError),
+    /// An ANS-104 request body is malformed or forged.
+    #[error("the request's ANS-104 data item is refused: {0}")]
+    DataItem(#[from] Ans104Error),
+    /// An ANS-104 request body is not signed.
+    #[error(
+        "the request's ANS-104 data item is not signed (its signature is all zeros); only signed items are accepted"
+    )]
+    UnsignedItem,
 }
 
 /// Checks the request head against the limits: the refusal is a 4xx status and a text
@@ -89,7 +85,50 @@ pub fn check_head<B>(req: &Request<B>, config: &ServerConfig) -> Result<(), (Sta
 /// the signatures cover survive, plus `commitments` (05 §2.2); `method` and `path` are
 /// added after that, so an unsigned path (aoconnect signs only headers, 07 §7) still
 /// comes from the request target.
+///
+/// A request with `codec-device: ans104@1.0` or `content-type: application/ans104` is
+/// instead its body, a signed ANS-104 data item, which must verify (spec 07 §1.2).
 pub fn to_singleton(parts: &Parts, target: &str, body: Bytes) -> Result<Message, RequestError> {
+    let mut msg = if is_ans104(parts) {
+        ans104_singleton(&body)?
+    } else {
+        httpsig_singleton(parts, body)?
+    };
+    msg.insert("method", Value::text(parts.method.as_str()));
+    if !msg.contains("path") {
+        msg.insert("path", Value::text(target));
+    }
+    Ok(msg)
+}
+
+/// A request whose body is an ANS-104 data item (spec 07 §1.2: `codec-device:
+/// ans104@1.0` or `content-type: application/ans104`).
+fn is_ans104(parts: &Parts) -> bool {
+    let header = |name: &str| {
+        parts
+            .headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.trim().to_ascii_lowercase())
+    };
+    header("codec-device").is_some_and(|v| v == ans104::DEVICE_NAME)
+        || header("content-type").is_some_and(|v| v.starts_with(ans104::CONTENT_TYPE))
+}
+
+/// The singleton of an ANS-104 request (spec 02 §4.1 step 2): the data item, which must
+/// be signed and verify (nested items too), as a TABM with its commitment; the header
+/// fields are not part of it.
+fn ans104_singleton(body: &Bytes) -> Result<Message, RequestError> {
+    let item = ans104::DataItem::parse_bytes(body)?;
+    if !item.is_signed() {
+        return Err(RequestError::UnsignedItem);
+    }
+    ans104::verify_tree(&item)?;
+    Ok(ans104::item_to_tabm(&item)?)
+}
+
+/// The singleton of an httpsig request: header fields and body, signatures checked.
+fn httpsig_singleton(parts: &Parts, body: Bytes) -> Result<Message, RequestError> {
     let mut http = HttpMessage::default();
     for name in parts.headers.keys() {
         let mut values = parts.headers.get_all(name).iter();
@@ -110,60 +149,18 @@ pub fn to_singleton(parts: &Parts, target: &str, body: Bytes) -> Result<Message,
         http.headers.insert(name.as_str().to_owned(), value);
     }
     http.body = (!body.is_empty()).then_some(body);
-    let (msg, signatures) = httpsig::from_http(&http).map_err(RequestError::Body)?;
-    let mut msg = if signatures.signature.is_some() {
-        verified_signed(msg, &signatures)?
-    } else {
-        msg
+    // Derived components (RFC 9421 §2.2) a signer may cover without sending the field.
+    let derived = |name: &str| -> Option<Bytes> {
+        let text = match name {
+            "method" => parts.method.as_str().to_owned(),
+            "path" => parts.uri.path().to_owned(),
+            "query" => format!("?{}", parts.uri.query().unwrap_or("")),
+            "authority" => parts.headers.get("host")?.to_str().ok()?.to_owned(),
+            "scheme" => "http".to_owned(),
+            "request-target" => parts.uri.path_and_query()?.as_str().to_owned(),
+            _ => return None,
+        };
+        Some(Bytes::from(text))
     };
-    msg.insert("method", Value::text(parts.method.as_str()));
-    if !msg.contains("path") {
-        msg.insert("path", Value::text(target));
-    }
-    Ok(msg)
-}
-
-/// The signature name (`SN`) of a rebuilt commitment, for error texts.
-fn signature_name(c: &Message) -> String {
-    c.get("signature-input")
-        .and_then(Value::as_bytes)
-        .and_then(|b| sf::parse_dictionary(b).ok())
-        .and_then(|d| d.into_iter().next().map(|(name, _)| name))
-        .unwrap_or_else(|| "(unnamed)".to_owned())
-}
-
-/// Rebuilds and verifies the commitments of a signed request's TABM and keeps only the
-/// committed keys (and `commitments`, with a recomputed HMAC commitment).
-fn verified_signed(tabm: Message, sigs: &Signatures) -> Result<Message, RequestError> {
-    let tabm = httpsig_commit::commitments_from_signatures(tabm, sigs)
-        .map_err(RequestError::Signatures)?;
-    let rich = from_tabm(&tabm).map_err(RequestError::Body)?;
-    let commitments = tabm
-        .get("commitments")
-        .and_then(Value::as_message)
-        .cloned()
-        .unwrap_or_default();
-    let mut keep: HashSet<String> = HashSet::from(["commitments".to_owned()]);
-    for (id, c) in commitments.iter() {
-        let Some(c) = c.as_message() else { continue };
-        if c.get_str("alg") != Some(httpsig_commit::ALG_RSA) {
-            continue;
-        }
-        let name = signature_name(c);
-        match httpsig_commit::verify(&rich, id) {
-            Ok(true) => {}
-            Ok(false) => return Err(RequestError::BadSignature(name)),
-            Err(e) => return Err(RequestError::Unverifiable(name, e)),
-        }
-        let keys = httpsig_commit::committed_keys(&rich, id)
-            .map_err(|e| RequestError::Unverifiable(name, e))?;
-        keep.extend(keys);
-    }
-    let mut kept = Message::new();
-    for (k, v) in tabm.iter() {
-        if keep.contains(k.as_ref() as &str) {
-            kept.insert(k, v.clone());
-        }
-    }
-    httpsig_commit::with_hmac_commitment_tabm(&kept).map_err(RequestError::Signatures)
+    Ok(httpsig_commit::from_http_verified(&http, &derived)?)
 }

@@ -11,6 +11,7 @@ use std::num::NonZeroUsize;
 use std::sync::Arc;
 
 use hb_codec::Wallet;
+use hb_codec::ans104::{self, Ans104Error};
 use hb_codec::httpsig_commit::{self, HttpsigError};
 use hb_core::httpsig::HttpMessage;
 use hb_core::id::Id;
@@ -75,5 +76,13 @@ impl Signer {
     /// The message cannot be encoded, or signing fails.
     pub fn commit(&self, msg: &Message, ctx: &Ctx) -> Result<Message, HttpsigError> {
         ctx.blocking(|| httpsig_commit::commit(msg, &self.wallet))
+    }
+
+    /// `msg` committed by the node as an ANS-104 data item (`accept-codec: ans104@1.0`).
+    ///
+    /// # Errors
+    /// The message cannot be a data item, or signing fails.
+    pub fn commit_ans104(&self, msg: &Message, ctx: &Ctx) -> Result<Message, Ans104Error> {
+        ctx.blocking(|| ans104::commit(msg, &self.wallet))
     }
 }

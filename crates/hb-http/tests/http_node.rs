@@ -526,45 +526,6 @@ fn key2() -> hb_codec::Wallet {
         .expect("key-2 loads")
 }
 
-/// Decodes a reply as a client does (spec 03 §4.3, §5.5) and checks its signatures:
-/// returns the committers of the reply, each verified.
-fn verified_committers(r: &Raw) -> Vec<String> {
-    let mut http = hb_core::httpsig::HttpMessage::default();
-    for (k, v) in &r.headers {
-        if !matches!(
-            k.as_str(),
-            "content-length"
-                | "date"
-                | "access-control-allow-origin"
-                | "access-control-allow-methods"
-        ) {
-            http.headers
-                .insert(k.clone(), bytes::Bytes::from(v.clone()));
-        }
-    }
-    http.body = (!r.body.is_empty()).then(|| bytes::Bytes::from(r.body.clone()));
-    let (tabm, sigs) = hb_core::httpsig::from_http(&http).expect("decode reply");
-    let tabm = hb_codec::httpsig_commit::commitments_from_signatures(tabm, &sigs).expect("rebuild");
-    let rich = hb_core::structured::from_tabm(&tabm).expect("rich");
-    let commitments = rich
-        .get("commitments")
-        .and_then(Value::as_message)
-        .cloned()
-        .unwrap_or_default();
-    let mut committers = vec![];
-    for (id, c) in commitments.iter() {
-        let c = c.as_message().expect("commitment");
-        if let Some(who) = c.get_str("committer") {
-            assert!(
-                hb_codec::httpsig_commit::verify(&rich, id).expect("verifiable"),
-                "commitment {id} of {r:?} verifies"
-            );
-            committers.push(who.to_owned());
-        }
-    }
-    committers
-}
-
 async fn start_with(node: Message) -> Running {
     let ctx = Ctx::new(
         Arc::new(hb_devices::registry()),
@@ -596,6 +557,29 @@ fn request_with(method: &str, target: &str, fields: &str, body: &[u8]) -> Vec<u8
     req
 }
 
+/// Decodes a reply as a client does (spec 03 §4.3, §5.5) and checks its signatures
+/// over the fields as received: returns the committers of the reply.
+fn verified_committers(r: &Raw) -> Vec<String> {
+    let mut http = hb_core::httpsig::HttpMessage::default();
+    for (k, v) in &r.headers {
+        if !matches!(
+            k.as_str(),
+            "content-length"
+                | "date"
+                | "access-control-allow-origin"
+                | "access-control-allow-methods"
+        ) {
+            http.headers
+                .insert(k.clone(), bytes::Bytes::from(v.clone()));
+        }
+    }
+    http.body = (!r.body.is_empty()).then(|| bytes::Bytes::from(r.body.clone()));
+    let tabm = hb_codec::httpsig_commit::from_http_verified(&http, &|_| None)
+        .unwrap_or_else(|e| panic!("the reply {e}: {r:?}"));
+    let rich = hb_core::structured::from_tabm(&tabm).expect("rich");
+    hb_core::message::committers_of(&rich)
+}
+
 #[tokio::test]
 async fn signed_requests_verify_and_keep_only_committed_keys() {
     let node = start(ServerConfig::default()).await;
@@ -603,6 +587,14 @@ async fn signed_requests_verify_and_keep_only_committed_keys() {
     let (fields, body) = signed_fields(&Message::new().with("key1", "Value1"));
     let r = raw(node.addr, &request_with("POST", "/key1", &fields, &body)).await;
     assert_eq!((r.status, r.text().as_str()), (200, "Value1"));
+    // The same signed fields on another (unsigned) path: not the cached result of the
+    // first, although both requests have the same ID.
+    let r = raw(
+        node.addr,
+        &request_with("POST", "/committers", &fields, &body),
+    )
+    .await;
+    assert_eq!(r.header("1"), Some(key1().address().as_str()), "{r:?}");
     // A signed `path` (the hbsig `@path` style) with a body.
     let (fields, body) = signed_fields(
         &Message::new()
@@ -661,7 +653,7 @@ async fn tampered_signed_requests_are_refused() {
     let r = raw(node.addr, &request_with("POST", "/key1", &broken, &body)).await;
     assert_eq!(r.status, 400, "{}", r.text());
     assert!(
-        r.text().contains("signature fields are malformed"),
+        r.text().contains("malformed signature fields"),
         "{}",
         r.text()
     );
@@ -707,6 +699,8 @@ async fn every_reply_is_signed_by_the_node() {
         "/~meta@1.0/info",
         "/~meta@1.0/info/test_key",
         "/~message@1.0&a=1/missing",
+        // A value HTTP fields cannot carry travels in the body, still signed.
+        "/~message@1.0&a+integer=7&n=hello%0Aworld",
     ] {
         let r = get(node.addr, target, "").await;
         let label = r.header("signature-input").unwrap_or_default();
@@ -737,5 +731,72 @@ async fn every_reply_is_signed_by_the_node() {
         text.contains(&me) && text.contains("rsa-pss-sha512"),
         "{text}"
     );
+    node.stop().await;
+}
+
+/// `msg` signed with key-1 as an ANS-104 data item's bytes.
+fn signed_item(msg: &Message) -> Vec<u8> {
+    use hb_codec::ans104;
+    let signed = ans104::commit(msg, &key1()).expect("commit");
+    ans104::message_to_item(&signed).expect("item").to_bytes()
+}
+
+fn ans104_request(target: &str, item: &[u8], extra: &str) -> Vec<u8> {
+    request_with(
+        "POST",
+        target,
+        &format!("content-type: application/ans104\r\ncodec-device: ans104@1.0\r\n{extra}"),
+        item,
+    )
+}
+
+#[tokio::test]
+async fn ans104_requests_verify_and_replies_can_be_data_items() {
+    use hb_codec::ans104::DataItem;
+    let node = start(ServerConfig::default()).await;
+    let item = signed_item(
+        &Message::new()
+            .with("Key1", "Value1")
+            .with("data", "some data"),
+    );
+    let r = raw(node.addr, &ans104_request("/key1", &item, "")).await;
+    assert_eq!((r.status, r.text().as_str()), (200, "Value1"), "{r:?}");
+    let r = raw(node.addr, &ans104_request("/committers", &item, "")).await;
+    assert_eq!(r.header("1"), Some(key1().address().as_str()), "{r:?}");
+    // Any byte flipped (signature, owner, tags, data) is refused with the reason.
+    for at in [10, 600, item.len() - 20, item.len() - 1] {
+        let mut bad = item.clone();
+        bad[at] ^= 1;
+        let r = raw(node.addr, &ans104_request("/key1", &bad, "")).await;
+        assert_eq!(r.status, 400, "byte {at}: {r:?}");
+        assert!(r.text().contains("data item"), "{}", r.text());
+    }
+    // An unsigned item carries no claim: refused.
+    let unsigned = hb_codec::ans104::message_to_item(&Message::new().with("a", "1"))
+        .expect("item")
+        .to_bytes();
+    let r = raw(node.addr, &ans104_request("/a", &unsigned, "")).await;
+    assert_eq!(r.status, 400);
+    assert!(r.text().contains("not signed"), "{}", r.text());
+    // Garbage is a 400 too.
+    let r = raw(node.addr, &ans104_request("/a", b"\x01\x00short", "")).await;
+    assert_eq!(r.status, 400, "{r:?}");
+    // `accept-codec: ans104@1.0`: the reply is a data item signed by the node.
+    let r = get(
+        node.addr,
+        "/~message@1.0&greeting=Hello/greeting",
+        "accept-codec: ans104@1.0\r\n",
+    )
+    .await;
+    assert_eq!(
+        r.header("content-type"),
+        Some("application/ans104"),
+        "{r:?}"
+    );
+    let reply = DataItem::parse(&r.body).expect("a data item");
+    assert!(reply.verify());
+    assert_eq!(hb_codec::wallet::address_of(&reply.owner), key2().address());
+    let msg = hb_codec::ans104::item_to_message(&reply).expect("message");
+    assert_eq!(msg.get("body"), Some(&Value::text("Hello")), "{msg:?}");
     node.stop().await;
 }
