@@ -134,6 +134,54 @@ pub(crate) fn set(base: &Message, req: &Message) -> Message {
     out
 }
 
+/// How [`matches`] compares two messages (spec 03 §6.9).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum MatchMode {
+    /// The same keys, all values equal.
+    #[default]
+    Strict,
+    /// Only keys present in both are compared.
+    OnlyPresent,
+    /// Every key of the first is compared with the second's.
+    Primary,
+}
+
+/// Keys that can be regenerated from the rest of a message, ignored by [`matches`].
+const REGENERATED: &[&str] = &["unsigned_id", "content-digest"];
+/// Codec artefacts [`matches`] also ignores at the top level.
+const ARTEFACTS: &[&str] = &["content-type", "body-keys", "inline-body-key"];
+
+/// Whether two messages carry the same content (spec 03 §6.9, the reference's
+/// `hb_message:match`): regenerable keys, codec artefacts and private keys aside;
+/// nested messages are compared strictly.
+pub fn matches(a: &Message, b: &Message, mode: MatchMode) -> bool {
+    let (a, b) = (minimized(a, ARTEFACTS), minimized(b, ARTEFACTS));
+    let keys_equal = a.keys().eq(b.keys());
+    if mode == MatchMode::Strict && !keys_equal {
+        return false;
+    }
+    a.iter().all(|(k, va)| match (va, b.get(k)) {
+        (_, None) => mode == MatchMode::OnlyPresent,
+        (Value::Message(ma), Some(Value::Message(mb))) => matches(ma, mb, MatchMode::Strict),
+        (va, Some(vb)) => va == vb,
+    })
+}
+
+fn minimized(msg: &Message, extra: &[&str]) -> Message {
+    let mut out = Message::new();
+    for (k, v) in msg.iter() {
+        if is_private(k) || REGENERATED.contains(&k.as_ref()) || extra.contains(&k.as_ref()) {
+            continue;
+        }
+        let v = match v {
+            Value::Message(m) => Value::Message(minimized(m, &[])),
+            other => other.clone(),
+        };
+        out.insert_key(k.clone(), v);
+    }
+    out
+}
+
 /// Recursive merge: nested messages merge, other values replace.
 pub fn deep_merge(old: &Message, new: &Message) -> Message {
     let mut out = old.clone();
@@ -370,4 +418,37 @@ fn verify(base: &Message, req: &Message, ctx: &Ctx) -> DeviceResult {
         }
     }
     Ok(Outcome::ok(Value::boolean(true)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Spec 03 §6.9's cases.
+    #[test]
+    fn match_modes() {
+        let ab = Message::new().with("a", 1i64).with("b", 2i64);
+        let a = Message::new().with("a", 1i64);
+        let abc = ab.clone().with("c", 3i64);
+        assert!(matches(&ab, &a, MatchMode::OnlyPresent));
+        assert!(!matches(&a, &ab, MatchMode::Strict));
+        assert!(matches(&ab, &abc, MatchMode::Primary));
+        assert!(!matches(&abc, &ab, MatchMode::Primary));
+        assert!(matches(&ab, &ab.clone(), MatchMode::Strict));
+        assert!(!matches(
+            &ab,
+            &ab.clone().with("b", 3i64),
+            MatchMode::OnlyPresent
+        ));
+        // Codec artefacts, regenerable and private keys do not count; nested maps are
+        // compared strictly.
+        let decoded = ab
+            .clone()
+            .with("body-keys", "\"x\"")
+            .with("content-digest", "sha-256=:x:")
+            .with("priv", Message::new().with("k", "v"));
+        assert!(matches(&ab, &decoded, MatchMode::Strict));
+        let nested = |m: &Message| Message::new().with("n", m.clone());
+        assert!(!matches(&nested(&ab), &nested(&abc), MatchMode::Primary));
+    }
 }
