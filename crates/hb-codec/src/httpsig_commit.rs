@@ -75,6 +75,20 @@ fn component_fields(tabm: &Message) -> Result<BTreeMap<String, Bytes>, HttpsigEr
     Ok(headers)
 }
 
+/// Refuses component names an RFC 8941 string cannot hold (the `signature-input`
+/// lists them): only printable ASCII can be signed.
+fn check_components(components: &[String]) -> Result<(), HttpsigError> {
+    match components
+        .iter()
+        .find(|c| !c.bytes().all(|b| (0x20..0x7f).contains(&b)))
+    {
+        Some(bad) => Err(invalid(format!(
+            "the key `{bad}` cannot be signed: httpsig signature components are printable ASCII"
+        ))),
+        None => Ok(()),
+    }
+}
+
 /// Sorted field names, then `@`-prefixed where derived (§5.2 step 3).
 fn component_list<'a>(names: impl Iterator<Item = &'a String>) -> Vec<String> {
     let mut names: Vec<&String> = names.collect();
@@ -149,6 +163,7 @@ pub fn rsa_signature_base(
     let tabm = to_tabm(&msg.clone().without("commitments"))?;
     let fields = component_fields(&tabm)?;
     let components = component_list(fields.keys());
+    check_components(&components)?;
     let mut params: Parameters = vec![
         ("alg".into(), BareItem::string(ALG_RSA)),
         ("keyid".into(), BareItem::string(keyid)),
@@ -220,6 +235,7 @@ pub fn sign_http(
         fields.insert("content-digest".to_owned(), content_digest(body));
     }
     let components = component_list(fields.keys());
+    check_components(&components)?;
     let mut params: Parameters = vec![
         ("alg".into(), BareItem::string(ALG_RSA)),
         ("keyid".into(), BareItem::string(wallet.keyid())),

@@ -191,3 +191,11 @@ fn sign_http_equals_the_encoding_of_commit() {
         assert!(verify(&rich, &rsa_id).expect("verify"), "{msg:?}");
     }
 }
+
+/// A key an RFC 8941 string cannot hold is refused up front, with the key named.
+#[test]
+fn non_ascii_keys_cannot_be_signed() {
+    let msg = Message::new().with("é", "1");
+    let e = commit(&msg, &key1()).expect_err("refused");
+    assert!(e.to_string().contains("the key `é` cannot be signed"), "{e}");
+}
