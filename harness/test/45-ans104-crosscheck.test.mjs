@@ -3,7 +3,8 @@
 //    `content-type: application/ans104`, `codec-device: ans104@1.0`; CLI: `hb message
 //    verify --from ans104@1.0`), and the same items with one byte flipped are refused;
 //  * items signed by our CLI (`hb message commit --device ans104@1.0 --to ans104@1.0`)
-//    verify in arbundles.
+//    and replies the node signs as items (`accept-codec: ans104@1.0`) verify in
+//    arbundles, and fail there with one byte flipped.
 
 import { describe, it, before, after } from 'node:test'
 import assert from 'node:assert/strict'
@@ -216,6 +217,41 @@ describe('45 ANS-104: the CLI', () => {
       }
     }
     assert.deepEqual(accepted, [])
+  })
+
+  it('our items with one byte flipped fail in arbundles too', async () => {
+    assert.ok(ours.length > 0, 'no CLI item (see the tests above)')
+    const accepted = []
+    for (const [name, raw] of ours) {
+      for (const [where, at] of tamperPositions(raw)) {
+        let ok
+        try {
+          ok = await DataItem.verify(flipByte(raw, at))
+        } catch {
+          ok = false
+        }
+        if (ok) accepted.push(`${name} / ${where}`)
+      }
+    }
+    assert.deepEqual(accepted, [])
+  })
+
+  it('the node answers `accept-codec: ans104@1.0` with an item it signed, valid in arbundles', async () => {
+    const node = await startNode({ wallet: 'key-2' })
+    try {
+      const res = await fetchT(`${node.url}/~message@1.0&greeting=Hello/greeting`, {
+        headers: { 'accept-codec': 'ans104@1.0' },
+      })
+      assert.equal(res.status, 200)
+      assert.equal(res.headers.get('content-type'), 'application/ans104')
+      const raw = Buffer.from(await res.arrayBuffer())
+      assert.equal(await DataItem.verify(raw), true, 'arbundles DataItem.verify')
+      const item = new DataItem(raw)
+      assert.equal(item.owner, loadJwk('key-2').n, 'signed by the node wallet')
+      assert.equal(b64u(sha256(Buffer.from(item.rawOwner))), node.address)
+    } finally {
+      await node.stop()
+    }
   })
 
   it('our CLI item, POSTed to the node, answers key-1 as committer', async () => {
