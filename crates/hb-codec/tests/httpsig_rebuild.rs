@@ -197,5 +197,8 @@ fn sign_http_equals_the_encoding_of_commit() {
 fn non_ascii_keys_cannot_be_signed() {
     let msg = Message::new().with("é", "1");
     let e = commit(&msg, &key1()).expect_err("refused");
-    assert!(e.to_string().contains("the key `é` cannot be signed"), "{e}");
+    assert!(
+        e.to_string().contains("the key `é` cannot be signed"),
+        "{e}"
+    );
 }

@@ -1,0 +1,306 @@
+//! The LMDB store (through `heed`), the node's embedded default: the model of
+//! [`crate::kv`] in one LMDB database under `<dir>`.
+//!
+//! Durability: every batch is one LMDB write transaction, committed with `fsync`
+//! ([`Durability::Sync`], the default), so a batch that returned `Ok` survives a crash
+//! of the process or the machine, and a crash in the middle of a batch leaves none of
+//! it. [`Durability::Relaxed`] opens the environment with `NO_SYNC`: commits reach the
+//! OS but are flushed only by [`LmdbStore::sync`] or the OS; a process crash loses
+//! nothing, a machine crash may lose the last commits (never half of one).
+
+use std::collections::HashSet;
+use std::ops::Bound;
+use std::path::{Path, PathBuf};
+use std::sync::{LazyLock, Mutex};
+
+use bytes::Bytes;
+use heed::types::Bytes as RawBytes;
+use heed::{Database, Env, EnvFlags, EnvOpenOptions, MdbError};
+
+use crate::kv::{self, KvRead, KvWrite, Limits};
+use crate::store::{EntryType, Op, Store, StoreError};
+
+/// When commits reach the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// Every batch is flushed to disk before `apply` returns.
+    #[default]
+    Sync,
+    /// Batches are flushed by the OS or by [`LmdbStore::sync`].
+    Relaxed,
+}
+
+/// The LMDB store.
+#[derive(Debug)]
+pub struct LmdbStore {
+    env: Env,
+    db: Database<RawBytes, RawBytes>,
+    dir: PathBuf,
+    name: String,
+    limits: Limits,
+}
+
+/// The size of the memory map: the largest the store can grow to. The file grows as
+/// data is written; the map is only address space.
+const MAP_SIZE: usize = 1 << 40;
+
+/// Directories opened by this process: LMDB forbids opening one environment twice in a
+/// process, which is what makes heed's `open` unsafe.
+static OPENED: LazyLock<Mutex<HashSet<PathBuf>>> = LazyLock::new(|| Mutex::new(HashSet::new()));
+
+impl LmdbStore {
+    /// Opens (creating it if needed) the store in `dir`.
+    ///
+    /// # Errors
+    /// The directory cannot be created or opened (read-only, no space, another handle
+    /// in this process), with the path in the error.
+    pub fn open(dir: impl AsRef<Path>, durability: Durability) -> Result<Self, StoreError> {
+        let dir = dir.as_ref().to_path_buf();
+        let name = format!("lmdb:{}", dir.display());
+        std::fs::create_dir_all(&dir).map_err(|source| StoreError::Io {
+            store: name.clone(),
+            path: dir.clone(),
+            source,
+        })?;
+        let canonical = dir.canonicalize().map_err(|source| StoreError::Io {
+            store: name.clone(),
+            path: dir.clone(),
+            source,
+        })?;
+        {
+            let mut opened = OPENED.lock().unwrap_or_else(|e| e.into_inner());
+            if !opened.insert(canonical.clone()) {
+                return Err(StoreError::Database {
+                    store: name,
+                    path: String::new(),
+                    reason: "this process has the store open already".into(),
+                });
+            }
+        }
+        let result = Self::open_env(&dir, &name, durability);
+        if result.is_err() {
+            OPENED
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&canonical);
+        }
+        let (env, db) = result?;
+        let limits = Limits {
+            max_key: env.max_key_size(),
+        };
+        Ok(LmdbStore {
+            env,
+            db,
+            dir: canonical,
+            name,
+            limits,
+        })
+    }
+
+    #[allow(
+        unsafe_code,
+        reason = "heed's open is unsafe only because LMDB forbids opening one environment \
+                  twice in a process; `open` guarantees that with the OPENED set"
+    )]
+    fn open_env(
+        dir: &Path,
+        name: &str,
+        durability: Durability,
+    ) -> Result<(Env, Database<RawBytes, RawBytes>), StoreError> {
+        let mut options = EnvOpenOptions::new();
+        options.map_size(MAP_SIZE).max_dbs(1);
+        if durability == Durability::Relaxed {
+            // SAFETY: NO_SYNC only changes when LMDB flushes; it cannot break memory
+            // safety (a machine crash may lose the last commits, documented above).
+            unsafe {
+                options.flags(EnvFlags::NO_SYNC);
+            }
+        }
+        // SAFETY: `open` inserted this directory into OPENED before calling us, so the
+        // environment is not open elsewhere in this process.
+        let env = unsafe { options.open(dir) }.map_err(|e| heed_error(name, "", e))?;
+        let mut wtxn = env.write_txn().map_err(|e| heed_error(name, "", e))?;
+        let db = env
+            .create_database(&mut wtxn, None)
+            .map_err(|e| heed_error(name, "", e))?;
+        wtxn.commit().map_err(|e| heed_error(name, "", e))?;
+        Ok((env, db))
+    }
+
+    /// The store's directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Flushes every commit to disk (needed only in [`Durability::Relaxed`]).
+    ///
+    /// # Errors
+    /// The flush failed.
+    pub fn sync(&self) -> Result<(), StoreError> {
+        self.env
+            .force_sync()
+            .map_err(|e| heed_error(&self.name, "", e))
+    }
+
+    fn view<R>(
+        &self,
+        f: impl FnOnce(&dyn KvRead) -> Result<R, StoreError>,
+    ) -> Result<R, StoreError> {
+        let rtxn = self
+            .env
+            .read_txn()
+            .map_err(|e| heed_error(&self.name, "", e))?;
+        f(&Reader {
+            txn: &rtxn,
+            db: self.db,
+            name: &self.name,
+        })
+    }
+}
+
+impl Drop for LmdbStore {
+    fn drop(&mut self) {
+        OPENED
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.dir);
+    }
+}
+
+/// A heed error as a store error: a full map or disk is [`StoreError::Full`], a
+/// read-only file system [`StoreError::ReadOnly`].
+fn heed_error(store: &str, path: &str, e: heed::Error) -> StoreError {
+    match e {
+        heed::Error::Mdb(MdbError::MapFull) => StoreError::Full {
+            store: store.to_owned(),
+            path: path.to_owned(),
+            reason: "the LMDB map is full".into(),
+        },
+        heed::Error::Io(io) if io.raw_os_error() == Some(28) => StoreError::Full {
+            store: store.to_owned(),
+            path: path.to_owned(),
+            reason: io.to_string(),
+        },
+        heed::Error::Io(io) if matches!(io.raw_os_error(), Some(13 | 30)) => StoreError::ReadOnly {
+            store: store.to_owned(),
+            path: format!("{path} ({io})"),
+        },
+        other => StoreError::Database {
+            store: store.to_owned(),
+            path: path.to_owned(),
+            reason: other.to_string(),
+        },
+    }
+}
+
+fn lmdb_get(
+    txn: &heed::RoTxn<'_>,
+    db: Database<RawBytes, RawBytes>,
+    name: &str,
+    key: &[u8],
+) -> Result<Option<Bytes>, StoreError> {
+    db.get(txn, key)
+        .map(|v| v.map(Bytes::copy_from_slice))
+        .map_err(|e| heed_error(name, &String::from_utf8_lossy(key), e))
+}
+
+fn lmdb_seek(
+    txn: &heed::RoTxn<'_>,
+    db: Database<RawBytes, RawBytes>,
+    name: &str,
+    prefix: &[u8],
+    from: &[u8],
+) -> Result<Option<Vec<u8>>, StoreError> {
+    // LMDB refuses an empty key, even as a range bound.
+    let start = if from.is_empty() {
+        Bound::Unbounded
+    } else {
+        Bound::Included(from)
+    };
+    let range = (start, Bound::Unbounded);
+    let mut iter = db
+        .range(txn, &range)
+        .map_err(|e| heed_error(name, &String::from_utf8_lossy(from), e))?;
+    match iter.next() {
+        Some(Ok((k, _))) if k.starts_with(prefix) => Ok(Some(k.to_vec())),
+        Some(Ok(_)) | None => Ok(None),
+        Some(Err(e)) => Err(heed_error(name, &String::from_utf8_lossy(from), e)),
+    }
+}
+
+struct Reader<'a> {
+    txn: &'a heed::RoTxn<'a>,
+    db: Database<RawBytes, RawBytes>,
+    name: &'a str,
+}
+
+impl KvRead for Reader<'_> {
+    fn get(&self, key: &[u8]) -> Result<Option<Bytes>, StoreError> {
+        lmdb_get(self.txn, self.db, self.name, key)
+    }
+
+    fn seek(&self, prefix: &[u8], from: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        lmdb_seek(self.txn, self.db, self.name, prefix, from)
+    }
+}
+
+struct Writer<'a, 'e> {
+    txn: &'a mut heed::RwTxn<'e>,
+    db: Database<RawBytes, RawBytes>,
+    name: &'a str,
+}
+
+impl KvRead for Writer<'_, '_> {
+    fn get(&self, key: &[u8]) -> Result<Option<Bytes>, StoreError> {
+        lmdb_get(self.txn, self.db, self.name, key)
+    }
+
+    fn seek(&self, prefix: &[u8], from: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        lmdb_seek(self.txn, self.db, self.name, prefix, from)
+    }
+}
+
+impl KvWrite for Writer<'_, '_> {
+    fn put(&mut self, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
+        self.db
+            .put(self.txn, key, value)
+            .map_err(|e| heed_error(self.name, &String::from_utf8_lossy(key), e))
+    }
+}
+
+impl Store for LmdbStore {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn read(&self, path: &str) -> Result<Option<Bytes>, StoreError> {
+        self.view(|v| kv::read(v, &self.name, path))
+    }
+
+    fn kind(&self, path: &str) -> Result<Option<EntryType>, StoreError> {
+        self.view(|v| kv::kind(v, &self.name, path))
+    }
+
+    fn list(&self, path: &str) -> Result<Option<Vec<String>>, StoreError> {
+        self.view(|v| kv::list(v, &self.name, path))
+    }
+
+    fn resolve(&self, path: &str) -> Result<String, StoreError> {
+        self.view(|v| kv::resolve(v, &self.name, path))
+    }
+
+    fn apply(&self, ops: &[Op]) -> Result<(), StoreError> {
+        let mut wtxn = self
+            .env
+            .write_txn()
+            .map_err(|e| heed_error(&self.name, "", e))?;
+        let mut writer = Writer {
+            txn: &mut wtxn,
+            db: self.db,
+            name: &self.name,
+        };
+        // On error the transaction is dropped, which aborts it: nothing is applied.
+        kv::apply(&mut writer, &self.name, ops, self.limits)?;
+        wtxn.commit().map_err(|e| heed_error(&self.name, "", e))
+    }
+}
