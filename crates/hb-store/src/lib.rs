@@ -9,11 +9,13 @@
 //! * [`MessageCache`]: the content-addressed message cache of spec 05 §6.4 over any
 //!   store, which is also the engine's [`hb_core::Cache`].
 
+pub mod cache;
 pub mod kv;
 pub mod lmdb;
 pub mod memory;
 pub mod store;
 
+pub use cache::{CacheError, MessageCache, MessageSource};
 pub use lmdb::{Durability, LmdbStore};
 pub use memory::MemoryStore;
 pub use store::{Chain, EntryType, Op, Scope, Store, StoreError};

@@ -43,6 +43,15 @@ pub enum Initialized {
     Permanent,
 }
 
+/// Where a node keeps messages and results.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreKind {
+    /// LMDB in `<data_dir>/store` (durable).
+    Lmdb,
+    /// A bounded in-memory cache (nothing survives a restart).
+    Memory,
+}
+
 /// The typed configuration of a node.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NodeConfig {
@@ -73,8 +82,14 @@ pub struct NodeConfig {
     pub max_head_bytes: usize,
     /// Time a request may take (`request_timeout`, milliseconds).
     pub request_timeout: Duration,
-    /// Entries of the in-memory cache (`cache_entries`).
+    /// Entries of the in-memory cache (`cache_entries`), used with `store: memory`.
     pub cache_entries: usize,
+    /// Where messages and results are kept (`store`): LMDB under the data directory
+    /// (the default) or memory only.
+    pub store: StoreKind,
+    /// Whether every store commit is flushed to disk before it is acknowledged
+    /// (`store_sync`, default `true`; `false` is the relaxed mode of docs/STORAGE.md).
+    pub store_sync: bool,
     /// Any other key of the config file, kept as text in the node message.
     pub extra: BTreeMap<String, String>,
 }
@@ -96,6 +111,8 @@ impl Default for NodeConfig {
             max_head_bytes: 64 * 1024,
             request_timeout: Duration::from_secs(60),
             cache_entries: 100_000,
+            store: StoreKind::Lmdb,
+            store_sync: true,
             extra: BTreeMap::new(),
         }
     }
@@ -175,6 +192,32 @@ impl NodeConfig {
                     Duration::from_millis(parse_num(&key, value, "a number of milliseconds")?)
             }
             "cache_entries" => self.cache_entries = parse_num(&key, value, "a number of entries")?,
+            "store" => {
+                self.store = match value {
+                    "lmdb" => StoreKind::Lmdb,
+                    "memory" => StoreKind::Memory,
+                    _ => {
+                        return Err(ConfigError::BadValue {
+                            key,
+                            value: value.into(),
+                            expected: "`lmdb` or `memory`",
+                        });
+                    }
+                }
+            }
+            "store_sync" => {
+                self.store_sync = match value {
+                    "true" => true,
+                    "false" => false,
+                    _ => {
+                        return Err(ConfigError::BadValue {
+                            key,
+                            value: value.into(),
+                            expected: "`true` or `false`",
+                        });
+                    }
+                }
+            }
             _ => {
                 self.extra.insert(key, value.into());
             }
@@ -192,6 +235,11 @@ impl NodeConfig {
             self.set(&k, &v)?;
         }
         Ok(())
+    }
+
+    /// The LMDB store's directory.
+    pub fn store_dir(&self) -> PathBuf {
+        self.data_dir.join("store")
     }
 
     /// Where the node's wallet lives.

@@ -193,15 +193,42 @@ fn load_config(args: &NodeArgs) -> anyhow::Result<NodeConfig> {
     Ok(cfg)
 }
 
-fn context(cfg: &NodeConfig, wallet: Option<Arc<hb_codec::Wallet>>) -> Ctx {
+fn context(
+    cfg: &NodeConfig,
+    wallet: Option<Arc<hb_codec::Wallet>>,
+    cache: Arc<dyn hb_core::Cache>,
+) -> Ctx {
     let address = wallet.as_ref().map(|w| w.address());
     let registry = Arc::new(hb_devices::registry_with_wallet(wallet));
-    let cache = Arc::new(MemoryCache::new(cfg.cache_entries));
     Ctx::new(
         registry,
         cache,
         NodeHandle::new(cfg.node_message(address.as_deref())),
     )
+}
+
+/// The node's cache: the message cache over LMDB in the data directory (the default),
+/// or a bounded in-memory cache.
+fn open_cache(cfg: &NodeConfig) -> anyhow::Result<Arc<dyn hb_core::Cache>> {
+    Ok(match cfg.store {
+        config::StoreKind::Memory => Arc::new(MemoryCache::new(cfg.cache_entries)),
+        config::StoreKind::Lmdb => {
+            let durability = if cfg.store_sync {
+                hb_store::Durability::Sync
+            } else {
+                hb_store::Durability::Relaxed
+            };
+            let store = hb_store::LmdbStore::open(cfg.store_dir(), durability)
+                .context("cannot open the node's store")?;
+            Arc::new(hb_store::MessageCache::new(Arc::new(store)))
+        }
+    })
+}
+
+/// An in-memory context for the offline commands.
+fn offline_context() -> Ctx {
+    let cfg = NodeConfig::default();
+    context(&cfg, None, Arc::new(MemoryCache::new(cfg.cache_entries)))
 }
 
 /// Loads the node's wallet, or creates it (mode 0600) on first start.
@@ -260,6 +287,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     })?;
     let wallet = Arc::new(node_wallet(&cfg.wallet_path())?);
     let address = wallet.address();
+    let cache = open_cache(&cfg)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -267,7 +295,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         let listener = tokio::net::TcpListener::bind((cfg.bind, cfg.port))
             .await
             .with_context(|| format!("cannot listen on {}:{}", cfg.bind, cfg.port))?;
-        let service = hb_http::Service::new(context(&cfg, Some(wallet.clone())), cfg.server_config())
+        let service = hb_http::Service::new(context(&cfg, Some(wallet.clone()), cache), cfg.server_config())
             .with_wallet(wallet);
         let running = hb_http::serve(listener, service)?;
         tracing::info!(addr = %running.addr, %address, data_dir = %cfg.data_dir.display(), "hyperbeam-rs node listening");
@@ -284,7 +312,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
 
 fn resolve(args: ResolveArgs) -> anyhow::Result<ExitCode> {
     let cfg = load_config(&args.node)?;
-    let ctx = context(&cfg, None).with_opts(ResolveOpts {
+    // Offline: nothing is read from or written to the node's store.
+    let cache = Arc::new(MemoryCache::new(cfg.cache_entries));
+    let ctx = context(&cfg, None, cache).with_opts(ResolveOpts {
         force_message: false,
         ..ResolveOpts::http()
     });
@@ -340,7 +370,7 @@ fn pretty_json(m: &Message) -> anyhow::Result<String> {
 }
 
 fn message(cmd: MessageCommand) -> anyhow::Result<ExitCode> {
-    let ctx = context(&NodeConfig::default(), None);
+    let ctx = offline_context();
     match cmd {
         MessageCommand::Id { mode, input } => {
             let msg = input.read()?;

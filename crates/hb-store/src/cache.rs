@@ -1,0 +1,562 @@
+//! The content-addressed message cache (spec 05 §6.4) over any [`Store`].
+//!
+//! Layout:
+//!
+//! ```text
+//! data/<b64url(sha256(v))>            every binary value, once
+//! <U>/                                 a group per message, U = its uncommitted ID
+//! <U>/<key>      -> data/<hash>       a link per binary key
+//! <U>/<key>      -> <U2>              a link per nested message
+//! <commitment ID> -> <U>              an alias per commitment
+//! hashpaths/<left>/<right> -> <U> or data/<hash>    computed results (engine cache)
+//! ```
+//!
+//! A message is written in one atomic batch: a reader sees all of it or nothing.
+//! [`MessageCache::write`] commits durably before it returns. The engine's own writes
+//! (the [`Cache`] trait: step messages and results, all recomputable) go through a
+//! write-behind queue that a background thread commits in groups, so a request never
+//! waits for a disk flush; until they are committed they are served from memory.
+
+use std::collections::{BTreeMap, HashSet};
+use std::num::NonZeroUsize;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::thread::JoinHandle;
+
+use bytes::Bytes;
+use hb_core::id::{Id, b64url};
+use hb_core::structured::{CodecError, from_tabm, to_tabm};
+use hb_core::value::{Message, Value, is_private};
+use hb_core::{Cache, httpsig};
+use lru::LruCache;
+use parking_lot::Mutex;
+use thiserror::Error;
+
+use crate::store::{EntryType, Op, Store, StoreError};
+
+/// Why the message cache could not read or write.
+#[derive(Debug, Error)]
+pub enum CacheError {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The message cannot be encoded, or what the store holds cannot be decoded.
+    #[error("cannot convert the message at `{path}`: {source}")]
+    Codec {
+        /// The path (or ID) of the message.
+        path: String,
+        /// The codec error.
+        source: CodecError,
+    },
+    /// A group that holds itself (through links).
+    #[error("the message at `{0}` contains itself")]
+    Cycle(String),
+    /// A listed key that cannot be read.
+    #[error("key `{key}` of the message at `{path}` is listed but cannot be read")]
+    Missing {
+        /// The message.
+        path: String,
+        /// The key.
+        key: String,
+    },
+    /// Messages nested deeper than [`MAX_DEPTH`].
+    #[error("the message at `{0}` is nested too deeply")]
+    TooDeep(String),
+    /// A `device` key whose value is a message (spec 05 §6.4 step 4).
+    #[error("a `device` key must not hold a message")]
+    DeviceMessage,
+}
+
+/// How deeply stored messages may nest.
+pub const MAX_DEPTH: usize = 64;
+/// Entries of the in-memory front cache.
+const HOT_ENTRIES: usize = 16 * 1024;
+/// Pending engine writes; beyond that, engine cache writes are dropped (they are
+/// recomputable) rather than making requests wait.
+const QUEUE: usize = 64 * 1024;
+/// Engine writes committed per batch at most.
+const GROUP: usize = 1024;
+
+/// Somewhere messages the local store lacks can be fetched by ID: an Arweave gateway
+/// (spec 05 §6.5) or another node (§6.6). Sources are read-only and remote.
+pub trait MessageSource: Send + Sync + std::fmt::Debug {
+    /// A short name for errors and logs.
+    fn name(&self) -> &str;
+
+    /// The message with this ID (43 characters of base64url), if the source has it.
+    ///
+    /// # Errors
+    /// The source could not be reached or answered with something unusable.
+    fn fetch(&self, id: &str) -> Result<Option<Message>, StoreError>;
+}
+
+/// The message cache. Cheap to share (`Arc`).
+#[derive(Debug)]
+pub struct MessageCache {
+    inner: Arc<Inner>,
+    sources: Vec<Arc<dyn MessageSource>>,
+    queue: Mutex<Option<SyncSender<Vec<Op>>>>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    store: Arc<dyn Store>,
+    /// Recently written or read values by path (IDs, hashpaths, data paths).
+    hot: Mutex<LruCache<String, Value>>,
+    /// Engine batches queued and not yet committed.
+    pending: AtomicUsize,
+}
+
+impl MessageCache {
+    /// A message cache over `store`, with its write-behind thread.
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        let entries = NonZeroUsize::new(HOT_ENTRIES).unwrap_or(NonZeroUsize::MIN);
+        let inner = Arc::new(Inner {
+            store,
+            hot: Mutex::new(LruCache::new(entries)),
+            pending: AtomicUsize::new(0),
+        });
+        let (tx, rx) = sync_channel::<Vec<Op>>(QUEUE);
+        let worker = inner.clone();
+        let writer = std::thread::Builder::new()
+            .name("hb-cache-writer".into())
+            .spawn(move || write_behind(&worker, &rx))
+            .map_err(|e| tracing::error!(error = %e, "cannot start the cache writer"))
+            .ok();
+        MessageCache {
+            inner,
+            sources: Vec::new(),
+            queue: Mutex::new(writer.as_ref().map(|_| tx)),
+            writer: Mutex::new(writer),
+        }
+    }
+
+    /// The same cache, reading IDs it lacks through `sources` (in order) and keeping
+    /// what they return.
+    #[must_use]
+    pub fn with_sources(mut self, sources: Vec<Arc<dyn MessageSource>>) -> Self {
+        self.sources = sources;
+        self
+    }
+
+    /// The store underneath.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.inner.store
+    }
+
+    /// Writes a binary (`data/<hash>`), durably; returns its path.
+    ///
+    /// # Errors
+    /// The store failed.
+    pub fn write_binary(&self, bytes: &Bytes) -> Result<String, CacheError> {
+        let path = data_path(bytes);
+        self.inner
+            .store
+            .apply(&[Op::Write(path.clone(), bytes.clone())])?;
+        Ok(path)
+    }
+
+    /// Writes a message (spec 05 §6.4) durably, in one atomic batch, and returns its
+    /// uncommitted ID. Only its committed keys are kept when it is signed; it can then
+    /// be read by that ID and by each commitment ID.
+    ///
+    /// # Errors
+    /// The message cannot be encoded, or the store failed (then nothing is written).
+    pub fn write(&self, msg: &Message) -> Result<Id, CacheError> {
+        let (id, ops) = message_ops(msg)?;
+        self.inner.store.apply(&ops)?;
+        self.inner
+            .hot
+            .lock()
+            .put(id.to_human(), Value::Message(kept_keys(msg)));
+        Ok(id)
+    }
+
+    /// Links `new` to `existing` durably (spec 05 §6.4 `link`).
+    ///
+    /// # Errors
+    /// The store failed.
+    pub fn link(&self, existing: &str, new: &str) -> Result<(), CacheError> {
+        Ok(self.inner.store.make_link(existing, new)?)
+    }
+
+    /// The value at `path` (an ID, a data path or any path through links): a message,
+    /// or the bytes of a simple entry. `None` when the store has nothing there.
+    ///
+    /// # Errors
+    /// The store failed, or what it holds is corrupt or cyclic.
+    pub fn read(&self, path: &str) -> Result<Option<Value>, CacheError> {
+        if let Some(v) = self.inner.hot.lock().get(path) {
+            return Ok(Some(v.clone()));
+        }
+        let mut value = read_value(self.inner.store.as_ref(), path)?;
+        if value.is_none() && Id::from_human(path.as_bytes()).is_some() {
+            value = self.fetch_remote(path).map(Value::Message);
+        }
+        if let Some(v) = &value {
+            self.inner.hot.lock().put(path.to_owned(), v.clone());
+        }
+        Ok(value)
+    }
+
+    /// The message `id` from the first source that has it, kept in the local store.
+    fn fetch_remote(&self, id: &str) -> Option<Message> {
+        for source in &self.sources {
+            match source.fetch(id) {
+                Ok(Some(msg)) => {
+                    match self.write(&msg) {
+                        Ok(u) if u.to_human() != id => {
+                            if let Err(e) = self.link(&u.to_human(), id) {
+                                tracing::warn!(error = %e, %id, "cannot alias a fetched message");
+                            }
+                        }
+                        Ok(_) => {}
+                        Err(e) => tracing::warn!(error = %e, %id, "cannot keep a fetched message"),
+                    }
+                    return Some(msg);
+                }
+                Ok(None) => {}
+                Err(e) => tracing::debug!(source = source.name(), error = %e, %id, "source failed"),
+            }
+        }
+        None
+    }
+
+    /// Waits (at most ten seconds) until every queued engine write is committed.
+    pub fn flush(&self) {
+        for _ in 0..10_000 {
+            if self.inner.pending.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        tracing::warn!("cache writes still pending after 10 s");
+    }
+
+    /// Queues an engine write; dropped (with a debug log) when the queue is full.
+    fn enqueue(&self, ops: Vec<Op>) {
+        let guard = self.queue.lock();
+        let Some(q) = guard.as_ref() else {
+            if let Err(e) = self.inner.store.apply(&ops) {
+                tracing::warn!(error = %e, "cache write failed");
+            }
+            return;
+        };
+        self.inner.pending.fetch_add(1, Ordering::AcqRel);
+        if q.try_send(ops).is_err() {
+            self.inner.pending.fetch_sub(1, Ordering::AcqRel);
+            tracing::debug!("cache write queue full; a recomputable entry is not stored");
+        }
+    }
+}
+
+impl Drop for MessageCache {
+    fn drop(&mut self) {
+        // Closing the queue lets the writer commit what is pending and stop.
+        self.queue.lock().take();
+        if let Some(w) = self.writer.lock().take() {
+            let _ = w.join();
+        }
+    }
+}
+
+/// The write-behind loop: commits queued batches in groups of up to [`GROUP`].
+fn write_behind(inner: &Inner, rx: &Receiver<Vec<Op>>) {
+    while let Ok(first) = rx.recv() {
+        let mut ops = first;
+        let mut taken = 1;
+        while taken < GROUP {
+            match rx.try_recv() {
+                Ok(more) => {
+                    ops.extend(more);
+                    taken += 1;
+                }
+                Err(_) => break,
+            }
+        }
+        if !ops.is_empty()
+            && let Err(e) = inner.store.apply(&ops)
+        {
+            tracing::warn!(error = %e, entries = taken, "cache write failed");
+        }
+        inner.pending.fetch_sub(taken, Ordering::AcqRel);
+    }
+}
+
+/// `data/<b64url(sha256(bytes))>`.
+pub fn data_path(bytes: &[u8]) -> String {
+    format!("data/{}", b64url(&Id::sha256(bytes).0))
+}
+
+/// The keys of `msg` its signatures cover (all of them when it has no signer), plus
+/// `commitments`.
+fn kept_keys(msg: &Message) -> Message {
+    match committed_keys(msg) {
+        Some(keys) => {
+            let mut out = Message::new();
+            for (k, v) in msg.iter() {
+                if k.as_ref() == "commitments" || keys.contains(k.as_ref()) {
+                    out.insert_key(k.clone(), v.clone());
+                }
+            }
+            out
+        }
+        None => msg.clone(),
+    }
+    .without_private()
+}
+
+/// The union of the keys covered by `msg`'s signed commitments; `None` when it has no
+/// signed commitment (or a commitment's keys cannot be determined: then all are kept).
+fn committed_keys(msg: &Message) -> Option<HashSet<String>> {
+    let commitments = msg.get("commitments").and_then(Value::as_message)?;
+    let mut keys = HashSet::new();
+    let mut signed = false;
+    for (id, c) in commitments.iter() {
+        let Some(c) = c.as_message() else { continue };
+        if c.get("committer").is_none() {
+            continue;
+        }
+        signed = true;
+        let found = match c.get_str("commitment-device") {
+            Some(hb_codec::ans104::DEVICE_NAME) => {
+                hb_codec::ans104::committed_keys(msg, id).map_err(|e| e.to_string())
+            }
+            _ => hb_codec::httpsig_commit::committed_keys(msg, id).map_err(|e| e.to_string()),
+        };
+        match found {
+            Ok(k) => keys.extend(k),
+            Err(e) => {
+                tracing::debug!(error = %e, "committed keys unknown; keeping every key");
+                return None;
+            }
+        }
+    }
+    signed.then_some(keys)
+}
+
+/// The batch that writes `msg` and its uncommitted ID.
+fn message_ops(msg: &Message) -> Result<(Id, Vec<Op>), CacheError> {
+    let kept = kept_keys(msg);
+    let codec = |source| CacheError::Codec {
+        path: String::new(),
+        source,
+    };
+    let tabm = to_tabm(&kept).map_err(codec)?;
+    let mut ops = Vec::new();
+    let id = tabm_ops(&tabm, &mut ops, 0)?;
+    let human = id.to_human();
+    if let Some(commitments) = kept.get("commitments").and_then(Value::as_message) {
+        let mut aliases: Vec<String> = commitments.keys().map(|k| k.to_string()).collect();
+        // The message's own ID (all commitments: spec 01 §6.5) is an alias too.
+        if let Ok(full) = httpsig::message_id(&kept) {
+            aliases.push(full.to_human());
+        }
+        for alias in aliases {
+            if alias != human {
+                ops.push(Op::Link {
+                    existing: human.clone(),
+                    new: alias,
+                });
+            }
+        }
+    }
+    Ok((id, ops))
+}
+
+/// Adds the ops writing a TABM (spec 05 §6.4 steps 3–4) and returns its uncommitted ID.
+fn tabm_ops(tabm: &Message, ops: &mut Vec<Op>, depth: usize) -> Result<Id, CacheError> {
+    if depth > MAX_DEPTH {
+        return Err(CacheError::TooDeep(String::new()));
+    }
+    let id = httpsig::hmac_id(&tabm.clone().without("commitments")).map_err(|source| {
+        CacheError::Codec {
+            path: String::new(),
+            source,
+        }
+    })?;
+    let u = id.to_human();
+    ops.push(Op::Group(u.clone()));
+    for (k, v) in tabm.iter() {
+        if is_private(k) {
+            continue;
+        }
+        let target = match v {
+            Value::Binary(b) => {
+                let path = data_path(b);
+                ops.push(Op::Write(path.clone(), b.clone()));
+                path
+            }
+            Value::Message(m) => {
+                if k.as_ref() == "device" {
+                    return Err(CacheError::DeviceMessage);
+                }
+                tabm_ops(m, ops, depth + 1)?.to_human()
+            }
+            other => {
+                return Err(CacheError::Codec {
+                    path: format!("{u}/{k}"),
+                    source: CodecError::Other(format!(
+                        "a TABM holds only binaries and messages, not a {}",
+                        other.type_name()
+                    )),
+                });
+            }
+        };
+        ops.push(Op::Link {
+            existing: target,
+            new: format!("{u}/{k}"),
+        });
+    }
+    Ok(id)
+}
+
+/// Reads the value at `path`: a message (decoded from its TABM) or bytes.
+fn read_value(store: &dyn Store, path: &str) -> Result<Option<Value>, CacheError> {
+    let resolved = store.resolve(path)?;
+    match store.kind(&resolved)? {
+        None => Ok(None),
+        Some(EntryType::Simple) => Ok(store.read(&resolved)?.map(Value::Binary)),
+        Some(EntryType::Composite) => {
+            let mut chain = Vec::new();
+            let tabm = read_tabm(store, &resolved, &mut chain)?;
+            let rich = from_tabm(&tabm).map_err(|source| CacheError::Codec {
+                path: path.to_owned(),
+                source,
+            })?;
+            Ok(Some(Value::Message(rich)))
+        }
+    }
+}
+
+/// Reads the group at `path` into a TABM, recursively; `chain` holds the groups being
+/// read (a group met again is a cycle).
+fn read_tabm(
+    store: &dyn Store,
+    path: &str,
+    chain: &mut Vec<String>,
+) -> Result<Message, CacheError> {
+    if chain.iter().any(|p| p == path) {
+        return Err(CacheError::Cycle(path.to_owned()));
+    }
+    if chain.len() > MAX_DEPTH {
+        return Err(CacheError::TooDeep(path.to_owned()));
+    }
+    chain.push(path.to_owned());
+    let mut map: BTreeMap<String, Value> = BTreeMap::new();
+    for key in store.list(path)?.unwrap_or_default() {
+        let child = store.resolve(&format!("{path}/{key}"))?;
+        let value = match store.kind(&child)? {
+            Some(EntryType::Simple) => store.read(&child)?.map(Value::Binary),
+            Some(EntryType::Composite) => Some(Value::Message(read_tabm(store, &child, chain)?)),
+            None => None,
+        };
+        let value = value.ok_or_else(|| CacheError::Missing {
+            path: path.to_owned(),
+            key: key.clone(),
+        })?;
+        map.insert(key, value);
+    }
+    chain.pop();
+    let mut out = Message::new();
+    for (k, v) in map {
+        out.insert(&k, v);
+    }
+    Ok(out)
+}
+
+/// The store path of a computed result.
+fn result_path(hashpath: &str) -> String {
+    format!("hashpaths/{hashpath}")
+}
+
+impl Cache for MessageCache {
+    fn read_result(&self, hashpath: &str) -> Option<Value> {
+        let at = result_path(hashpath);
+        match self.read(&at) {
+            Ok(Some(v)) => return Some(v),
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, %hashpath, "cache read failed"),
+        }
+        // `ID/key`: key `key` of the stored message `ID` (spec 01 §10.5).
+        let (left, right) = hashpath.split_once('/')?;
+        if is_private(right) || right.contains('/') {
+            return None;
+        }
+        Id::from_human(left.as_bytes())?;
+        match self.read(left) {
+            Ok(Some(Value::Message(m))) => m.get(right).cloned(),
+            Ok(_) => None,
+            Err(e) => {
+                tracing::warn!(error = %e, id = %left, "cache read failed");
+                None
+            }
+        }
+    }
+
+    fn write_result(&self, hashpath: &str, value: &Value) {
+        let at = result_path(hashpath);
+        let ops = match value {
+            Value::Message(m) => match message_ops(m) {
+                Ok((id, mut ops)) => {
+                    ops.push(Op::Link {
+                        existing: id.to_human(),
+                        new: at.clone(),
+                    });
+                    ops
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, %hashpath, "result not stored");
+                    return;
+                }
+            },
+            Value::Binary(b) => {
+                let path = data_path(b);
+                vec![
+                    Op::Write(path.clone(), b.clone()),
+                    Op::Link {
+                        existing: path,
+                        new: at.clone(),
+                    },
+                ]
+            }
+            // Other scalars have no store form of their own; they stay in memory.
+            _ => Vec::new(),
+        };
+        self.inner.hot.lock().put(at, value.clone());
+        if !ops.is_empty() {
+            self.enqueue(ops);
+        }
+    }
+
+    fn read_message(&self, id: &Id) -> Option<Message> {
+        match self.read(&id.to_human()) {
+            Ok(Some(Value::Message(m))) => Some(m),
+            Ok(_) => None,
+            Err(e) => {
+                tracing::warn!(error = %e, %id, "cache read failed");
+                None
+            }
+        }
+    }
+
+    fn write_message(&self, id: Id, msg: &Message) {
+        let human = id.to_human();
+        let kept = kept_keys(msg);
+        match message_ops(msg) {
+            Ok((u, mut ops)) => {
+                if u != id {
+                    ops.push(Op::Link {
+                        existing: u.to_human(),
+                        new: human.clone(),
+                    });
+                }
+                self.inner.hot.lock().put(human, Value::Message(kept));
+                self.enqueue(ops);
+            }
+            Err(e) => tracing::debug!(error = %e, %id, "message not stored"),
+        }
+    }
+}
