@@ -88,7 +88,7 @@ pub struct NodeConfig {
     /// (the default) or memory only.
     pub store: StoreKind,
     /// Whether every store commit is flushed to disk before it is acknowledged
-    /// (`store_sync`, default `true`; `false` is the relaxed mode of docs/STORAGE.md).
+    /// (`store_sync`, default `true`; `false` is the relaxed mode of docs/adr/0004).
     pub store_sync: bool,
     /// Any other key of the config file, kept as text in the node message.
     pub extra: BTreeMap<String, String>,
