@@ -83,6 +83,8 @@ export async function startNode({ wallet = 'key-2', readyMs = 30000, extraArgs =
       '--bind', '127.0.0.1',
       '--data-dir', path.join(dir, 'data'),
       '--wallet', walletCopy,
+      // Off the network unless a test names a gateway (arlocal).
+      ...(extraArgs.some((a) => String(a).includes('gateway')) ? [] : ['--gateway', 'none']),
       ...extraArgs,
     ]
     const child = spawn(bin, args, { stdio: ['ignore', logFd, logFd], env: { ...process.env, HB_LOG: process.env.HB_LOG || 'info' } })

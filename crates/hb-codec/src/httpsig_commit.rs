@@ -733,8 +733,10 @@ fn lenient_digest(field: &[u8], body: &[u8]) -> bool {
 
 /// The keys commitment `commitment_id` of `msg` covers (§5.8): the component names of
 /// the first member of its `signature-input`, `signature` and `signature-input`, the
-/// implicit (`empty-*` typed) keys when `ao-types` is signed, and the body keys when
-/// `content-digest` is signed. A commitment without `signature-input` covers nothing.
+/// implicit (`empty-*` typed) keys when `ao-types` is signed, the top-level ID-like keys
+/// when `ao-ids` is signed (an addition to §5.8, which lists `ao-ids` only), and the
+/// body keys when `content-digest` is signed. A commitment without `signature-input`
+/// covers nothing.
 ///
 /// # Errors
 /// No such commitment, malformed signature fields, or a message that cannot be encoded.
@@ -767,6 +769,15 @@ pub fn committed_keys(msg: &Message, commitment_id: &str) -> Result<Vec<String>,
                 keys.push(unescape_key(&k)?);
             }
         }
+    }
+    // The top-level ID-like keys travel inside `ao-ids` (§4.2 step 1): signing that
+    // field signs them, so they are committed keys too (without this, keeping only the
+    // committed keys of a signed message drops them and its signature breaks).
+    if components.iter().any(|c| c == "ao-ids")
+        && let Some(ids) = headers.get("ao-ids")
+    {
+        let dict = sf::parse_dictionary(ids).map_err(|e| invalid(format!("bad ao-ids: {e}")))?;
+        keys.extend(dict.into_iter().map(|(k, _)| k));
     }
     if components.iter().any(|c| c == "content-digest") {
         keys.push("body".into());

@@ -2,14 +2,54 @@
 //!
 //! [`Cache`] is what the engine needs; [`MemoryCache`] is a bounded in-memory
 //! implementation. Persistent stores implement the same trait.
+//!
+//! Besides results and messages, a cache may offer the path operations of the message
+//! cache (spec 05 §6.4) that `cache@1.0` (§6.8) exposes: [`Cache::read_path`],
+//! [`Cache::write_binary`] and [`Cache::link`]. Their default implementations cover
+//! what the four engine methods can (reading an ID) and refuse the rest.
 
 use std::num::NonZeroUsize;
 
+use bytes::Bytes;
 use lru::LruCache;
 use parking_lot::Mutex;
+use thiserror::Error;
 
-use crate::id::Id;
+use crate::id::{Id, b64url};
 use crate::value::{Message, Value};
+
+/// Why a path operation of a [`Cache`] failed.
+#[derive(Debug, Clone, Error, PartialEq, Eq)]
+pub enum CacheOpError {
+    /// This cache does not offer the operation.
+    #[error("this cache cannot {what} (`{path}`)")]
+    Unsupported {
+        /// The operation.
+        what: &'static str,
+        /// The path involved.
+        path: String,
+    },
+    /// The path is not one the cache can hold.
+    #[error("invalid cache path `{path}`: {reason}")]
+    InvalidPath {
+        /// The path.
+        path: String,
+        /// Why.
+        reason: String,
+    },
+    /// The cache (its store) failed; the text names the path.
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// `data/<base64url(SHA-256(bytes))>`: where the message cache keeps a binary (spec 05
+/// §6.4).
+pub fn data_path(bytes: &[u8]) -> String {
+    format!("data/{}", b64url(&Id::sha256(bytes).0))
+}
+
+/// How many aliases a path read may follow in a [`MemoryCache`].
+const MAX_ALIAS_HOPS: usize = 64;
 
 /// Where the engine reads and writes results and messages.
 pub trait Cache: Send + Sync + std::fmt::Debug {
@@ -21,6 +61,62 @@ pub trait Cache: Send + Sync + std::fmt::Debug {
     fn read_message(&self, id: &Id) -> Option<Message>;
     /// Stores a message under an ID.
     fn write_message(&self, id: Id, msg: &Message);
+
+    /// The value at a cache path (spec 05 §6.4 "Reading a path"): a message ID, a
+    /// commitment ID, `data/<hash>`, a link made by [`Cache::link`], or such a path
+    /// followed by keys of the message there. `None` when the cache has nothing there.
+    ///
+    /// The default answers IDs through [`Cache::read_message`].
+    ///
+    /// # Errors
+    /// The cache failed, or the path is not one it can hold.
+    fn read_path(&self, path: &str) -> Result<Option<Value>, CacheOpError> {
+        let path = path.trim_matches('/');
+        let (first, rest) = path.split_once('/').unwrap_or((path, ""));
+        let Some(id) = Id::from_human(first.as_bytes()) else {
+            return Ok(None);
+        };
+        Ok(self
+            .read_message(&id)
+            .and_then(|m| follow_keys(Value::Message(m), rest)))
+    }
+
+    /// Stores a binary at `data/<hash>` (durably, where the cache is persistent) and
+    /// returns that path.
+    ///
+    /// # Errors
+    /// The cache cannot store binaries, or failed.
+    fn write_binary(&self, bytes: &Bytes) -> Result<String, CacheOpError> {
+        Err(CacheOpError::Unsupported {
+            what: "store binaries",
+            path: data_path(bytes),
+        })
+    }
+
+    /// Makes `new` an alias of `existing` (durably, where the cache is persistent); a
+    /// no-op when they are equal or `new` exists already.
+    ///
+    /// # Errors
+    /// The cache cannot link, or failed.
+    fn link(&self, existing: &str, new: &str) -> Result<(), CacheOpError> {
+        let _ = existing;
+        Err(CacheOpError::Unsupported {
+            what: "link paths",
+            path: new.to_owned(),
+        })
+    }
+}
+
+/// The value under `keys` (`/`-separated) of `value`; `value` itself when there are none.
+fn follow_keys(value: Value, keys: &str) -> Option<Value> {
+    let mut v = value;
+    for key in keys.split('/').filter(|k| !k.is_empty()) {
+        if crate::value::is_private(key) {
+            return None;
+        }
+        v = v.as_message()?.get(key)?.clone();
+    }
+    Some(v)
 }
 
 /// A bounded in-memory cache; the least recently used entries are evicted first.
@@ -28,6 +124,15 @@ pub trait Cache: Send + Sync + std::fmt::Debug {
 pub struct MemoryCache {
     results: Mutex<LruCache<String, Value>>,
     messages: Mutex<LruCache<Id, Message>>,
+    /// Binaries by `data/<hash>` path, and aliases ([`Cache::link`]).
+    paths: Mutex<LruCache<String, PathEntry>>,
+}
+
+/// What a [`MemoryCache`] keeps at a path.
+#[derive(Debug, Clone)]
+enum PathEntry {
+    Binary(Bytes),
+    Alias(String),
 }
 
 impl MemoryCache {
@@ -37,6 +142,7 @@ impl MemoryCache {
         MemoryCache {
             results: Mutex::new(LruCache::new(cap)),
             messages: Mutex::new(LruCache::new(cap)),
+            paths: Mutex::new(LruCache::new(cap)),
         }
     }
 }
@@ -72,6 +178,76 @@ impl Cache for MemoryCache {
     fn write_message(&self, id: Id, msg: &Message) {
         self.messages.lock().put(id, msg.without_private());
     }
+
+    fn read_path(&self, path: &str) -> Result<Option<Value>, CacheOpError> {
+        let mut path = path.trim_matches('/').to_owned();
+        for _ in 0..MAX_ALIAS_HOPS {
+            // The longest prefix of the path that names an entry.
+            let mut found = None;
+            let mut end = path.len();
+            loop {
+                let head = &path[..end];
+                if let Some(e) = self.paths.lock().get(head).cloned() {
+                    found = Some((e, path[end..].trim_start_matches('/').to_owned()));
+                    break;
+                }
+                match head.rfind('/') {
+                    Some(i) => end = i,
+                    None => break,
+                }
+            }
+            match found {
+                Some((PathEntry::Binary(b), rest)) => {
+                    return Ok(rest.is_empty().then_some(Value::Binary(b)));
+                }
+                Some((PathEntry::Alias(target), rest)) => {
+                    path = if rest.is_empty() {
+                        target
+                    } else {
+                        format!("{target}/{rest}")
+                    };
+                }
+                None => {
+                    let (first, rest) = path.split_once('/').unwrap_or((&path, ""));
+                    let Some(id) = Id::from_human(first.as_bytes()) else {
+                        return Ok(None);
+                    };
+                    let msg = self.messages.lock().get(&id).cloned();
+                    return Ok(msg.and_then(|m| follow_keys(Value::Message(m), rest)));
+                }
+            }
+        }
+        Err(CacheOpError::InvalidPath {
+            path: path.clone(),
+            reason: "too many aliases (a cycle?)".into(),
+        })
+    }
+
+    fn write_binary(&self, bytes: &Bytes) -> Result<String, CacheOpError> {
+        let path = data_path(bytes);
+        self.paths
+            .lock()
+            .put(path.clone(), PathEntry::Binary(bytes.clone()));
+        Ok(path)
+    }
+
+    fn link(&self, existing: &str, new: &str) -> Result<(), CacheOpError> {
+        let (existing, new) = (existing.trim_matches('/'), new.trim_matches('/'));
+        if new.is_empty() || existing.is_empty() {
+            return Err(CacheOpError::InvalidPath {
+                path: if new.is_empty() { new } else { existing }.to_owned(),
+                reason: "an empty path".into(),
+            });
+        }
+        if existing == new {
+            return Ok(());
+        }
+        let mut paths = self.paths.lock();
+        if !paths.contains(new) {
+            paths.put(new.to_owned(), PathEntry::Alias(existing.to_owned()));
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -93,5 +269,76 @@ mod tests {
         c.write_result("x/3", &Value::Integer(3));
         assert_eq!(c.read_result("x/1"), None, "evicted");
         assert_eq!(c.read_result("x/3"), Some(Value::Integer(3)));
+    }
+
+    #[test]
+    fn paths_binaries_and_links() {
+        let c = MemoryCache::new(16);
+        let id = Id::sha256(b"m");
+        c.write_message(
+            id,
+            &Message::new()
+                .with("a", "1")
+                .with("n", Message::new().with("b", "2")),
+        );
+        let bin = Bytes::from_static(b"Simple unsigned data item");
+        let path = c.write_binary(&bin).unwrap();
+        assert_eq!(path, data_path(&bin));
+        assert_eq!(
+            c.read_path(&path).unwrap(),
+            Some(Value::Binary(bin.clone()))
+        );
+        assert_eq!(
+            c.read_path(&format!("{id}/n/b")).unwrap(),
+            Some(Value::text("2"))
+        );
+        c.link(&path, "alias/one").unwrap();
+        c.link(&id.to_human(), "msg").unwrap();
+        c.link("elsewhere", "msg").unwrap(); // never overwrites
+        assert_eq!(c.read_path("alias/one").unwrap(), Some(Value::Binary(bin)));
+        assert_eq!(c.read_path("msg/a").unwrap(), Some(Value::text("1")));
+        assert_eq!(c.read_path("nothing").unwrap(), None);
+        c.link("loop-b", "loop-a").unwrap();
+        c.link("loop-a", "loop-b").unwrap();
+        assert!(c.read_path("loop-a").is_err());
+    }
+
+    /// A cache that implements only the engine methods.
+    #[derive(Debug)]
+    struct EngineOnly(MemoryCache);
+
+    impl Cache for EngineOnly {
+        fn read_result(&self, h: &str) -> Option<Value> {
+            self.0.read_result(h)
+        }
+        fn write_result(&self, h: &str, v: &Value) {
+            self.0.write_result(h, v);
+        }
+        fn read_message(&self, id: &Id) -> Option<Message> {
+            self.0.read_message(id)
+        }
+        fn write_message(&self, id: Id, msg: &Message) {
+            self.0.write_message(id, msg);
+        }
+    }
+
+    #[test]
+    fn defaults_read_ids_and_refuse_writes() {
+        let c = EngineOnly(MemoryCache::new(4));
+        let id = Id::sha256(b"m");
+        c.write_message(id, &Message::new().with("a", "1"));
+        assert_eq!(
+            c.read_path(&format!("/{id}/a")).unwrap(),
+            Some(Value::text("1"))
+        );
+        assert_eq!(c.read_path("data/x").unwrap(), None);
+        assert!(matches!(
+            c.write_binary(&Bytes::new()),
+            Err(CacheOpError::Unsupported { .. })
+        ));
+        assert!(matches!(
+            c.link("a", "b"),
+            Err(CacheOpError::Unsupported { .. })
+        ));
     }
 }

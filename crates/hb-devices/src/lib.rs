@@ -12,6 +12,7 @@ use hb_codec::Wallet;
 use hb_codec::httpsig_commit::HttpsigDevice;
 use hb_core::{Device, Registry};
 
+pub mod cache;
 pub mod flat;
 pub mod json;
 pub mod meta;
@@ -26,6 +27,7 @@ pub fn preloaded(wallet: Option<Arc<Wallet>>) -> Vec<Arc<dyn Device>> {
         Arc::new(hb_codec::ans104::Ans104Device {
             wallet: wallet.clone(),
         }),
+        Arc::new(cache::CacheDevice),
         Arc::new(flat::Flat),
         Arc::new(HttpsigDevice { wallet }),
         Arc::new(json::Json),

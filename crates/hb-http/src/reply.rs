@@ -110,7 +110,13 @@ fn force_message(value: Value) -> Message {
     }
 }
 
-/// Spec 05 §2.5: the numeric `status` of a result.
+/// Where the HTTP status of a message signed by someone else is kept: adding `status`
+/// to it (and to its signed `ao-types`) would break that signature, so the code travels
+/// on the status line only. Private, so never sent.
+const SIGNED_STATUS: &str = "priv-http-status";
+
+/// Spec 05 §2.5: the numeric `status` of a result (of a message signed by someone
+/// else, without a `status` of its own: only the HTTP status line carries it).
 fn embed_status(status: &Status, mut msg: Message) -> Message {
     let from_atom = |v: &Value| v.as_atom().and_then(|a| Status::from_atom(a).http_code());
     let code = if let Some(c) = msg.get("body").and_then(from_atom) {
@@ -125,7 +131,12 @@ fn embed_status(status: &Status, mut msg: Message) -> Message {
             None => status.http_code().unwrap_or(200) as i64,
         }
     };
-    msg.insert("status", Value::Integer(code));
+    let key = if !msg.contains("status") && !hb_core::message::committers_of(&msg).is_empty() {
+        SIGNED_STATUS
+    } else {
+        "status"
+    };
+    msg.insert(key, Value::Integer(code));
     msg
 }
 
@@ -139,6 +150,7 @@ pub fn encode(
 ) -> Response<Full<Bytes>> {
     let code = msg
         .get("status")
+        .or_else(|| msg.get(SIGNED_STATUS))
         .and_then(Value::as_int)
         .and_then(|c| u16::try_from(c).ok())
         .and_then(|c| StatusCode::from_u16(c).ok())
@@ -329,5 +341,17 @@ mod tests {
         assert_eq!(ok.get_str("ao-result"), Some("body"));
         let redirect = embed_status(&Status::Ok, Message::new().with("status", "307"));
         assert_eq!(redirect.get("status"), Some(&Value::Integer(307)));
+        // A message signed by someone else gains no `status` (it would break the
+        // signature); the code still reaches the status line.
+        let signed = Message::new().with("a", "1").with(
+            "commitments",
+            Message::new().with("c1", Message::new().with("committer", "someone")),
+        );
+        let kept = embed_status(
+            &Status::Error,
+            force_message(Value::Message(signed.clone())),
+        );
+        assert_eq!(kept.without_private(), signed);
+        assert_eq!(encode(&kept, ReplyCodec::Httpsig, None).status(), 400);
     }
 }

@@ -6,8 +6,12 @@
 //! data/<b64url(sha256(v))>            every binary value, once
 //! <U>/                                 a group per message, U = its uncommitted ID
 //! <U>/<key>      -> data/<hash>       a link per binary key
-//! <U>/<key>      -> <U2>              a link per nested message
-//! <commitment ID> -> <U>              an alias per commitment
+//! <U>/<key>      -> <U2>              a link per nested message (U2: its uncommitted
+//!                                      ID, or a content hash when it holds signatures)
+//! <W>/<key>      -> (as <U>/<key>)    a signed message whole: W = its ID (spec 01
+//! <W>/commitments -> <C>               §6.5), or a content hash when that is U
+//! <commitment ID> -> <W>              an alias per commitment
+//! signed/<U>     -> <W>               the first signed form of U (what U reads as)
 //! hashpaths/<left>/<right> -> <U> or data/<hash>    computed results (engine cache)
 //! ```
 //!
@@ -17,7 +21,7 @@
 //! write-behind queue that a background thread commits in groups, so a request never
 //! waits for a disk flush; until they are committed they are served from memory.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -25,6 +29,7 @@ use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::thread::JoinHandle;
 
 use bytes::Bytes;
+use hb_core::cache::CacheOpError;
 use hb_core::id::{Id, b64url};
 use hb_core::structured::{CodecError, from_tabm, to_tabm};
 use hb_core::value::{Message, Value, is_private};
@@ -33,7 +38,7 @@ use lru::LruCache;
 use parking_lot::Mutex;
 use thiserror::Error;
 
-use crate::store::{EntryType, Op, Store, StoreError};
+use crate::store::{Op, Store, StoreError, Tree};
 
 /// Why the message cache could not read or write.
 #[derive(Debug, Error)]
@@ -338,6 +343,16 @@ fn committed_keys(msg: &Message) -> Option<HashSet<String>> {
 }
 
 /// The batch that writes `msg` and its uncommitted ID.
+///
+/// The group `U` holds the message's content only: the same content is also every
+/// other message's nested message with that ID, and may be signed more than once (two
+/// signers, or one signer twice: RSA-PSS signatures differ), so commitments stored
+/// under `U` would show up in the wrong places. A signed message is kept whole in its
+/// own group `W` — named by its ID (all commitments, spec 01 §6.5), or by a hash of `U`
+/// and its commitments when that ID is `U` — holding `U`'s links plus `commitments`;
+/// each commitment ID is an alias of `W`, and `signed/<U>` links to the first `W`
+/// stored for `U`, which is what reading `U` returns (spec 05 §6.4: a signed message
+/// reads back by its uncommitted ID too).
 fn message_ops(msg: &Message) -> Result<(Id, Vec<Op>), CacheError> {
     let kept = kept_keys(msg);
     let codec = |source| CacheError::Codec {
@@ -346,39 +361,82 @@ fn message_ops(msg: &Message) -> Result<(Id, Vec<Op>), CacheError> {
     };
     let tabm = to_tabm(&kept).map_err(codec)?;
     let mut ops = Vec::new();
-    let id = tabm_ops(&tabm, &mut ops, 0)?;
+    let id = tabm_ops(&tabm.clone().without("commitments"), &mut ops, 0)?;
+    let Some(Value::Message(commitments)) = tabm.get("commitments") else {
+        return Ok((id, ops));
+    };
     let human = id.to_human();
-    if let Some(commitments) = kept.get("commitments").and_then(Value::as_message) {
-        let mut aliases: Vec<String> = commitments.keys().map(|k| k.to_string()).collect();
-        // The message's own ID (all commitments: spec 01 §6.5) is an alias too.
-        if let Ok(full) = httpsig::message_id(&kept) {
-            aliases.push(full.to_human());
-        }
-        for alias in aliases {
-            if alias != human {
-                ops.push(Op::Link {
-                    existing: human.clone(),
-                    new: alias,
-                });
-            }
+    let links: Vec<(String, String)> = {
+        let own = format!("{human}/");
+        ops.iter()
+            .filter_map(|op| match op {
+                Op::Link { existing, new } => new
+                    .strip_prefix(&own)
+                    .map(|key| (key.to_owned(), existing.clone())),
+                _ => None,
+            })
+            .collect()
+    };
+    let commitments_group = tabm_ops(commitments, &mut ops, 1)?.to_human();
+    let whole = httpsig::message_id(&kept)
+        .ok()
+        .map(|f| f.to_human())
+        .filter(|f| *f != human)
+        .unwrap_or_else(|| {
+            Id::sha256(format!("{human}\0commitments\0{commitments_group}").as_bytes()).to_human()
+        });
+    ops.push(Op::Group(whole.clone()));
+    for (key, existing) in links {
+        ops.push(Op::Link {
+            existing,
+            new: format!("{whole}/{key}"),
+        });
+    }
+    ops.push(Op::Link {
+        existing: commitments_group,
+        new: format!("{whole}/commitments"),
+    });
+    for alias in commitments.keys() {
+        if alias.as_ref() != human && alias.as_ref() != whole {
+            ops.push(Op::Link {
+                existing: whole.clone(),
+                new: alias.to_string(),
+            });
         }
     }
+    ops.push(Op::Link {
+        existing: whole,
+        new: signed_path(&human),
+    });
     Ok((id, ops))
 }
 
-/// Adds the ops writing a TABM (spec 05 §6.4 steps 3–4) and returns its uncommitted ID.
+/// Where the first signed form of the message with uncommitted ID `u` is linked.
+fn signed_path(u: &str) -> String {
+    format!("signed/{u}")
+}
+
+/// Keys a message's uncommitted ID leaves out (`commitments`, `signature`) or narrows
+/// (`signature-input`: the HMAC ID then covers only the components it names).
+const UNCOVERED: [&str; 3] = ["commitments", "signature", "signature-input"];
+
+/// Adds the ops writing a TABM (spec 05 §6.4 steps 3–4) and returns the ID of its group:
+/// its uncommitted ID — except for a nested message holding one of [`UNCOVERED`] (a
+/// commitment, a signed nested message): two of those differing only in their
+/// signatures have one uncommitted ID, and as a link never overwrites, the second
+/// would read back with the first one's signature. Such a group is named by a hash of
+/// its uncommitted ID and every key's target instead.
 fn tabm_ops(tabm: &Message, ops: &mut Vec<Op>, depth: usize) -> Result<Id, CacheError> {
     if depth > MAX_DEPTH {
         return Err(CacheError::TooDeep(String::new()));
     }
-    let id = httpsig::hmac_id(&tabm.clone().without("commitments")).map_err(|source| {
+    let uncommitted = httpsig::hmac_id(&tabm.clone().without("commitments")).map_err(|source| {
         CacheError::Codec {
             path: String::new(),
             source,
         }
     })?;
-    let u = id.to_human();
-    ops.push(Op::Group(u.clone()));
+    let mut links: Vec<(&str, String)> = Vec::with_capacity(tabm.len());
     for (k, v) in tabm.iter() {
         if is_private(k) {
             continue;
@@ -397,7 +455,7 @@ fn tabm_ops(tabm: &Message, ops: &mut Vec<Op>, depth: usize) -> Result<Id, Cache
             }
             other => {
                 return Err(CacheError::Codec {
-                    path: format!("{u}/{k}"),
+                    path: format!("{}/{k}", uncommitted.to_human()),
                     source: CodecError::Other(format!(
                         "a TABM holds only binaries and messages, not a {}",
                         other.type_name()
@@ -405,6 +463,23 @@ fn tabm_ops(tabm: &Message, ops: &mut Vec<Op>, depth: usize) -> Result<Id, Cache
                 });
             }
         };
+        links.push((k.as_ref(), target));
+    }
+    let id = if depth > 0 && links.iter().any(|(k, _)| UNCOVERED.contains(k)) {
+        let mut content = uncommitted.0.to_vec();
+        for (k, target) in &links {
+            content.extend_from_slice(k.as_bytes());
+            content.push(0);
+            content.extend_from_slice(target.as_bytes());
+            content.push(0);
+        }
+        Id::sha256(&content)
+    } else {
+        uncommitted
+    };
+    let u = id.to_human();
+    ops.push(Op::Group(u.clone()));
+    for (k, target) in links {
         ops.push(Op::Link {
             existing: target,
             new: format!("{u}/{k}"),
@@ -415,13 +490,16 @@ fn tabm_ops(tabm: &Message, ops: &mut Vec<Op>, depth: usize) -> Result<Id, Cache
 
 /// Reads the value at `path`: a message (decoded from its TABM) or bytes.
 fn read_value(store: &dyn Store, path: &str) -> Result<Option<Value>, CacheError> {
-    let resolved = store.resolve(path)?;
-    match store.kind(&resolved)? {
+    // A message's uncommitted ID reads as its first signed form, if one was stored.
+    let prefer = |resolved: &str| {
+        (resolved.len() == 43 && !resolved.contains('/')).then(|| signed_path(resolved))
+    };
+    // One consistent view of the whole message (one read transaction on LMDB).
+    match store.read_tree(path, &prefer)? {
         None => Ok(None),
-        Some(EntryType::Simple) => Ok(store.read(&resolved)?.map(Value::Binary)),
-        Some(EntryType::Composite) => {
-            let mut chain = Vec::new();
-            let tabm = read_tabm(store, &resolved, &mut chain)?;
+        Some(Tree::Bytes(b)) => Ok(Some(Value::Binary(b))),
+        Some(Tree::Group(children)) => {
+            let tabm = tree_to_tabm(children);
             let rich = from_tabm(&tabm).map_err(|source| CacheError::Codec {
                 path: path.to_owned(),
                 source,
@@ -431,40 +509,17 @@ fn read_value(store: &dyn Store, path: &str) -> Result<Option<Value>, CacheError
     }
 }
 
-/// Reads the group at `path` into a TABM, recursively; `chain` holds the groups being
-/// read (a group met again is a cycle).
-fn read_tabm(
-    store: &dyn Store,
-    path: &str,
-    chain: &mut Vec<String>,
-) -> Result<Message, CacheError> {
-    if chain.iter().any(|p| p == path) {
-        return Err(CacheError::Cycle(path.to_owned()));
-    }
-    if chain.len() > MAX_DEPTH {
-        return Err(CacheError::TooDeep(path.to_owned()));
-    }
-    chain.push(path.to_owned());
-    let mut map: BTreeMap<String, Value> = BTreeMap::new();
-    for key in store.list(path)?.unwrap_or_default() {
-        let child = store.resolve(&format!("{path}/{key}"))?;
-        let value = match store.kind(&child)? {
-            Some(EntryType::Simple) => store.read(&child)?.map(Value::Binary),
-            Some(EntryType::Composite) => Some(Value::Message(read_tabm(store, &child, chain)?)),
-            None => None,
-        };
-        let value = value.ok_or_else(|| CacheError::Missing {
-            path: path.to_owned(),
-            key: key.clone(),
-        })?;
-        map.insert(key, value);
-    }
-    chain.pop();
+/// A group read whole as a TABM: binaries and nested messages.
+fn tree_to_tabm(children: Vec<(String, Tree)>) -> Message {
     let mut out = Message::new();
-    for (k, v) in map {
+    for (k, t) in children {
+        let v = match t {
+            Tree::Bytes(b) => Value::Binary(b),
+            Tree::Group(g) => Value::Message(tree_to_tabm(g)),
+        };
         out.insert(&k, v);
     }
-    Ok(out)
+    out
 }
 
 /// The store path of a computed result.
@@ -558,5 +613,27 @@ impl Cache for MessageCache {
             }
             Err(e) => tracing::debug!(error = %e, %id, "message not stored"),
         }
+    }
+
+    fn read_path(&self, path: &str) -> Result<Option<Value>, CacheOpError> {
+        MessageCache::read(self, path).map_err(|e| op_error(e, path))
+    }
+
+    fn write_binary(&self, bytes: &Bytes) -> Result<String, CacheOpError> {
+        MessageCache::write_binary(self, bytes).map_err(|e| op_error(e, &data_path(bytes)))
+    }
+
+    fn link(&self, existing: &str, new: &str) -> Result<(), CacheOpError> {
+        MessageCache::link(self, existing, new).map_err(|e| op_error(e, new))
+    }
+}
+
+/// A message cache error as the engine's [`CacheOpError`].
+fn op_error(e: CacheError, path: &str) -> CacheOpError {
+    match e {
+        CacheError::Store(StoreError::InvalidPath { path, reason, .. }) => {
+            CacheOpError::InvalidPath { path, reason }
+        }
+        other => CacheOpError::Failed(format!("`{path}`: {other}")),
     }
 }

@@ -11,7 +11,7 @@
 
 use bytes::Bytes;
 
-use crate::store::{EntryType, Op, StoreError, normalize, segments};
+use crate::store::{EntryType, MAX_TREE_DEPTH, Op, StoreError, Tree, normalize, segments};
 
 /// Tag of a link entry.
 pub const LINK: u8 = 1;
@@ -36,6 +36,57 @@ pub trait KvRead {
     /// # Errors
     /// The backend failed.
     fn seek(&self, prefix: &[u8], from: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// Visits, in order, the keys that start with `prefix` from `from` on, with their
+    /// values; `visit` says where to go next. The default seeks and gets key by key;
+    /// backends with cursors step through.
+    ///
+    /// # Errors
+    /// The backend failed, or `visit` did.
+    fn scan(&self, prefix: &[u8], from: &[u8], visit: &mut Visit<'_>) -> Result<(), StoreError> {
+        let mut from = from.to_vec();
+        while let Some(key) = self.seek(prefix, &from)? {
+            if key < from {
+                return Err(out_of_order(&from, &key));
+            }
+            let Some(value) = self.get(&key)? else { break };
+            match visit(&key, &value)? {
+                Scan::Next => {
+                    from = key;
+                    from.push(0);
+                }
+                Scan::SeekTo(next) => from = next,
+                Scan::Stop => break,
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A seek that went back: only a corrupt database does that.
+pub fn out_of_order(from: &[u8], found: &[u8]) -> StoreError {
+    StoreError::Corrupt {
+        store: String::new(),
+        path: String::from_utf8_lossy(from).into_owned(),
+        reason: format!(
+            "a seek from here found `{}`: keys out of order",
+            String::from_utf8_lossy(found)
+        ),
+    }
+}
+
+/// What [`KvRead::scan`] calls with each key and its value.
+pub type Visit<'a> = dyn FnMut(&[u8], &[u8]) -> Result<Scan, StoreError> + 'a;
+
+/// Where [`KvRead::scan`] goes after a key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scan {
+    /// To the next key.
+    Next,
+    /// To the first key `>=` this one.
+    SeekTo(Vec<u8>),
+    /// Nowhere: the scan ends.
+    Stop,
 }
 
 /// Read and write access inside one atomic transaction.
@@ -156,6 +207,19 @@ pub fn list(view: &dyn KvRead, store: &str, path: &str) -> Result<Option<Vec<Str
     let mut from = prefix.clone();
     // Bounded: every round moves `from` past one key or one child's subtree.
     while let Some(key) = view.seek(&prefix, &from)? {
+        // A seek never goes back, unless the database is corrupt: then stop rather
+        // than loop (the bound above relies on it).
+        if key < from || !key.starts_with(&prefix) {
+            return Err(StoreError::Corrupt {
+                store: store.to_owned(),
+                path: at,
+                reason: format!(
+                    "a seek from `{}` found `{}`: keys out of order",
+                    String::from_utf8_lossy(&from),
+                    String::from_utf8_lossy(&key)
+                ),
+            });
+        }
         let rest = &key[prefix.len()..];
         let (child, deeper) = match rest.iter().position(|&b| b == b'/') {
             Some(i) => (&rest[..i], true),
@@ -182,6 +246,174 @@ pub fn list(view: &dyn KvRead, store: &str, path: &str) -> Result<Option<Vec<Str
     out.sort();
     out.dedup();
     Ok(Some(out))
+}
+
+/// The entry at `path` (links followed) read whole in `view` ([`crate::Store::read_tree`]):
+/// one lookup per link and per value, the children of a group found in one scan.
+///
+/// # Errors
+/// As [`crate::Store::read_tree`].
+pub fn read_tree(
+    view: &dyn KvRead,
+    store: &str,
+    path: &str,
+    prefer: &dyn Fn(&str) -> Option<String>,
+) -> Result<Option<Tree>, StoreError> {
+    let mut found = follow(view, store, path, true)?;
+    if let Some((at, _)) = &found
+        && let Some(alt) = prefer(at)
+        && let Some(preferred) = follow(view, store, &alt, false)?
+    {
+        found = Some(preferred);
+    }
+    match found {
+        None | Some((_, Entry::Link(_))) => Ok(None),
+        Some((_, Entry::Raw(b))) => Ok(Some(Tree::Bytes(b))),
+        Some((at, Entry::Group)) => group_tree(view, store, &at, &mut Vec::new()).map(Some),
+    }
+}
+
+/// The entry `path` names and where it is: a direct lookup (a link
+/// target the cache wrote is a path without links along it), links followed; when
+/// that finds nothing and `fallback` is set, resolved segment by segment (a link
+/// along the path).
+fn follow(
+    view: &dyn KvRead,
+    store: &str,
+    path: &str,
+    fallback: bool,
+) -> Result<Option<(String, Entry)>, StoreError> {
+    let mut at = normalized(path.to_owned());
+    let mut resolved = !fallback;
+    for _ in 0..=MAX_LINK_HOPS {
+        match entry(view, store, &at)? {
+            Some(Entry::Link(next)) => {
+                at = normalized(next);
+                resolved = !fallback;
+            }
+            Some(found) => return Ok(Some((at, found))),
+            None if resolved || at.is_empty() => return Ok(None),
+            None => {
+                let full = resolve(view, store, &at)?;
+                if full == at {
+                    return Ok(None);
+                }
+                at = full;
+                resolved = true;
+            }
+        }
+    }
+    Err(StoreError::LinkLoop {
+        store: store.to_owned(),
+        path: path.to_owned(),
+    })
+}
+
+/// `path` normalised, without a copy when it is already.
+fn normalized(path: String) -> String {
+    if path.starts_with('/') || path.ends_with('/') || path.contains("//") {
+        normalize(&path)
+    } else {
+        path
+    }
+}
+
+/// The group at `at` read whole; `chain` holds the groups being read.
+fn group_tree(
+    view: &dyn KvRead,
+    store: &str,
+    at: &str,
+    chain: &mut Vec<String>,
+) -> Result<Tree, StoreError> {
+    if chain.iter().any(|p| p == at) {
+        return Err(StoreError::LinkLoop {
+            store: store.to_owned(),
+            path: at.to_owned(),
+        });
+    }
+    if chain.len() >= MAX_TREE_DEPTH {
+        return Err(StoreError::Corrupt {
+            store: store.to_owned(),
+            path: at.to_owned(),
+            reason: format!("groups nested more than {MAX_TREE_DEPTH} deep"),
+        });
+    }
+    // The direct children and their entries, in one scan.
+    let prefix = format!("{at}/").into_bytes();
+    let mut children: Vec<(String, Entry)> = Vec::new();
+    let mut orphan: Option<String> = None;
+    view.scan(&prefix, &prefix, &mut |key, value| {
+        let rest = &key[prefix.len()..];
+        if let Some(slash) = rest.iter().position(|&b| b == b'/') {
+            // Below a child group: skip its subtree. (A key below a child that has
+            // no entry of its own is a child that cannot be read.)
+            let child = &rest[..slash];
+            // (Not necessarily the last child: `b`, `b-x`, then `b/…` sort so.)
+            if !children.iter().rev().any(|(n, _)| n.as_bytes() == child) {
+                orphan = Some(String::from_utf8_lossy(child).into_owned());
+                return Ok(Scan::Stop);
+            }
+            let mut next = key[..prefix.len() + slash].to_vec();
+            next.push(b'/' + 1);
+            return Ok(Scan::SeekTo(next));
+        }
+        let name = String::from_utf8_lossy(rest).into_owned();
+        // The tag first, so that a value is copied once (into its own `Bytes`).
+        let decoded = match value.split_first() {
+            Some((&RAW, bytes)) => Ok(Entry::Raw(Bytes::copy_from_slice(bytes))),
+            Some((&LINK, target)) => match std::str::from_utf8(target) {
+                Ok(t) => Ok(Entry::Link(t.to_owned())),
+                Err(_) => decode(store, "", Bytes::copy_from_slice(value)),
+            },
+            _ => decode(store, "", Bytes::copy_from_slice(value)),
+        };
+        let entry = match decoded {
+            Ok(entry) => entry,
+            Err(StoreError::Corrupt { store, reason, .. }) => {
+                return Err(StoreError::Corrupt {
+                    store,
+                    path: format!("{at}/{name}"),
+                    reason,
+                });
+            }
+            Err(e) => return Err(e),
+        };
+        children.push((name, entry));
+        Ok(Scan::Next)
+    })?;
+    if let Some(name) = orphan {
+        return Err(StoreError::Corrupt {
+            store: store.to_owned(),
+            path: format!("{at}/{name}"),
+            reason: "listed but cannot be read".into(),
+        });
+    }
+    chain.push(at.to_owned());
+    let mut out = Vec::with_capacity(children.len());
+    for (name, entry) in children {
+        let tree = match entry {
+            Entry::Raw(b) => Tree::Bytes(b),
+            Entry::Group => group_tree(view, store, &format!("{at}/{name}"), chain)?,
+            // The usual case first: a link straight to a value.
+            Entry::Link(target) => match view.get(target.as_bytes())? {
+                Some(v) if v.first() == Some(&RAW) => Tree::Bytes(v.slice(1..)),
+                _ => match follow(view, store, &target, true)? {
+                    Some((_, Entry::Raw(b))) => Tree::Bytes(b),
+                    Some((p, Entry::Group)) => group_tree(view, store, &p, chain)?,
+                    Some((_, Entry::Link(_))) | None => {
+                        return Err(StoreError::Corrupt {
+                            store: store.to_owned(),
+                            path: format!("{at}/{name}"),
+                            reason: format!("listed but cannot be read (a link to `{target}`)"),
+                        });
+                    }
+                },
+            },
+        };
+        out.push((name, tree));
+    }
+    chain.pop();
+    Ok(Tree::Group(out))
 }
 
 /// Limits a backend puts on keys.

@@ -5,19 +5,26 @@
 //! * [`Store`]: the store interface of spec 05 §6.1 — paths naming bytes, groups and
 //!   links; every batch of changes atomic.
 //! * [`LmdbStore`]: the embedded default, LMDB through `heed`, durable by default;
-//!   [`MemoryStore`]: the same model in memory; [`Chain`]: stores tried in order.
+//!   [`MemoryStore`]: the same model in memory; [`FsStore`]: files, directories and
+//!   symbolic links under a prefix (spec 05 §6.2); [`Chain`]: stores tried in order.
 //! * [`MessageCache`]: the content-addressed message cache of spec 05 §6.4 over any
 //!   store, which is also the engine's [`hb_core::Cache`].
 
 pub mod cache;
+pub mod fs;
+pub mod gateway;
 pub mod kv;
 pub mod lmdb;
 pub mod memory;
+pub mod remote;
 pub mod store;
 
 pub use cache::{CacheError, MessageCache, MessageSource};
+pub use fs::FsStore;
+pub use gateway::GatewaySource;
 pub use lmdb::{Durability, LmdbStore};
 pub use memory::MemoryStore;
+pub use remote::{RemoteNodeSource, sources};
 pub use store::{Chain, EntryType, Op, Scope, Store, StoreError};
 
 #[cfg(test)]
@@ -27,7 +34,7 @@ mod tests {
     use bytes::Bytes;
 
     /// The model of spec 05 §6.1–6.3, on every local store.
-    fn model(s: &dyn Store) {
+    pub(crate) fn model(s: &dyn Store) {
         assert_eq!(s.read("missing").unwrap(), None);
         s.write("a/b/c", Bytes::from_static(b"v")).unwrap();
         assert_eq!(s.read("a/b/c").unwrap().as_deref(), Some(&b"v"[..]));
@@ -87,6 +94,84 @@ mod tests {
         let s = LmdbStore::open(dir.path(), Durability::Relaxed).unwrap();
         assert_eq!(s.read("a/alt/c").unwrap().as_deref(), Some(&b"v"[..]));
         s.sync().unwrap();
+    }
+
+    #[test]
+    fn fs_store_model_and_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = FsStore::open(dir.path()).unwrap();
+            model(&s);
+            // One handle per prefix.
+            assert!(FsStore::open(dir.path()).is_err());
+            // The layout of spec 05 §6.2: files, directories, relative symbolic links.
+            let root = s.root().to_path_buf();
+            assert_eq!(std::fs::read(root.join("a/b/c")).unwrap(), b"v");
+            assert!(root.join("a/b").is_dir());
+            assert_eq!(
+                std::fs::read_link(root.join("a/alt")).unwrap(),
+                std::path::Path::new("../a/b")
+            );
+            assert_eq!(s.list("").unwrap().unwrap(), ["a", "loop1", "loop2", "x"]);
+        }
+        let s = FsStore::open_with(dir.path(), Durability::Relaxed).unwrap();
+        assert_eq!(s.read("a/alt/c").unwrap().as_deref(), Some(&b"v"[..]));
+        assert_eq!(s.read("ok/1").unwrap(), None);
+    }
+
+    #[test]
+    fn fs_paths_never_leave_the_prefix() {
+        let outer = tempfile::tempdir().unwrap();
+        let prefix = outer.path().join("store");
+        let s = FsStore::open(&prefix).unwrap();
+        std::fs::write(outer.path().join("secret"), b"s").unwrap();
+        for bad in [
+            "../secret",
+            "a/../../secret",
+            "./x",
+            "a/./b",
+            "nul\0here",
+            ".hb-journal",
+            ".hb-tmp/x",
+            "..",
+        ] {
+            let bad = bad.to_owned();
+            for r in [
+                s.read(&bad).map(|_| ()),
+                s.kind(&bad).map(|_| ()),
+                s.list(&bad).map(|_| ()),
+                s.resolve(&bad).map(|_| ()),
+                s.write(&bad, Bytes::from_static(b"x")),
+                s.make_group(&bad),
+                s.make_link("a", &bad),
+                s.make_link(&bad, "a"),
+            ] {
+                assert!(
+                    matches!(r, Err(StoreError::InvalidPath { ref path, .. }) if *path == bad),
+                    "{bad:?}: {r:?}"
+                );
+            }
+        }
+        // An absolute path is a path under the prefix, as in every store.
+        s.write("/abs/x", Bytes::from_static(b"1")).unwrap();
+        assert!(prefix.join("abs/x").is_file());
+        // Too long for a file name: refused with the path named.
+        let e = s.write(&"k".repeat(300), Bytes::new()).unwrap_err();
+        assert!(e.to_string().contains("at most 255 bytes"), "{e}");
+        // A link planted on the disk that points outside is not followed.
+        std::os::unix::fs::symlink(outer.path().join("secret"), prefix.join("out")).unwrap();
+        std::os::unix::fs::symlink("../secret", prefix.join("out2")).unwrap();
+        for p in ["out", "out2"] {
+            assert!(matches!(s.read(p), Err(StoreError::Corrupt { .. })), "{p}");
+        }
+        // Nothing was written outside the prefix.
+        let mut names: Vec<_> = std::fs::read_dir(outer.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["secret", "store"]);
+        assert_eq!(std::fs::read(outer.path().join("secret")).unwrap(), b"s");
     }
 
     #[test]

@@ -17,8 +17,8 @@ use bytes::Bytes;
 use heed::types::Bytes as RawBytes;
 use heed::{Database, Env, EnvFlags, EnvOpenOptions, MdbError};
 
-use crate::kv::{self, KvRead, KvWrite, Limits};
-use crate::store::{EntryType, Op, Store, StoreError};
+use crate::kv::{self, KvRead, KvWrite, Limits, Scan, Visit};
+use crate::store::{EntryType, Op, Store, StoreError, Tree};
 
 /// When commits reach the disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -55,6 +55,21 @@ impl LmdbStore {
     /// The directory cannot be created or opened (read-only, no space, another handle
     /// in this process), with the path in the error.
     pub fn open(dir: impl AsRef<Path>, durability: Durability) -> Result<Self, StoreError> {
+        Self::open_with(dir, durability, MAP_SIZE)
+    }
+
+    /// [`LmdbStore::open`] with a map of `map_size` bytes: the most the store can hold
+    /// (rounded up to a multiple of 64 KiB); beyond it, writes fail with
+    /// [`StoreError::Full`] and the store keeps serving what it holds. Opening an
+    /// existing store with a larger map grows it.
+    ///
+    /// # Errors
+    /// As [`LmdbStore::open`]; also a map smaller than the data already stored.
+    pub fn open_with(
+        dir: impl AsRef<Path>,
+        durability: Durability,
+        map_size: usize,
+    ) -> Result<Self, StoreError> {
         let dir = dir.as_ref().to_path_buf();
         let name = format!("lmdb:{}", dir.display());
         std::fs::create_dir_all(&dir).map_err(|source| StoreError::Io {
@@ -77,7 +92,7 @@ impl LmdbStore {
                 });
             }
         }
-        let result = Self::open_env(&dir, &name, durability);
+        let result = Self::open_env(&dir, &name, durability, map_size);
         if result.is_err() {
             OPENED
                 .lock()
@@ -106,9 +121,12 @@ impl LmdbStore {
         dir: &Path,
         name: &str,
         durability: Durability,
+        map_size: usize,
     ) -> Result<(Env, Database<RawBytes, RawBytes>), StoreError> {
         let mut options = EnvOpenOptions::new();
-        options.map_size(MAP_SIZE).max_dbs(1);
+        // LMDB wants whole pages: 64 KiB is a multiple of every usual page size.
+        let map_size = map_size.div_ceil(1 << 16).max(1) << 16;
+        options.map_size(map_size).max_dbs(1);
         if durability == Durability::Relaxed {
             // SAFETY: NO_SYNC only changes when LMDB flushes; it cannot break memory
             // safety (a machine crash may lose the last commits, documented above).
@@ -118,7 +136,15 @@ impl LmdbStore {
         }
         // SAFETY: `open` inserted this directory into OPENED before calling us, so the
         // environment is not open elsewhere in this process.
-        let env = unsafe { options.open(dir) }.map_err(|e| heed_error(name, "", e))?;
+        let env = unsafe { options.open(dir) }.map_err(|e| match e {
+            // Opening fails on the directory's files (not writable, no space, …).
+            heed::Error::Io(source) => StoreError::Io {
+                store: name.to_owned(),
+                path: dir.to_path_buf(),
+                source,
+            },
+            other => heed_error(name, &dir.display().to_string(), other),
+        })?;
         let mut wtxn = env.write_txn().map_err(|e| heed_error(name, "", e))?;
         let db = env
             .create_database(&mut wtxn, None)
@@ -228,6 +254,60 @@ fn lmdb_seek(
     }
 }
 
+/// [`KvRead::scan`] with an LMDB cursor: one positioning, then steps.
+fn lmdb_scan(
+    txn: &heed::RoTxn<'_>,
+    db: Database<RawBytes, RawBytes>,
+    name: &str,
+    prefix: &[u8],
+    from: &[u8],
+    visit: &mut Visit<'_>,
+) -> Result<(), StoreError> {
+    let error = |at: &[u8], e| heed_error(name, &String::from_utf8_lossy(at), e);
+    let mut start = from.to_vec();
+    loop {
+        // LMDB refuses an empty key, even as a range bound.
+        let bound = if start.is_empty() {
+            Bound::Unbounded
+        } else {
+            Bound::Included(start.as_slice())
+        };
+        let range = (bound, Bound::Unbounded);
+        let mut iter = db.range(txn, &range).map_err(|e| error(&start, e))?;
+        // The smallest key the next step may return (a corrupt tree can go back).
+        let mut floor = start.clone();
+        let next_start = loop {
+            match iter.next() {
+                None => return Ok(()),
+                Some(Err(e)) => return Err(error(&floor, e)),
+                Some(Ok((key, value))) => {
+                    if !key.starts_with(prefix) {
+                        return Ok(());
+                    }
+                    if key < floor.as_slice() {
+                        let mut e = kv::out_of_order(&floor, key);
+                        if let StoreError::Corrupt { store, .. } = &mut e {
+                            name.clone_into(store);
+                        }
+                        return Err(e);
+                    }
+                    match visit(key, value)? {
+                        Scan::Next => {
+                            floor.clear();
+                            floor.extend_from_slice(key);
+                            floor.push(0);
+                        }
+                        Scan::SeekTo(next) => break next,
+                        Scan::Stop => return Ok(()),
+                    }
+                }
+            }
+        };
+        drop(iter);
+        start = next_start;
+    }
+}
+
 struct Reader<'a> {
     txn: &'a heed::RoTxn<'a>,
     db: Database<RawBytes, RawBytes>,
@@ -241,6 +321,10 @@ impl KvRead for Reader<'_> {
 
     fn seek(&self, prefix: &[u8], from: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         lmdb_seek(self.txn, self.db, self.name, prefix, from)
+    }
+
+    fn scan(&self, prefix: &[u8], from: &[u8], visit: &mut Visit<'_>) -> Result<(), StoreError> {
+        lmdb_scan(self.txn, self.db, self.name, prefix, from, visit)
     }
 }
 
@@ -287,6 +371,14 @@ impl Store for LmdbStore {
 
     fn resolve(&self, path: &str) -> Result<String, StoreError> {
         self.view(|v| kv::resolve(v, &self.name, path))
+    }
+
+    fn read_tree(
+        &self,
+        path: &str,
+        prefer: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Option<Tree>, StoreError> {
+        self.view(|v| kv::read_tree(v, &self.name, path, prefer))
     }
 
     fn apply(&self, ops: &[Op]) -> Result<(), StoreError> {

@@ -8,8 +8,8 @@ use std::ops::Bound;
 use bytes::Bytes;
 use parking_lot::RwLock;
 
-use crate::kv::{self, KvRead, KvWrite, Limits};
-use crate::store::{EntryType, Op, Store, StoreError};
+use crate::kv::{self, KvRead, KvWrite, Limits, Scan, Visit};
+use crate::store::{EntryType, Op, Store, StoreError, Tree};
 
 /// The in-memory store.
 #[derive(Debug, Default)]
@@ -44,6 +44,33 @@ impl KvRead for View<'_> {
 
     fn seek(&self, prefix: &[u8], from: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(seek_in(self.0, prefix, from))
+    }
+
+    fn scan(&self, prefix: &[u8], from: &[u8], visit: &mut Visit<'_>) -> Result<(), StoreError> {
+        let mut start = from.to_vec();
+        loop {
+            let mut next_start = None;
+            for (key, value) in self
+                .0
+                .range::<[u8], _>((Bound::Included(start.as_slice()), Bound::Unbounded))
+            {
+                if !key.starts_with(prefix) {
+                    return Ok(());
+                }
+                match visit(key, value)? {
+                    Scan::Next => {}
+                    Scan::SeekTo(next) => {
+                        next_start = Some(next);
+                        break;
+                    }
+                    Scan::Stop => return Ok(()),
+                }
+            }
+            match next_start {
+                Some(next) => start = next,
+                None => return Ok(()),
+            }
+        }
     }
 }
 
@@ -98,6 +125,14 @@ impl Store for MemoryStore {
 
     fn resolve(&self, path: &str) -> Result<String, StoreError> {
         kv::resolve(&View(&self.map.read()), NAME, path)
+    }
+
+    fn read_tree(
+        &self,
+        path: &str,
+        prefer: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Option<Tree>, StoreError> {
+        kv::read_tree(&View(&self.map.read()), NAME, path, prefer)
     }
 
     fn apply(&self, ops: &[Op]) -> Result<(), StoreError> {

@@ -160,6 +160,36 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// The store failed, or the links loop.
     fn resolve(&self, path: &str) -> Result<String, StoreError>;
 
+    /// The entry at `path` (links followed) read whole: its bytes, or a group with
+    /// every child read the same way, recursively. When `prefer` names another path
+    /// for the resolved one and that path has an entry, that entry is read instead.
+    /// Stores with snapshots read it all in one consistent view (one read transaction);
+    /// the default reads it through [`Store::resolve`], [`Store::kind`],
+    /// [`Store::list`] and [`Store::read`].
+    ///
+    /// # Errors
+    /// The store failed; a group contains itself through links
+    /// ([`StoreError::LinkLoop`]); groups nest deeper than [`MAX_TREE_DEPTH`] or a
+    /// listed child cannot be read ([`StoreError::Corrupt`]).
+    fn read_tree(
+        &self,
+        path: &str,
+        prefer: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Option<Tree>, StoreError> {
+        let mut at = self.resolve(path)?;
+        if let Some(alt) = prefer(&at) {
+            let alt = self.resolve(&alt)?;
+            if self.kind(&alt)?.is_some() {
+                at = alt;
+            }
+        }
+        match self.kind(&at)? {
+            None => Ok(None),
+            Some(EntryType::Simple) => Ok(self.read(&at)?.map(Tree::Bytes)),
+            Some(EntryType::Composite) => tree_by_parts(self, &at, &mut Vec::new()).map(Some),
+        }
+    }
+
     /// Applies a batch of changes atomically and durably (unless the store was opened
     /// in a relaxed durability mode).
     ///
@@ -193,6 +223,58 @@ pub trait Store: Send + Sync + fmt::Debug {
             new: new.to_owned(),
         }])
     }
+}
+
+/// A value read whole by [`Store::read_tree`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Tree {
+    /// A simple entry.
+    Bytes(Bytes),
+    /// A group: its children by name, sorted.
+    Group(Vec<(String, Tree)>),
+}
+
+/// How deeply [`Store::read_tree`] follows nested groups.
+pub const MAX_TREE_DEPTH: usize = 64;
+
+/// The group at `at` read whole through the store's single operations; `chain` holds
+/// the groups being read (a group met again is a loop).
+fn tree_by_parts<S: Store + ?Sized>(
+    store: &S,
+    at: &str,
+    chain: &mut Vec<String>,
+) -> Result<Tree, StoreError> {
+    if chain.iter().any(|p| p == at) {
+        return Err(StoreError::LinkLoop {
+            store: store.name().to_owned(),
+            path: at.to_owned(),
+        });
+    }
+    if chain.len() >= MAX_TREE_DEPTH {
+        return Err(StoreError::Corrupt {
+            store: store.name().to_owned(),
+            path: at.to_owned(),
+            reason: format!("groups nested more than {MAX_TREE_DEPTH} deep"),
+        });
+    }
+    chain.push(at.to_owned());
+    let mut out = Vec::new();
+    for name in store.list(at)?.unwrap_or_default() {
+        let child = store.resolve(&format!("{at}/{name}"))?;
+        let tree = match store.kind(&child)? {
+            Some(EntryType::Simple) => store.read(&child)?.map(Tree::Bytes),
+            Some(EntryType::Composite) => Some(tree_by_parts(store, &child, chain)?),
+            None => None,
+        };
+        let tree = tree.ok_or_else(|| StoreError::Corrupt {
+            store: store.name().to_owned(),
+            path: format!("{at}/{name}"),
+            reason: "listed but cannot be read".into(),
+        })?;
+        out.push((name, tree));
+    }
+    chain.pop();
+    Ok(Tree::Group(out))
 }
 
 /// Stores tried in order (spec 05 §6.1 "Chains"): a read is answered by the first store

@@ -1,11 +1,11 @@
-//! The message cache (spec 05 §6.4) on the memory and LMDB stores.
+//! The message cache (spec 05 §6.4) on the memory, LMDB and filesystem stores.
 #![allow(clippy::unwrap_used, reason = "tests")]
 
 use std::sync::Arc;
 
 use bytes::Bytes;
 use hb_core::{Cache, Message, Value};
-use hb_store::{Durability, LmdbStore, MemoryStore, MessageCache, Store};
+use hb_store::{Durability, FsStore, LmdbStore, MemoryStore, MessageCache, Store};
 
 const KEY1: &[u8] = include_bytes!("../../../tests/fixtures/key-1.json");
 
@@ -132,6 +132,82 @@ fn message_cache_on_lmdb_survives_reopening() {
     );
 }
 
+#[test]
+fn message_cache_on_fs_survives_reopening() {
+    let dir = tempfile::tempdir().unwrap();
+    let id;
+    {
+        let store = Arc::new(FsStore::open(dir.path()).unwrap());
+        vectors(store.clone());
+        let cache = MessageCache::new(store);
+        id = cache.write(&sample()).unwrap();
+        cache.write_result("A/B", &Value::Message(Message::new().with("r", "1")));
+        cache.flush();
+    }
+    // The layout of spec 05 §6.4 on disk: a directory per message, a link per key.
+    let root = dir.path().canonicalize().unwrap();
+    let u = root.join(id.to_human());
+    assert!(u.is_dir());
+    let link = std::fs::read_link(u.join("a")).unwrap();
+    assert!(link.starts_with("../data"), "{}", link.display());
+    assert_eq!(
+        std::fs::read(u.join("a")).unwrap(),
+        b"1",
+        "the OS follows it too"
+    );
+    let cache = MessageCache::new(Arc::new(FsStore::open(dir.path()).unwrap()));
+    assert_eq!(
+        cache.read(&id.to_human()).unwrap(),
+        Some(Value::Message(sample()))
+    );
+    assert_eq!(
+        cache.read_result("A/B"),
+        Some(Value::Message(Message::new().with("r", "1")))
+    );
+}
+
+/// The path operations `cache@1.0` uses, through the engine's trait, on every store;
+/// durable: a fresh cache over the same store sees them.
+#[test]
+fn path_operations_through_the_cache_trait() {
+    let dir = tempfile::tempdir().unwrap();
+    type Opener = Box<dyn Fn() -> Arc<dyn Store>>;
+    let stores: Vec<(&str, Opener)> = vec![
+        ("fs", {
+            let p = dir.path().join("fs");
+            Box::new(move || Arc::new(FsStore::open(&p).unwrap()))
+        }),
+        ("lmdb", {
+            let p = dir.path().join("lmdb");
+            Box::new(move || Arc::new(LmdbStore::open(&p, Durability::Sync).unwrap()))
+        }),
+    ];
+    for (name, open) in stores {
+        let bin = Bytes::from_static(b"raw bytes");
+        let path;
+        {
+            let cache: Box<dyn Cache> = Box::new(MessageCache::new(open()));
+            path = cache.write_binary(&bin).unwrap();
+            assert_eq!(path, hb_core::cache::data_path(&bin), "{name}");
+            cache.link(&path, "named/thing").unwrap();
+        }
+        let cache: Box<dyn Cache> = Box::new(MessageCache::new(open()));
+        for p in [path.as_str(), "named/thing", "/named/thing"] {
+            assert_eq!(
+                cache.read_path(p).unwrap(),
+                Some(Value::Binary(bin.clone())),
+                "{name}: {p}"
+            );
+        }
+        assert_eq!(cache.read_path("named/other").unwrap(), None, "{name}");
+    }
+    // A path that would leave the filesystem store's prefix is refused, named.
+    let cache = MessageCache::new(Arc::new(FsStore::open(dir.path().join("fs2")).unwrap()));
+    let e = Cache::read_path(&cache, "../../etc/passwd").unwrap_err();
+    assert!(e.to_string().contains("../../etc/passwd"), "{e}");
+    assert!(Cache::link(&cache, "data/x", "../escape").is_err());
+}
+
 /// A source that has one message, and counts how often it is asked.
 #[derive(Debug)]
 struct OneMessage(Message, std::sync::atomic::AtomicUsize);
@@ -154,7 +230,10 @@ fn ids_missing_locally_are_fetched_from_sources_and_kept() {
     let source = Arc::new(OneMessage(remote.clone(), Default::default()));
     let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
     let cache = MessageCache::new(store.clone()).with_sources(vec![source.clone()]);
-    assert_eq!(cache.read(&id).unwrap(), Some(Value::Message(remote.clone())));
+    assert_eq!(
+        cache.read(&id).unwrap(),
+        Some(Value::Message(remote.clone()))
+    );
     assert_eq!(source.1.load(std::sync::atomic::Ordering::SeqCst), 1);
     // Kept locally: a fresh cache over the same store finds it without the source.
     let local = MessageCache::new(store);

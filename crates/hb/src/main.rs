@@ -4,6 +4,7 @@
 //! * `hb resolve '<hyperpath>'` resolves a HyperPATH offline and prints the result.
 //! * `hb wallet new <FILE>` creates an RSA-4096 wallet; `hb wallet address <FILE>` prints
 //!   a wallet's address.
+//! * `hb store ls [PREFIX]` and `hb store get <ID|PATH>` look inside the node's store.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -50,6 +51,44 @@ enum Command {
     /// Work with messages given as JSON (the json@1.0 form).
     #[command(subcommand)]
     Message(MessageCommand),
+    /// Look inside the node's store (LMDB, in `store/` under the data directory). Safe
+    /// while the node runs.
+    #[command(subcommand)]
+    Store(StoreCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum StoreCommand {
+    /// List the entries under a path (the root by default), one per line, sorted,
+    /// marked as `ls -F` and `ls -l` do:
+    ///
+    ///   name/            a group (a message, or a directory such as `data/`)
+    ///   name -> target   a link (`target/` when it leads to a group)
+    ///   name             bytes
+    ///
+    /// Exit code 1 with `not found: <path>` when nothing is there.
+    #[command(verbatim_doc_comment)]
+    Ls {
+        /// The path to list: a message ID, `data`, `<ID>/<key>`, ...
+        prefix: Option<String>,
+        #[command(flatten)]
+        node: NodeArgs,
+    },
+    /// Print what the store holds at an ID or path: a message as pretty JSON (as
+    /// `hb message convert --to json@1.0`; as httpsig@1.0 text when it cannot be JSON,
+    /// for example with binary values), bytes raw. Exit code 1 with `not found: <path>`
+    /// when nothing is there.
+    Get {
+        /// A message ID (uncommitted or commitment ID), `data/<hash>`, or a path
+        /// through a message's keys (`<ID>/<key>/...`).
+        path: String,
+        /// Print a message in this codec instead: `json@1.0`, `flat@1.0`,
+        /// `httpsig@1.0` or `ans104@1.0`.
+        #[arg(long)]
+        to: Option<String>,
+        #[command(flatten)]
+        node: NodeArgs,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -154,6 +193,10 @@ struct ServeArgs {
     /// `hyperbeam-key.json` in the data directory.
     #[arg(long, env = "HB_KEY")]
     wallet: Option<PathBuf>,
+    /// Arweave gateway asked for IDs the local store lacks (`none`: no gateway).
+    /// Default: the `gateway` setting (https://arweave.net).
+    #[arg(long, env = "HB_GATEWAY")]
+    gateway: Option<String>,
     #[command(flatten)]
     node: NodeArgs,
 }
@@ -220,7 +263,8 @@ fn open_cache(cfg: &NodeConfig) -> anyhow::Result<Arc<dyn hb_core::Cache>> {
             };
             let store = hb_store::LmdbStore::open(cfg.store_dir(), durability)
                 .context("cannot open the node's store")?;
-            Arc::new(hb_store::MessageCache::new(Arc::new(store)))
+            let sources = hb_store::sources(Some(&cfg.gateway), &[]);
+            Arc::new(hb_store::MessageCache::new(Arc::new(store)).with_sources(sources))
         }
     })
 }
@@ -258,6 +302,7 @@ fn main() -> ExitCode {
         Command::Resolve(args) => resolve(args),
         Command::Wallet(cmd) => wallet(cmd),
         Command::Message(cmd) => message(cmd),
+        Command::Store(cmd) => store(cmd),
     };
     match result {
         Ok(code) => code,
@@ -278,6 +323,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     }
     if let Some(w) = args.wallet {
         cfg.wallet = Some(w);
+    }
+    if let Some(g) = args.gateway {
+        cfg.gateway = g;
     }
     std::fs::create_dir_all(&cfg.data_dir).with_context(|| {
         format!(
@@ -345,6 +393,102 @@ fn resolve(args: ResolveArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::from(1)
     })
+}
+
+/// Opens the node's LMDB store for `hb store`; `Err(code)` after saying why not.
+fn open_node_store(node: &NodeArgs) -> anyhow::Result<Result<hb_store::LmdbStore, ExitCode>> {
+    let cfg = load_config(node)?;
+    let dir = cfg.store_dir();
+    if !cfg.data_dir.is_dir() {
+        eprintln!(
+            "error: no data directory at {} (give the node's with --data-dir)",
+            cfg.data_dir.display()
+        );
+        return Ok(Err(ExitCode::from(1)));
+    }
+    if !dir.join("data.mdb").is_file() {
+        eprintln!(
+            "error: no store at {} (the node has not kept anything there)",
+            dir.display()
+        );
+        return Ok(Err(ExitCode::from(1)));
+    }
+    // Read-only use; `Relaxed` so that opening never forces a flush of the node's data.
+    let store = hb_store::LmdbStore::open(&dir, hb_store::Durability::Relaxed)
+        .with_context(|| format!("cannot open the store at {}", dir.display()))?;
+    Ok(Ok(store))
+}
+
+fn store(cmd: StoreCommand) -> anyhow::Result<ExitCode> {
+    use hb_store::{EntryType, Store as _};
+    match cmd {
+        StoreCommand::Ls { prefix, node } => {
+            let store = match open_node_store(&node)? {
+                Ok(s) => s,
+                Err(code) => return Ok(code),
+            };
+            let prefix = prefix.unwrap_or_default();
+            let Some(names) = store.list(&prefix)? else {
+                if store.kind(&prefix)? == Some(EntryType::Simple) {
+                    eprintln!("error: not a group: {prefix} (`hb store get` prints it)");
+                } else {
+                    eprintln!("not found: {prefix}");
+                }
+                return Ok(ExitCode::from(1));
+            };
+            let base = store.resolve(&prefix)?;
+            let mut out = std::io::stdout().lock();
+            for name in names {
+                let child = if base.is_empty() {
+                    name.clone()
+                } else {
+                    format!("{base}/{name}")
+                };
+                let target = store.resolve(&child)?;
+                let group = store.kind(&target)? == Some(EntryType::Composite);
+                let slash = if group { "/" } else { "" };
+                if target == child {
+                    writeln!(out, "{name}{slash}")?;
+                } else {
+                    writeln!(out, "{name} -> {target}{slash}")?;
+                }
+            }
+            out.flush()?;
+            Ok(ExitCode::SUCCESS)
+        }
+        StoreCommand::Get { path, to, node } => {
+            let store = match open_node_store(&node)? {
+                Ok(s) => s,
+                Err(code) => return Ok(code),
+            };
+            let cache = hb_store::MessageCache::new(Arc::new(store));
+            match cache
+                .read(&path)
+                .with_context(|| format!("cannot read {path}"))?
+            {
+                None => {
+                    eprintln!("not found: {path}");
+                    Ok(ExitCode::from(1))
+                }
+                Some(Value::Message(m)) => match to {
+                    Some(codec) => write_message(&m, &codec),
+                    None => match pretty_json(&m) {
+                        Ok(text) => {
+                            println!("{text}");
+                            Ok(ExitCode::SUCCESS)
+                        }
+                        Err(_) => write_message(&m, "httpsig@1.0"),
+                    },
+                },
+                Some(v) => {
+                    let mut out = std::io::stdout().lock();
+                    out.write_all(&v.to_display_bytes())?;
+                    out.flush()?;
+                    Ok(ExitCode::SUCCESS)
+                }
+            }
+        }
+    }
 }
 
 fn wallet(cmd: WalletCommand) -> anyhow::Result<ExitCode> {

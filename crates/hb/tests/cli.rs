@@ -64,10 +64,11 @@ fn bad_config_values_are_clear_errors() {
     assert!(err.contains("`mode`") && err.contains("fast"), "{err}");
 }
 
-/// Starts `hb serve --port 0` with extra arguments; returns the child and its address.
+/// Starts `hb serve --port 0` (no gateway: tests stay off the network) with extra
+/// arguments; returns the child and its address.
 fn serve(extra: &[&std::ffi::OsStr]) -> (std::process::Child, String) {
     let mut child = hb()
-        .args(["serve", "--port", "0"])
+        .args(["serve", "--port", "0", "--gateway", "none"])
         .args(extra)
         .env("HB_LOG", "warn")
         .stdout(Stdio::piped())
@@ -420,4 +421,224 @@ fn message_codecs_from_and_to() {
     // An unknown codec is a clear error.
     let err = message_cmd(&["convert", "--from", "nope@1.0", "--to", "json@1.0"], "{}");
     assert!(String::from_utf8_lossy(&err.stderr).contains("--from nope@1.0"));
+}
+
+// --- `hb store ls` / `hb store get` ---
+
+/// A fresh data directory for one test.
+fn store_test_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("hb-cli-store-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+fn store_cmd(dir: &std::path::Path, args: &[&str]) -> std::process::Output {
+    hb().arg("store")
+        .args(args)
+        .arg("--data-dir")
+        .arg(dir)
+        .env("HB_LOG", "warn")
+        .output()
+        .expect("run hb store")
+}
+
+fn key1() -> hb_codec::Wallet {
+    hb_codec::Wallet::from_jwk_json(include_bytes!("../../../tests/fixtures/key-1.json"))
+        .expect("key-1")
+}
+
+#[test]
+fn store_ls_and_get_show_what_the_node_keeps() {
+    use hb_core::{Message, Value};
+    let dir = store_test_dir("ls-get");
+    let msg = Message::new()
+        .with("a", "1")
+        .with("n", 42i64)
+        .with("nested", Message::new().with("x", "y"));
+    let raw: &[u8] = &[0xff, 0x00, 0xfe, b'\n'];
+    let (id, signed_u, signed_id, commitment_ids, data);
+    {
+        // Written as the node writes: the message cache over LMDB in <data-dir>/store.
+        let store =
+            hb_store::LmdbStore::open(dir.join("store"), hb_store::Durability::Sync).unwrap();
+        let cache = hb_store::MessageCache::new(std::sync::Arc::new(store));
+        id = cache.write(&msg).unwrap().to_human();
+        let signed =
+            hb_codec::httpsig_commit::commit(&Message::new().with("k", "v"), &key1()).unwrap();
+        signed_u = cache.write(&signed).unwrap().to_human();
+        signed_id = hb_core::httpsig::message_id(&signed).unwrap().to_human();
+        commitment_ids = signed
+            .get("commitments")
+            .and_then(Value::as_message)
+            .unwrap()
+            .keys()
+            .map(|k| k.to_string())
+            .collect::<Vec<_>>();
+        data = cache.write_binary(&bytes::Bytes::from_static(raw)).unwrap();
+        // A message that cannot be JSON (a binary that is not UTF-8).
+        cache
+            .write(&Message::new().with("bin", Value::bin(raw.to_vec())))
+            .unwrap();
+    }
+    let text = |o: &std::process::Output| String::from_utf8_lossy(&o.stdout).into_owned();
+
+    // The root: groups with `/`, commitment IDs as links to their message.
+    let out = store_cmd(&dir, &["ls"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<String> = text(&out).lines().map(str::to_owned).collect();
+    assert!(lines.contains(&"data/".to_owned()), "{lines:?}");
+    assert!(lines.contains(&format!("{id}/")), "{lines:?}");
+    // A commitment ID is a link to a group holding the signed message.
+    assert!(
+        lines.iter().any(|l| commitment_ids.iter().any(|c| {
+            [&signed_u, &signed_id]
+                .iter()
+                .any(|to| *l == format!("{c} -> {to}/"))
+        })),
+        "{lines:?}"
+    );
+    let mut sorted = lines.clone();
+    sorted.sort();
+    assert_eq!(lines, sorted, "sorted");
+
+    // A message: a link per key.
+    let out = store_cmd(&dir, &["ls", &id]);
+    let listing = text(&out);
+    assert!(listing.contains("a -> data/"), "{listing}");
+    assert!(
+        listing
+            .lines()
+            .any(|l| l.starts_with("nested -> ") && l.ends_with('/')),
+        "{listing}"
+    );
+
+    // get: a message as JSON, by uncommitted and by commitment ID.
+    let out = store_cmd(&dir, &["get", &id]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(
+        (v["a"].as_str(), v["nested"]["x"].as_str()),
+        (Some("1"), Some("y"))
+    );
+    assert_eq!(v["n"], "42");
+    let out = store_cmd(&dir, &["get", &signed_id]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(v["k"], "v");
+    assert!(v["commitments"].is_object());
+    // A key of a message, and bytes, raw.
+    let out = store_cmd(&dir, &["get", &format!("{id}/nested/x")]);
+    assert_eq!(out.stdout, b"y");
+    let out = store_cmd(&dir, &["get", &data]);
+    assert_eq!(out.stdout, raw, "bytes exactly");
+    // Another codec on request; httpsig text when JSON cannot hold the message.
+    let out = store_cmd(&dir, &["get", &id, "--to", "flat@1.0"]);
+    assert!(text(&out).contains("nested/x: y"), "{}", text(&out));
+
+    // Misses: exit 1, the path named.
+    let out = store_cmd(&dir, &["get", "no/such/thing"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim(),
+        "not found: no/such/thing"
+    );
+    let out = store_cmd(&dir, &["ls", "nothing-here"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not found: nothing-here"));
+    let missing = dir.join("absent");
+    let out = store_cmd(&missing, &["ls"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(&missing.display().to_string()),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!missing.exists(), "hb store never creates a data directory");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn store_get_prints_httpsig_text_for_messages_json_cannot_hold() {
+    use hb_core::{Message, Value};
+    let dir = store_test_dir("httpsig");
+    let id;
+    {
+        let store =
+            hb_store::LmdbStore::open(dir.join("store"), hb_store::Durability::Sync).unwrap();
+        let cache = hb_store::MessageCache::new(std::sync::Arc::new(store));
+        id = cache
+            .write(
+                &Message::new()
+                    .with("bin", Value::bin(vec![0xff, 0xfe]))
+                    .with("t", "ok"),
+            )
+            .unwrap()
+            .to_human();
+    }
+    let out = store_cmd(&dir, &["get", &id]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("t: ok"), "{text}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A real node: a `cache@1.0` write signed by a trusted writer is kept in the node's
+/// store; after the node stops, `hb store get` prints it.
+#[test]
+fn cache_writes_through_a_node_are_kept_in_its_store() {
+    let dir = store_test_dir("serve");
+    let writers = format!("cache_writers={}", key1().address());
+    let (mut child, addr) = serve(&[
+        "--data-dir".as_ref(),
+        dir.as_os_str(),
+        "--set".as_ref(),
+        writers.as_ref(),
+    ]);
+    let body = "kept by the node";
+    let signed =
+        hb_codec::httpsig_commit::commit(&hb_core::Message::new().with("body", body), &key1())
+            .unwrap();
+    let http = hb_core::httpsig::encode_rich(&signed).unwrap();
+    let payload = http.body.map(|b| b.to_vec()).unwrap_or_default();
+    let mut req = "POST /~cache@1.0/write HTTP/1.1\r\nhost: x\r\nconnection: close\r\n".to_owned();
+    for (k, v) in &http.headers {
+        req.push_str(&format!("{k}: {}\r\n", String::from_utf8_lossy(v)));
+    }
+    req.push_str(&format!("content-length: {}\r\n\r\n", payload.len()));
+    let mut s = TcpStream::connect(&addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    s.write_all(req.as_bytes()).expect("write");
+    s.write_all(&payload).expect("write");
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).expect("read");
+    child.kill().expect("stop hb by pid");
+    let _ = child.wait();
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    let path = hb_core::cache::data_path(body.as_bytes());
+    assert!(resp.contains(&format!("path: {path}")), "{resp}");
+    let out = store_cmd(&dir, &["get", &path]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), body);
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -13,7 +13,7 @@ use hb_core::device::{Call, Device, DeviceResult, Outcome};
 use hb_core::resolve::{Ctx, ResolveError};
 use hb_core::sf::{self, Member};
 use hb_core::structured::{to_tabm, unescape_key};
-use hb_core::value::{Message, Value};
+use hb_core::value::{Message, Value, normalize_key};
 
 use super::convert::{
     MAX_TAG_VALUE_INLINE, ans104_commitments, deserialize_verified, item_to_tabm, merge_fields,
@@ -146,7 +146,7 @@ pub fn committed_keys(msg: &Message, commitment_id: &str) -> Result<Vec<String>,
     let mut names: Vec<String> = match c.get("original-tags") {
         Some(o) => original_tags(o)?
             .into_iter()
-            .map(|(n, _)| String::from_utf8_lossy(&n).to_lowercase())
+            .map(|(n, _)| tag_key(&n))
             .collect(),
         None => {
             if !verify(msg, commitment_id)? {
@@ -155,7 +155,7 @@ pub fn committed_keys(msg: &Message, commitment_id: &str) -> Result<Vec<String>,
             rebuild(msg, c)?
                 .tags
                 .into_iter()
-                .map(|(n, _)| String::from_utf8_lossy(&n).to_lowercase())
+                .map(|(n, _)| tag_key(&n))
                 .collect()
         }
     };
@@ -193,6 +193,12 @@ pub fn committed_keys(msg: &Message, commitment_id: &str) -> Result<Vec<String>,
         ) && seen.insert(k.clone())
     });
     Ok(names)
+}
+
+/// The message key a tag name becomes: lower-cased, except ID-like names, which keep
+/// their case (spec 01 §2.2), as the conversion of an item to a message names them.
+fn tag_key(name: &[u8]) -> String {
+    normalize_key(&String::from_utf8_lossy(name)).into_owned()
 }
 
 /// The `ans104@1.0` device: `commit` (signs with [`Ans104Device::wallet`]), `verify`

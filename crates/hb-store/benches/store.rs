@@ -1,0 +1,212 @@
+//! Message reads and writes through the message cache on LMDB, against raw LMDB gets
+//! and puts of the same bytes measured in the same run. `bench/store.sh` runs this and
+//! prints the rates and ratios; see docs/PERFORMANCE.md ("Store").
+//!
+//! * `read_store`: `MessageCache::read` of a typical 10-key message by its ID, the ID
+//!   not in the in-memory front cache (the reads cycle over more messages than it
+//!   holds): the store path — links, groups, values, decoding.
+//! * `read_tree`, `decode`: its two parts — the store's (one read transaction: links,
+//!   groups, values) and the structured codec's (TABM -> message).
+//! * `read_hot`: the same read of an ID the front cache holds.
+//! * `raw_get`: one LMDB get (in its own read transaction) of a value holding the
+//!   same bytes as one message (its TABM's values), cycling over as many keys.
+//! * `write`: `MessageCache::write` of a new 10-key message (IDs, encoding, one atomic
+//!   batch); `raw_put`: one LMDB put of the same bytes in its own write transaction.
+//!
+//! Both sides run with `NO_SYNC` (`Durability::Relaxed`): the rates are those of the
+//! code, not of the disk's flushes.
+
+use std::hint::black_box;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use criterion::{Criterion, criterion_group, criterion_main};
+use hb_core::structured::to_tabm;
+use hb_core::{Message, Value};
+use hb_store::{Durability, LmdbStore, MessageCache, Store};
+use heed::types::Bytes as RawBytes;
+use heed::{Database, Env, EnvFlags, EnvOpenOptions};
+
+/// More messages than the front cache holds (16 Ki entries), so cyclic reads miss it.
+const MESSAGES: usize = 40_000;
+
+fn config() -> Criterion {
+    Criterion::default()
+        .measurement_time(Duration::from_secs(4))
+        .warm_up_time(Duration::from_secs(1))
+        .sample_size(20)
+}
+
+/// A typical 10-key message (an AO message as a process receives it); `n` makes it
+/// unique.
+fn message(n: usize) -> Message {
+    Message::new()
+        .with("type", "Message")
+        .with("variant", "ao.TN.1")
+        .with("data-protocol", "ao")
+        .with("action", "Transfer")
+        .with("target", "x1mGvpNG2dVNqQ1XkBXH7rRhSWbYNwD7tXUxp5AAl5s")
+        .with("recipient", "vcaPe4JWnrSOCktDHBgXge-zWUb6JRkqbom5w9t7i-4")
+        .with("quantity", i64::try_from(n).unwrap_or(i64::MAX) + 1000)
+        .with("nonce", format!("{n}").as_str())
+        .with(
+            "timestamp",
+            1_700_000_000_000i64 + i64::try_from(n).unwrap_or(0),
+        )
+        .with(
+            "data",
+            format!(
+                "{{\"note\":\"transfer number {n}\",\"memo\":\"{}\"}}",
+                "m".repeat(40)
+            )
+            .as_str(),
+        )
+}
+
+/// The bytes of a message's TABM values, concatenated: what a raw get returns.
+fn raw_bytes(msg: &Message) -> Vec<u8> {
+    let tabm = to_tabm(msg).expect("a TABM");
+    let mut out = Vec::new();
+    for (k, v) in tabm.iter() {
+        out.extend_from_slice(k.as_bytes());
+        if let Value::Binary(b) = v {
+            out.extend_from_slice(b);
+        }
+    }
+    out
+}
+
+#[allow(
+    unsafe_code,
+    reason = "the raw baseline opens its own heed environment, once, in a fresh directory"
+)]
+fn raw_env(dir: &std::path::Path) -> (Env, Database<RawBytes, RawBytes>) {
+    let mut options = EnvOpenOptions::new();
+    options.map_size(1 << 34).max_dbs(1);
+    // SAFETY: this directory is new and opened once in this process (the condition of
+    // heed's `open`); NO_SYNC only changes when LMDB flushes.
+    let env = unsafe {
+        options.flags(EnvFlags::NO_SYNC);
+        options.open(dir)
+    }
+    .expect("the raw environment opens");
+    let mut wtxn = env.write_txn().expect("a write transaction");
+    let db: Database<RawBytes, RawBytes> = env
+        .create_database(&mut wtxn, None)
+        .expect("the raw database");
+    wtxn.commit().expect("commit");
+    (env, db)
+}
+
+fn reads(c: &mut Criterion) {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let store =
+        Arc::new(LmdbStore::open(dir.path().join("store"), Durability::Relaxed).expect("store"));
+    let writer = MessageCache::new(store.clone());
+    let (env, db) = raw_env(&{
+        let p = dir.path().join("raw");
+        std::fs::create_dir_all(&p).expect("raw dir");
+        p
+    });
+    let mut ids = Vec::with_capacity(MESSAGES);
+    let mut keys = Vec::with_capacity(MESSAGES);
+    let mut wtxn = env.write_txn().expect("a write transaction");
+    for n in 0..MESSAGES {
+        let msg = message(n);
+        ids.push(writer.write(&msg).expect("write").to_human());
+        let key = format!("raw/{n:08}");
+        db.put(&mut wtxn, key.as_bytes(), &raw_bytes(&msg))
+            .expect("raw put");
+        keys.push(key);
+    }
+    wtxn.commit().expect("commit");
+    drop(writer);
+    let reader = MessageCache::new(store.clone());
+    let mut group = c.benchmark_group("store");
+    let mut i = 0;
+    group.bench_function("read_store", |b| {
+        b.iter(|| {
+            i = (i + 1) % MESSAGES;
+            reader
+                .read(black_box(&ids[i]))
+                .expect("read")
+                .expect("found")
+        })
+    });
+    // The parts of `read_store`: the store's part alone (one read transaction: links,
+    // groups, values; no decoding, no front cache) and the decoding alone (the
+    // structured codec, TABM -> message).
+    let mut i = 0;
+    let none = |_: &str| None;
+    group.bench_function("read_tree", |b| {
+        b.iter(|| {
+            i = (i + 1) % MESSAGES;
+            store
+                .read_tree(black_box(&ids[i]), &none)
+                .expect("read")
+                .expect("found")
+        })
+    });
+    let tabm = to_tabm(&message(1)).expect("a TABM");
+    group.bench_function("decode", |b| {
+        b.iter(|| hb_core::structured::from_tabm(black_box(&tabm)).expect("decodes"))
+    });
+    let hot = &ids[0];
+    reader.read(hot).expect("read");
+    group.bench_function("read_hot", |b| {
+        b.iter(|| reader.read(black_box(hot)).expect("read").expect("found"))
+    });
+    let mut i = 0;
+    group.bench_function("raw_get", |b| {
+        b.iter(|| {
+            i = (i + 1) % MESSAGES;
+            let rtxn = env.read_txn().expect("a read transaction");
+            let v = db
+                .get(&rtxn, black_box(keys[i].as_bytes()))
+                .expect("get")
+                .expect("found");
+            Bytes::copy_from_slice(v)
+        })
+    });
+    group.finish();
+}
+
+fn writes(c: &mut Criterion) {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let store =
+        Arc::new(LmdbStore::open(dir.path().join("store"), Durability::Relaxed).expect("store"));
+    let cache = MessageCache::new(store);
+    let (env, db) = raw_env(&{
+        let p = dir.path().join("raw");
+        std::fs::create_dir_all(&p).expect("raw dir");
+        p
+    });
+    let mut group = c.benchmark_group("store");
+    let mut n = 0;
+    group.bench_function("write", |b| {
+        b.iter(|| {
+            n += 1;
+            cache.write(black_box(&message(n))).expect("write")
+        })
+    });
+    let mut n = 0;
+    let bytes = raw_bytes(&message(0));
+    group.bench_function("raw_put", |b| {
+        b.iter(|| {
+            n += 1;
+            let mut wtxn = env.write_txn().expect("a write transaction");
+            db.put(&mut wtxn, format!("raw/{n:08}").as_bytes(), &bytes)
+                .expect("put");
+            wtxn.commit().expect("commit");
+        })
+    });
+    group.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = config();
+    targets = reads, writes
+}
+criterion_main!(benches);

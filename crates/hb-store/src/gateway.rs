@@ -1,0 +1,902 @@
+//! Reading ANS-104 data items from an Arweave gateway (spec 05 §6.5).
+//!
+//! [`GatewaySource`] asks `<gateway>/graphql` for the item's header fields (the
+//! reference's `item_spec`: `id anchor signature recipient owner{key} fee{winston}
+//! quantity{winston} tags{name value} data{size}`), fetches its data from
+//! `<gateway>/raw/<id>` — or `<gateway>/<id>` when `/raw` is not served (arlocal 1.1.66
+//! has no `/raw`) — rebuilds the data item, **verifies** it and converts it to a message
+//! with [`ans104::item_to_message`].
+//!
+//! Differences from the reference (`hb_store_gateway`, `hb_gateway_client`):
+//! * An item that does not verify is refused (not found, with a warning). The reference
+//!   returns it anyway, and with `ans104_trust_gql: true` marks its tag names as
+//!   `trusted-keys` on its commitment; we do not trust what GraphQL says without a
+//!   signature. (Gateways that leave out the `anchor` make otherwise valid items fail
+//!   to verify; the anchor is tried both as base64url and as its raw 32 bytes.)
+//! * Only RSA (signature type 1, 512-byte signature) items are supported, as in
+//!   `hb_codec::ans104`; ECDSA (65-byte) items are refused.
+//! * Arweave L1 transactions (not data items) have a different signature payload and so
+//!   do not verify as data items: they are refused.
+//! * The `subindex` tag filters are sent as escaped GraphQL string literals.
+//! * Every request has a connect timeout and a total deadline per fetch, response
+//!   bodies are capped, and after a transport failure (unreachable, timed out) the
+//!   gateway is skipped for a short back-off so that a dead gateway does not slow every
+//!   local miss.
+
+use std::time::{Duration, Instant};
+
+use hb_codec::ans104::{self, DataItem, Tag};
+use hb_core::id::{Id, b64url_decode};
+use hb_core::value::Message;
+use parking_lot::Mutex;
+use serde_json::Value as Json;
+
+use crate::cache::MessageSource;
+use crate::store::StoreError;
+
+/// The public gateway the reference uses by default.
+pub const DEFAULT_GATEWAY: &str = "https://arweave.net";
+/// Connect timeout of every request.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Total time one [`MessageSource::fetch`] may take (all its requests together).
+pub const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long an unreachable gateway is skipped.
+pub const BACKOFF: Duration = Duration::from_secs(10);
+/// Largest GraphQL response read (128 tags of 1 KiB + 3 KiB, base64url, fit easily).
+const GRAPHQL_LIMIT: u64 = 4 * 1024 * 1024;
+/// Largest item data read by default.
+pub const DEFAULT_MAX_DATA: u64 = 64 * 1024 * 1024;
+/// Redirects followed (gateways may redirect `/<id>` to a sandbox host).
+const MAX_REDIRECTS: u32 = 5;
+
+/// The header fields of a transaction needed to rebuild its data item (the reference's
+/// `hb_gateway_client:item_spec/0`).
+const ITEM_SPEC: &str = "node { id anchor signature recipient owner { key } fee { winston } \
+                         quantity { winston } tags { name value } data { size } }";
+
+/// An Arweave gateway as a [`MessageSource`]: read-only, remote.
+#[derive(Debug)]
+pub struct GatewaySource {
+    name: String,
+    base: String,
+    agent: ureq::Agent,
+    subindex: Vec<(String, String)>,
+    max_data: u64,
+    fetch_timeout: Duration,
+    backoff: Duration,
+    down_until: Mutex<Option<Instant>>,
+}
+
+impl GatewaySource {
+    /// A gateway at `base` (`http://` or `https://`, without a trailing path; a trailing
+    /// `/` is ignored).
+    ///
+    /// # Errors
+    /// `base` is not an `http://` or `https://` URL.
+    pub fn new(base: &str) -> Result<Self, StoreError> {
+        Self::with_timeouts(base, CONNECT_TIMEOUT, FETCH_TIMEOUT)
+    }
+
+    /// [`Self::new`] with other timeouts: `connect` for each connection, `total` for all
+    /// the requests of one fetch.
+    ///
+    /// # Errors
+    /// `base` is not an `http://` or `https://` URL.
+    pub fn with_timeouts(
+        base: &str,
+        connect: Duration,
+        total: Duration,
+    ) -> Result<Self, StoreError> {
+        let base = base.trim().trim_end_matches('/').to_owned();
+        let name = format!("gateway {base}");
+        let scheme_ok = base
+            .strip_prefix("http://")
+            .or_else(|| base.strip_prefix("https://"));
+        if !scheme_ok.is_some_and(|rest| !rest.is_empty() && !rest.contains(['?', '#', ' '])) {
+            return Err(StoreError::Remote {
+                store: name,
+                reason: format!("`{base}` is not an http:// or https:// base URL"),
+            });
+        }
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_connect(Some(connect))
+            .timeout_global(Some(total))
+            .max_redirects(MAX_REDIRECTS)
+            .user_agent(concat!("hyperbeam-rs/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .into();
+        Ok(GatewaySource {
+            name,
+            base,
+            agent,
+            subindex: Vec::new(),
+            max_data: DEFAULT_MAX_DATA,
+            fetch_timeout: total,
+            backoff: BACKOFF,
+            down_until: Mutex::new(None),
+        })
+    }
+
+    /// Only items carrying every one of these tags (`name`, `value`) are found (spec 05
+    /// §6.5 `subindex`).
+    #[must_use]
+    pub fn with_subindex(mut self, tags: Vec<(String, String)>) -> Self {
+        self.subindex = tags;
+        self
+    }
+
+    /// Items whose data is larger than `bytes` are not fetched.
+    #[must_use]
+    pub fn with_max_data(mut self, bytes: u64) -> Self {
+        self.max_data = bytes;
+        self
+    }
+
+    /// How long the gateway is skipped after a transport failure (zero: never).
+    #[must_use]
+    pub fn with_backoff(mut self, backoff: Duration) -> Self {
+        self.backoff = backoff;
+        self
+    }
+
+    /// The base URL.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// The GraphQL request body that looks `id` up.
+    fn graphql_body(&self, id: &str) -> String {
+        let tags = if self.subindex.is_empty() {
+            String::new()
+        } else {
+            let filters: Vec<String> = self
+                .subindex
+                .iter()
+                .map(|(n, v)| format!("{{ name: {}, values: [{}] }}", gql_string(n), gql_string(v)))
+                .collect();
+            format!(", tags: [{}]", filters.join(", "))
+        };
+        let query = format!(
+            "query($transactionIds: [ID!]!) {{ transactions(ids: $transactionIds{tags}, first: 1) \
+             {{ edges {{ {ITEM_SPEC} }} }} }}"
+        );
+        serde_json::json!({ "query": query, "variables": { "transactionIds": [id] } }).to_string()
+    }
+
+    fn remote(&self, reason: String) -> StoreError {
+        StoreError::Remote {
+            store: self.name.clone(),
+            reason,
+        }
+    }
+
+    /// Records a transport failure (starts the back-off) and makes its error.
+    fn transport(&self, what: &str, url: &str, e: &ureq::Error) -> StoreError {
+        if !self.backoff.is_zero() {
+            *self.down_until.lock() = Instant::now().checked_add(self.backoff);
+        }
+        self.remote(format!("{what} {url}: {e}"))
+    }
+
+    /// One request, bounded by `deadline`: (status, body capped at `limit`).
+    fn request(
+        &self,
+        url: &str,
+        body: Option<&str>,
+        limit: u64,
+        deadline: Instant,
+    ) -> Result<(u16, Vec<u8>), StoreError> {
+        let what = if body.is_some() { "POST" } else { "GET" };
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(self.remote(format!("{what} {url}: no time left for the request")));
+        }
+        let sent = match body {
+            Some(json) => self
+                .agent
+                .post(url)
+                .config()
+                .timeout_global(Some(left))
+                .build()
+                .header("content-type", "application/json")
+                .header("accept", "application/json")
+                .send(json),
+            None => self
+                .agent
+                .get(url)
+                .config()
+                .timeout_global(Some(left))
+                .build()
+                .call(),
+        };
+        let mut resp = sent.map_err(|e| self.transport(what, url, &e))?;
+        let status = resp.status().as_u16();
+        let bytes = match resp.body_mut().with_config().limit(limit).read_to_vec() {
+            Ok(b) => b,
+            Err(ureq::Error::BodyExceedsLimit(n)) => {
+                return Err(self.remote(format!(
+                    "{what} {url}: the response is larger than {n} bytes"
+                )));
+            }
+            Err(e) => return Err(self.transport(what, url, &e)),
+        };
+        Ok((status, bytes))
+    }
+
+    /// The GraphQL node of `id`, or `None` when the gateway does not know it.
+    fn query(&self, id: &str, deadline: Instant) -> Result<Option<Json>, StoreError> {
+        let url = format!("{}/graphql", self.base);
+        let (status, body) =
+            self.request(&url, Some(&self.graphql_body(id)), GRAPHQL_LIMIT, deadline)?;
+        if status != 200 {
+            return Err(self.remote(format!("POST {url}: status {status}: {}", snippet(&body))));
+        }
+        let json: Json = serde_json::from_slice(&body)
+            .map_err(|e| self.remote(format!("POST {url}: the answer is not JSON: {e}")))?;
+        let edges = json
+            .pointer("/data/transactions/edges")
+            .and_then(Json::as_array);
+        let Some(edges) = edges else {
+            let errors = json.get("errors").map(Json::to_string).unwrap_or_default();
+            return Err(self.remote(format!(
+                "POST {url}: the answer has no data.transactions.edges {}",
+                snippet(errors.as_bytes())
+            )));
+        };
+        Ok(edges.first().and_then(|e| e.get("node")).cloned())
+    }
+
+    /// The item's data: `/raw/<id>`, falling back to `/<id>` when `/raw` fails with a
+    /// status (not when the gateway cannot be reached).
+    fn data(&self, id: &str, deadline: Instant) -> Result<Vec<u8>, StoreError> {
+        let raw = format!("{}/raw/{id}", self.base);
+        let (status, body) = self.request(&raw, None, self.max_data, deadline)?;
+        if status == 200 {
+            return Ok(body);
+        }
+        let plain = format!("{}/{id}", self.base);
+        let (status2, body2) = self.request(&plain, None, self.max_data, deadline)?;
+        if status2 == 200 {
+            return Ok(body2);
+        }
+        Err(self.remote(format!(
+            "the data of {id} is not served: GET {raw}: status {status}; GET {plain}: status {status2}"
+        )))
+    }
+}
+
+impl MessageSource for GatewaySource {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn fetch(&self, id: &str) -> Result<Option<Message>, StoreError> {
+        if id.len() != 43 || Id::from_human(id.as_bytes()).is_none() {
+            return Ok(None);
+        }
+        if let Some(until) = *self.down_until.lock()
+            && Instant::now() < until
+        {
+            return Err(self.remote(format!(
+                "skipped for {id}: unreachable a moment ago (retrying after a {} s back-off)",
+                self.backoff.as_secs()
+            )));
+        }
+        let deadline = Instant::now()
+            .checked_add(self.fetch_timeout)
+            .unwrap_or_else(Instant::now);
+        let Some(node) = self.query(id, deadline)? else {
+            return Ok(None);
+        };
+        let header = match Header::parse(&node) {
+            Ok(h) => h,
+            Err(reason) => {
+                tracing::warn!(gateway = %self.base, %id, %reason, "gateway item refused");
+                return Ok(None);
+            }
+        };
+        if header.id != id {
+            return Err(self.remote(format!(
+                "POST {}/graphql asked for {id} and answered with {}",
+                self.base, header.id
+            )));
+        }
+        if header.data_size.is_some_and(|n| n > self.max_data) {
+            tracing::warn!(gateway = %self.base, %id, size = ?header.data_size, max = self.max_data,
+                "gateway item refused: its data is too large");
+            return Ok(None);
+        }
+        let data = if header.data_size == Some(0) {
+            Vec::new()
+        } else {
+            self.data(id, deadline)?
+        };
+        if header.data_size.is_some_and(|n| n != data.len() as u64) {
+            tracing::warn!(gateway = %self.base, %id, size = ?header.data_size, got = data.len(),
+                "the gateway's data size differs from what it served");
+        }
+        match header.into_verified_item(data) {
+            Ok(item) => match ans104::item_to_message(&item) {
+                Ok(msg) => Ok(Some(msg)),
+                Err(e) => {
+                    tracing::warn!(gateway = %self.base, %id, error = %e,
+                        "gateway item verifies but cannot be converted to a message");
+                    Ok(None)
+                }
+            },
+            Err(reason) => {
+                tracing::warn!(gateway = %self.base, %id, %reason,
+                    "gateway item refused: it does not verify (the reference's \
+                     `ans104_trust_gql` would accept it; this node does not)");
+                Ok(None)
+            }
+        }
+    }
+}
+
+/// A data item's header fields as GraphQL gives them.
+#[derive(Debug)]
+struct Header {
+    id: String,
+    signature: [u8; ans104::item::SIGNATURE_LEN],
+    owner: [u8; ans104::item::OWNER_LEN],
+    target: Option<[u8; 32]>,
+    /// The anchor readings to try: base64url-decoded, then raw bytes.
+    anchors: Vec<Option<[u8; 32]>>,
+    tags: Vec<Tag>,
+    data_size: Option<u64>,
+}
+
+impl Header {
+    fn parse(node: &Json) -> Result<Header, String> {
+        let text = |key: &str| node.get(key).and_then(Json::as_str).unwrap_or("");
+        let id = text("id").to_owned();
+        let signature =
+            b64url_decode(text("signature").as_bytes()).ok_or("the signature is not base64url")?;
+        let signature: [u8; ans104::item::SIGNATURE_LEN] =
+            signature.as_slice().try_into().map_err(|_| {
+                format!(
+                    "a {}-byte signature: only RSA (type 1, 512 bytes) items are supported",
+                    signature.len()
+                )
+            })?;
+        let owner = node
+            .pointer("/owner/key")
+            .and_then(Json::as_str)
+            .and_then(|k| b64url_decode(k.as_bytes()))
+            .ok_or("owner.key is missing or not base64url")?;
+        let owner: [u8; ans104::item::OWNER_LEN] = owner
+            .as_slice()
+            .try_into()
+            .map_err(|_| format!("owner.key is {} bytes, not 512", owner.len()))?;
+        let target = match text("recipient") {
+            "" => None,
+            r => Some(
+                b64url_decode(r.as_bytes())
+                    .and_then(|t| <[u8; 32]>::try_from(t.as_slice()).ok())
+                    .ok_or("the recipient is not a 32-byte base64url ID")?,
+            ),
+        };
+        let anchors = match text("anchor") {
+            "" => vec![None],
+            a => {
+                let mut v = Vec::new();
+                if let Some(d) = b64url_decode(a.as_bytes())
+                    .and_then(|d| <[u8; 32]>::try_from(d.as_slice()).ok())
+                {
+                    v.push(Some(d));
+                }
+                if let Ok(raw) = <[u8; 32]>::try_from(a.as_bytes()) {
+                    v.push(Some(raw));
+                }
+                if v.is_empty() {
+                    return Err(format!(
+                        "the anchor `{}` is not 32 bytes",
+                        snippet(a.as_bytes())
+                    ));
+                }
+                v
+            }
+        };
+        let mut tags = Vec::new();
+        if let Some(list) = node.get("tags").and_then(Json::as_array) {
+            if list.len() > ans104::item::MAX_TAGS {
+                return Err(format!(
+                    "{} tags; at most {} are allowed",
+                    list.len(),
+                    ans104::item::MAX_TAGS
+                ));
+            }
+            for t in list {
+                let (Some(n), Some(v)) = (
+                    t.get("name").and_then(Json::as_str),
+                    t.get("value").and_then(Json::as_str),
+                ) else {
+                    return Err("a tag without a text name and value".into());
+                };
+                tags.push((n.as_bytes().to_vec(), v.as_bytes().to_vec()));
+            }
+        }
+        let data_size = match node.pointer("/data/size") {
+            Some(Json::String(s)) => s.parse().ok(),
+            Some(Json::Number(n)) => n.as_u64(),
+            _ => None,
+        };
+        Ok(Header {
+            id,
+            signature,
+            owner,
+            target,
+            anchors,
+            tags,
+            data_size,
+        })
+    }
+
+    /// The data item with `data` whose signature (and those of any bundled items)
+    /// verifies, trying each reading of the anchor.
+    fn into_verified_item(self, data: Vec<u8>) -> Result<DataItem, String> {
+        let mut item = DataItem {
+            signature: self.signature,
+            owner: self.owner,
+            target: self.target,
+            anchor: None,
+            tags: self.tags,
+            data: data.into(),
+        };
+        if item.id().to_human() != self.id {
+            return Err("the ID is not the SHA-256 of the signature".into());
+        }
+        let mut last = String::from("no anchor reading");
+        for anchor in self.anchors {
+            item.anchor = anchor;
+            match item.check() {
+                Ok(()) => {
+                    return ans104::verify_tree(&item)
+                        .map(|()| item)
+                        .map_err(|e| e.to_string());
+                }
+                Err(e) => last = e.to_string(),
+            }
+        }
+        Err(last)
+    }
+}
+
+/// A GraphQL string literal (JSON string syntax is valid GraphQL string syntax).
+fn gql_string(s: &str) -> String {
+    Json::String(s.to_owned()).to_string()
+}
+
+/// The start of a body, for error messages.
+fn snippet(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(body);
+    let mut s: String = text.chars().take(200).collect();
+    if text.chars().nth(200).is_some() {
+        s.push('…');
+    }
+    s
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "tests")]
+mod tests {
+    use super::*;
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::net::TcpListener;
+    use std::sync::Arc;
+
+    /// What the stub answers: `(method, path) -> (status, body)`; anything else is 404.
+    type Routes = Vec<(&'static str, String, u16, Vec<u8>)>;
+
+    /// A request the stub received.
+    #[derive(Debug, Clone)]
+    struct Seen {
+        method: String,
+        path: String,
+        body: String,
+    }
+
+    /// A loopback HTTP/1.1 stub serving at most `max` connections (one request each),
+    /// for at most 20 s; returns its base URL and what it saw.
+    fn stub(routes: Routes, max: usize) -> (String, Arc<Mutex<Vec<Seen>>>) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let log = seen.clone();
+        std::thread::spawn(move || {
+            let started = Instant::now();
+            for stream in listener.incoming().take(max) {
+                if started.elapsed() > Duration::from_secs(20) {
+                    break;
+                }
+                let Ok(mut stream) = stream else { continue };
+                let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut line = String::new();
+                if reader.read_line(&mut line).is_err() {
+                    continue;
+                }
+                let mut parts = line.split_whitespace();
+                let method = parts.next().unwrap_or("").to_owned();
+                let path = parts.next().unwrap_or("").to_owned();
+                let mut length = 0usize;
+                for _ in 0..100 {
+                    let mut h = String::new();
+                    if reader.read_line(&mut h).is_err() || h.trim().is_empty() {
+                        break;
+                    }
+                    if let Some((k, v)) = h.split_once(':')
+                        && k.eq_ignore_ascii_case("content-length")
+                    {
+                        length = v.trim().parse().unwrap_or(0);
+                    }
+                }
+                let mut body = vec![0; length.min(1 << 20)];
+                let _ = reader.read_exact(&mut body);
+                log.lock().push(Seen {
+                    method: method.clone(),
+                    path: path.clone(),
+                    body: String::from_utf8_lossy(&body).into_owned(),
+                });
+                let (status, answer) = routes
+                    .iter()
+                    .find(|(m, p, _, _)| *m == method && *p == path)
+                    .map(|(_, _, s, b)| (*s, b.clone()))
+                    .unwrap_or((404, b"Not Found".to_vec()));
+                let head = format!(
+                    "HTTP/1.1 {status} X\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                    answer.len()
+                );
+                let _ = stream.write_all(head.as_bytes());
+                let _ = stream.write_all(&answer);
+            }
+        });
+        (base, seen)
+    }
+
+    fn key1() -> hb_codec::Wallet {
+        hb_codec::Wallet::from_jwk_json(include_bytes!("../../../tests/fixtures/key-1.json"))
+            .unwrap()
+    }
+
+    fn signed_item(anchor: Option<[u8; 32]>) -> DataItem {
+        DataItem {
+            target: Some([7; 32]),
+            anchor,
+            tags: vec![
+                (b"App-Name".to_vec(), b"hb-test".to_vec()),
+                (b"Content-Type".to_vec(), b"text/plain".to_vec()),
+            ],
+            data: bytes::Bytes::from_static(b"gateway data"),
+            ..DataItem::default()
+        }
+        .signed(&key1())
+        .unwrap()
+    }
+
+    /// The GraphQL answer for `item` as arlocal gives it, with `anchor` as given.
+    fn gql(item: &DataItem, anchor: &str) -> Vec<u8> {
+        let b64 = hb_core::id::b64url;
+        let tags: Vec<Json> = item
+            .tags
+            .iter()
+            .map(|(n, v)| {
+                serde_json::json!({
+                    "name": String::from_utf8_lossy(n),
+                    "value": String::from_utf8_lossy(v)
+                })
+            })
+            .collect();
+        serde_json::json!({ "data": { "transactions": { "edges": [ { "node": {
+            "id": item.id().to_human(),
+            "anchor": anchor,
+            "signature": b64(&item.signature),
+            "recipient": item.target.map(|t| b64(&t)).unwrap_or_default(),
+            "owner": { "key": b64(&item.owner) },
+            "fee": { "winston": "0" },
+            "quantity": { "winston": "0" },
+            "tags": tags,
+            "data": { "size": item.data.len().to_string() },
+        } } ] } } })
+        .to_string()
+        .into_bytes()
+    }
+
+    #[test]
+    fn fetches_verifies_and_converts_an_item_falling_back_to_the_plain_data_path() {
+        let item = signed_item(None);
+        let id = item.id().to_human();
+        let routes = vec![
+            ("POST", "/graphql".to_owned(), 200, gql(&item, "")),
+            ("GET", format!("/{id}"), 200, item.data.to_vec()),
+        ];
+        let (base, seen) = stub(routes, 3);
+        let src = GatewaySource::new(&format!("{base}/")).unwrap();
+        assert_eq!(src.base(), base);
+        let msg = src.fetch(&id).unwrap().unwrap();
+        assert_eq!(msg.get_str("app-name"), Some("hb-test"));
+        assert_eq!(msg.get_str("data"), Some("gateway data"));
+        let expected = ans104::item_to_message(&item).unwrap();
+        assert_eq!(msg, expected);
+        let seen = seen.lock().clone();
+        let paths: Vec<(&str, &str)> = seen
+            .iter()
+            .map(|s| (s.method.as_str(), s.path.as_str()))
+            .collect();
+        let raw = format!("/raw/{id}");
+        let plain = format!("/{id}");
+        assert_eq!(
+            paths,
+            [
+                ("POST", "/graphql"),
+                ("GET", raw.as_str()),
+                ("GET", plain.as_str())
+            ]
+        );
+        let q: Json = serde_json::from_str(&seen[0].body).unwrap();
+        assert_eq!(q["variables"]["transactionIds"][0], id.as_str());
+        let query = q["query"].as_str().unwrap();
+        for field in [
+            "anchor",
+            "signature",
+            "recipient",
+            "owner { key }",
+            "tags { name value }",
+            "data { size }",
+            "first: 1",
+        ] {
+            assert!(query.contains(field), "{field} in {query}");
+        }
+    }
+
+    #[test]
+    fn the_anchor_is_read_as_base64url_or_as_raw_text() {
+        let raw_anchor = *b"harness-anchor-0123456789abcdef!";
+        for (item, shown) in [
+            (
+                signed_item(Some(raw_anchor)),
+                String::from_utf8_lossy(&raw_anchor).into_owned(),
+            ),
+            (signed_item(Some([9; 32])), hb_core::id::b64url(&[9; 32])),
+        ] {
+            let id = item.id().to_human();
+            let routes = vec![
+                ("POST", "/graphql".to_owned(), 200, gql(&item, &shown)),
+                ("GET", format!("/raw/{id}"), 200, item.data.to_vec()),
+            ];
+            let (base, _) = stub(routes, 2);
+            let msg = GatewaySource::new(&base).unwrap().fetch(&id).unwrap();
+            assert_eq!(
+                msg,
+                Some(ans104::item_to_message(&item).unwrap()),
+                "{shown}"
+            );
+        }
+        // A missing anchor (arlocal does not keep it): the item cannot verify.
+        let item = signed_item(Some([9; 32]));
+        let id = item.id().to_human();
+        let routes = vec![
+            ("POST", "/graphql".to_owned(), 200, gql(&item, "")),
+            ("GET", format!("/raw/{id}"), 200, item.data.to_vec()),
+        ];
+        let (base, _) = stub(routes, 2);
+        assert_eq!(GatewaySource::new(&base).unwrap().fetch(&id).unwrap(), None);
+    }
+
+    #[test]
+    fn items_that_do_not_verify_are_refused() {
+        let item = signed_item(None);
+        let id = item.id().to_human();
+        // Different data.
+        let routes = vec![
+            ("POST", "/graphql".to_owned(), 200, gql(&item, "")),
+            ("GET", format!("/raw/{id}"), 200, b"gateway dat4".to_vec()),
+        ];
+        let (base, _) = stub(routes, 2);
+        assert_eq!(GatewaySource::new(&base).unwrap().fetch(&id).unwrap(), None);
+        // A changed tag.
+        let mut body: Json = serde_json::from_slice(&gql(&item, "")).unwrap();
+        body["data"]["transactions"]["edges"][0]["node"]["tags"][0]["value"] = "other".into();
+        let routes = vec![
+            (
+                "POST",
+                "/graphql".to_owned(),
+                200,
+                body.to_string().into_bytes(),
+            ),
+            ("GET", format!("/raw/{id}"), 200, item.data.to_vec()),
+        ];
+        let (base, _) = stub(routes, 2);
+        assert_eq!(GatewaySource::new(&base).unwrap().fetch(&id).unwrap(), None);
+        // An ECDSA-sized signature.
+        let mut body: Json = serde_json::from_slice(&gql(&item, "")).unwrap();
+        body["data"]["transactions"]["edges"][0]["node"]["signature"] =
+            hb_core::id::b64url(&[1; 65]).into();
+        let (base, _) = stub(
+            vec![(
+                "POST",
+                "/graphql".to_owned(),
+                200,
+                body.to_string().into_bytes(),
+            )],
+            1,
+        );
+        assert_eq!(GatewaySource::new(&base).unwrap().fetch(&id).unwrap(), None);
+    }
+
+    #[test]
+    fn unknown_ids_and_non_ids_are_not_found() {
+        let empty = br#"{"data":{"transactions":{"edges":[]}}}"#.to_vec();
+        let (base, seen) = stub(vec![("POST", "/graphql".to_owned(), 200, empty)], 1);
+        let src = GatewaySource::new(&base).unwrap();
+        assert_eq!(src.fetch(&"A".repeat(43)).unwrap(), None);
+        assert_eq!(src.fetch("not-an-id").unwrap(), None);
+        assert_eq!(
+            src.fetch(&"B".repeat(43)).unwrap(),
+            None,
+            "not canonical base64url"
+        );
+        assert_eq!(seen.lock().len(), 1, "only the real ID was asked for");
+    }
+
+    #[test]
+    fn gateway_errors_name_the_url() {
+        let (base, _) = stub(
+            vec![("POST", "/graphql".to_owned(), 500, b"boom".to_vec())],
+            1,
+        );
+        let e = GatewaySource::new(&base)
+            .unwrap()
+            .fetch(&"A".repeat(43))
+            .unwrap_err();
+        let text = e.to_string();
+        assert!(
+            text.contains(&format!("{base}/graphql")) && text.contains("500"),
+            "{text}"
+        );
+        let (base, _) = stub(
+            vec![("POST", "/graphql".to_owned(), 200, b"<html>".to_vec())],
+            1,
+        );
+        let e = GatewaySource::new(&base)
+            .unwrap()
+            .fetch(&"A".repeat(43))
+            .unwrap_err();
+        assert!(e.to_string().contains("not JSON"), "{e}");
+        let (base, _) = stub(
+            vec![(
+                "POST",
+                "/graphql".to_owned(),
+                200,
+                br#"{"errors":[{"message":"bad"}]}"#.to_vec(),
+            )],
+            1,
+        );
+        let e = GatewaySource::new(&base)
+            .unwrap()
+            .fetch(&"A".repeat(43))
+            .unwrap_err();
+        assert!(e.to_string().contains("bad"), "{e}");
+        // The data is served nowhere.
+        let item = signed_item(None);
+        let (base, _) = stub(
+            vec![("POST", "/graphql".to_owned(), 200, gql(&item, ""))],
+            3,
+        );
+        let e = GatewaySource::new(&base)
+            .unwrap()
+            .fetch(&item.id().to_human())
+            .unwrap_err();
+        assert!(
+            e.to_string().contains("/raw/") && e.to_string().contains("404"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn size_caps() {
+        let item = signed_item(None);
+        let id = item.id().to_human();
+        // Announced too large: not fetched.
+        let (base, seen) = stub(
+            vec![("POST", "/graphql".to_owned(), 200, gql(&item, ""))],
+            1,
+        );
+        let src = GatewaySource::new(&base).unwrap().with_max_data(4);
+        assert_eq!(src.fetch(&id).unwrap(), None);
+        assert_eq!(seen.lock().len(), 1);
+        // Served larger than the cap.
+        let mut body: Json = serde_json::from_slice(&gql(&item, "")).unwrap();
+        body["data"]["transactions"]["edges"][0]["node"]["data"]["size"] = "1".into();
+        let routes = vec![
+            (
+                "POST",
+                "/graphql".to_owned(),
+                200,
+                body.to_string().into_bytes(),
+            ),
+            ("GET", format!("/raw/{id}"), 200, vec![b'x'; 64]),
+        ];
+        let (base, _) = stub(routes, 2);
+        let e = GatewaySource::new(&base)
+            .unwrap()
+            .with_max_data(8)
+            .fetch(&id)
+            .unwrap_err();
+        assert!(e.to_string().contains("larger than"), "{e}");
+    }
+
+    #[test]
+    fn a_dead_gateway_fails_fast_and_is_then_skipped() {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let base = format!("http://127.0.0.1:{port}");
+        let src = GatewaySource::new(&base).unwrap();
+        let t = Instant::now();
+        let e = src.fetch(&"A".repeat(43)).unwrap_err();
+        assert!(e.to_string().contains(&format!("{base}/graphql")), "{e}");
+        let e = src.fetch(&"A".repeat(43)).unwrap_err();
+        assert!(e.to_string().contains("skipped"), "{e}");
+        assert!(t.elapsed() < Duration::from_secs(5));
+        // Without a back-off, every fetch tries again.
+        let src = GatewaySource::new(&base)
+            .unwrap()
+            .with_backoff(Duration::ZERO);
+        for _ in 0..2 {
+            assert!(
+                !src.fetch(&"A".repeat(43))
+                    .unwrap_err()
+                    .to_string()
+                    .contains("skipped")
+            );
+        }
+    }
+
+    #[test]
+    fn a_gateway_that_never_answers_times_out() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        std::thread::spawn(move || {
+            // Accept one connection and hold it without answering, for at most 5 s.
+            if let Ok((s, _)) = listener.accept() {
+                std::thread::sleep(Duration::from_secs(5));
+                drop(s);
+            }
+        });
+        let src =
+            GatewaySource::with_timeouts(&base, Duration::from_secs(1), Duration::from_millis(800))
+                .unwrap();
+        let t = Instant::now();
+        let e = src.fetch(&"A".repeat(43)).unwrap_err();
+        assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+        assert!(e.to_string().contains("graphql"), "{e}");
+    }
+
+    #[test]
+    fn subindex_filters_are_escaped_into_the_query() {
+        let src = GatewaySource::new("http://127.0.0.1:1")
+            .unwrap()
+            .with_subindex(vec![
+                ("Type".into(), "Process".into()),
+                ("Odd\"".into(), "a\\b".into()),
+            ]);
+        let body: Json = serde_json::from_str(&src.graphql_body("x")).unwrap();
+        let q = body["query"].as_str().unwrap();
+        assert!(
+            q.contains(r#"tags: [{ name: "Type", values: ["Process"] }, { name: "Odd\"", values: ["a\\b"] }]"#),
+            "{q}"
+        );
+    }
+
+    #[test]
+    fn bad_base_urls_are_refused() {
+        for bad in ["", "arweave.net", "ftp://x", "https://", "http://h#f"] {
+            assert!(GatewaySource::new(bad).is_err(), "{bad}");
+        }
+    }
+}
