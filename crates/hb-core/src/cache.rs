@@ -62,6 +62,15 @@ pub trait Cache: Send + Sync + std::fmt::Debug {
     /// Stores a message under an ID.
     fn write_message(&self, id: Id, msg: &Message);
 
+    /// A message this cache lacks, fetched from elsewhere (a gateway, another node) and
+    /// kept. May block on the network for seconds: the engine calls it through its
+    /// blocking hook, after [`Cache::read_message`] found nothing. The default has no
+    /// elsewhere.
+    fn fetch_remote(&self, id: &Id) -> Option<Message> {
+        let _ = id;
+        None
+    }
+
     /// The value at a cache path (spec 05 §6.4 "Reading a path"): a message ID, a
     /// commitment ID, `data/<hash>`, a link made by [`Cache::link`], or such a path
     /// followed by keys of the message there. `None` when the cache has nothing there.

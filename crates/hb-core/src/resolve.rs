@@ -590,10 +590,13 @@ impl Ctx {
         }
     }
 
-    /// Loads a message by ID-like binary from the cache.
+    /// Loads a message by ID-like binary from the cache, or from the cache's remote
+    /// sources (off the async workers: it may wait on the network).
     pub fn load(&self, id: &[u8]) -> Option<Message> {
         let id = Id::from_human(id)?;
-        self.cache().read_message(&id)
+        self.cache()
+            .read_message(&id)
+            .or_else(|| self.blocking(|| self.cache().fetch_remote(&id)))
     }
 
     /// Stage 1 rules 1–3 and 5 for a base: evaluates `{as, …}` and `{resolve, …}`.

@@ -192,14 +192,28 @@ impl MessageCache {
     ///
     /// # Errors
     /// The store failed, or what it holds is corrupt or cyclic.
+    /// An ID missing locally is asked of the sources (which may take seconds).
+    ///
+    /// # Errors
+    /// The store failed, or what it holds is corrupt or cyclic.
     pub fn read(&self, path: &str) -> Result<Option<Value>, CacheError> {
+        match self.read_local(path)? {
+            None if Id::from_human(path.as_bytes()).is_some() => {
+                Ok(self.fetch_remote(path).map(Value::Message))
+            }
+            found => Ok(found),
+        }
+    }
+
+    /// [`MessageCache::read`] without asking the sources.
+    ///
+    /// # Errors
+    /// As [`MessageCache::read`].
+    pub fn read_local(&self, path: &str) -> Result<Option<Value>, CacheError> {
         if let Some(v) = self.inner.hot.lock().get(path) {
             return Ok(Some(v.clone()));
         }
-        let mut value = read_value(self.inner.store.as_ref(), path)?;
-        if value.is_none() && Id::from_human(path.as_bytes()).is_some() {
-            value = self.fetch_remote(path).map(Value::Message);
-        }
+        let value = read_value(self.inner.store.as_ref(), path)?;
         if let Some(v) = &value {
             self.inner.hot.lock().put(path.to_owned(), v.clone());
         }
@@ -220,6 +234,10 @@ impl MessageCache {
                         Ok(_) => {}
                         Err(e) => tracing::warn!(error = %e, %id, "cannot keep a fetched message"),
                     }
+                    self.inner
+                        .hot
+                        .lock()
+                        .put(id.to_owned(), Value::Message(msg.clone()));
                     return Some(msg);
                 }
                 Ok(None) => {}
@@ -586,8 +604,12 @@ impl Cache for MessageCache {
         }
     }
 
+    fn fetch_remote(&self, id: &Id) -> Option<Message> {
+        MessageCache::fetch_remote(self, &id.to_human())
+    }
+
     fn read_message(&self, id: &Id) -> Option<Message> {
-        match self.read(&id.to_human()) {
+        match self.read_local(&id.to_human()) {
             Ok(Some(Value::Message(m))) => Some(m),
             Ok(_) => None,
             Err(e) => {
