@@ -7,7 +7,11 @@
 //    `/<id>` fallback, signature verified) and serves its keys at `/<id>/<key>`;
 //  * an unknown ID, a tampered ID and an item whose anchor arlocal does not keep (so its
 //    signature cannot be checked) get 404 quickly, never a hang.
-// Not covered yet: uploads made by the node itself (the node has no upload path).
+//  * uploads made by the node itself (issue 4): an item signed by arbundles is POSTed
+//    to our node's `upload@1.0` (`POST /~upload@1.0/item`, started with `--gateway
+//    <arlocal>`), which posts it to arlocal in an ANS-104 bundle in an L1 transaction
+//    signed with the node's wallet; after `GET /mine` arlocal's GraphQL finds it by its
+//    tag, and a second node with an empty store serves it through its gateway store.
 //
 // With HB_ARLOCAL_CARGO=1 the Rust check crates/hb-store/tests/gateway_arlocal.rs also
 // runs against this arlocal (GatewaySource alone and behind an in-process node).
@@ -17,8 +21,10 @@ import assert from 'node:assert/strict'
 import { spawnSync } from 'node:child_process'
 
 import { startNode, loadJwk, fetchT, REPO_DIR } from '../lib/node.mjs'
-import { startArlocal, graphql, uploadBundle } from '../lib/arlocal.mjs'
-import { arbundles, createData, ArweaveSigner, Arweave } from '../lib/ans104.mjs'
+import { startArlocal, graphql, uploadBundle, mint, mine } from '../lib/arlocal.mjs'
+import { arbundles, arbundlesSignedItem, createData, ArweaveSigner, Arweave } from '../lib/ans104.mjs'
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms))
 
 
 const APP = 'hb-harness-50'
@@ -124,6 +130,79 @@ describe('arweave: arlocal and the gateway store', () => {
       await res.text()
       assert.equal(res.status, 404, id)
       assert.ok(Date.now() - t < 15000, `${id}: ${Date.now() - t} ms`)
+    }
+  })
+
+  it('an item POSTed to our upload@1.0 reaches arlocal and is found by its tag', async () => {
+    const tag = `up-${Date.now()}-${Math.random().toString(36).slice(2, 10)}`
+    const UPLOAD_DATA = 'uploaded through our node'
+    const signed = await arbundlesSignedItem(loadJwk('key-1'), UPLOAD_DATA, {
+      tags: [
+        { name: 'App-Name', value: APP },
+        { name: 'Upload-Tag', value: tag },
+        { name: 'Content-Type', value: 'text/plain' },
+      ],
+    })
+    // The uploading node signs the L1 transaction with its wallet (key-2): fund it.
+    const arweave = Arweave.init({ host: '127.0.0.1', port: ar.port, protocol: 'http' })
+    await mint(ar.url, await arweave.wallets.jwkToAddress(loadJwk('key-2')))
+    const uploader = await startNode({ extraArgs: ['--gateway', ar.url] })
+    let reader
+    try {
+      const res = await fetchT(
+        `${uploader.url}/~upload@1.0/item`,
+        { method: 'POST', headers: { 'content-type': 'application/ans104' }, body: signed.raw },
+        60000,
+      )
+      const text = await res.text()
+      assert.equal(res.status, 200, text)
+      assert.equal(res.headers.get('id'), signed.id, text)
+      const tx = res.headers.get('tx')
+      assert.match(tx ?? '', /^[A-Za-z0-9_-]{43}$/, text)
+      await mine(ar.url)
+      // arweave-js verifies the node's L1 transaction (deep hash, data_root, RSA-PSS, ID).
+      const l1json = await (await fetchT(`${ar.url}/tx/${tx}`)).json()
+      const l1tx = arweave.transactions.fromRaw(l1json)
+      assert.equal(l1tx.id, tx)
+      assert.equal(l1tx.owner, loadJwk('key-2').n)
+      assert.ok(await arweave.transactions.verify(l1tx), JSON.stringify({ ...l1json, data: undefined }).slice(0, 1500))
+
+      // arlocal indexed the L1 transaction and, from its bundle, the item by its tag.
+      const l1 = await graphql(ar.url, `query($ids: [ID!]!) { transactions(ids: $ids) { edges { node { id tags { name value } } } } }`, { ids: [tx] })
+      assert.deepEqual(
+        l1.transactions.edges[0]?.node.tags.filter((t) => t.name.startsWith('Bundle-')),
+        [{ name: 'Bundle-Format', value: 'binary' }, { name: 'Bundle-Version', value: '2.0.0' }],
+      )
+      let found = []
+      for (let i = 0; i < 20 && found.length === 0; i++) {
+        if (i > 0) await sleep(250)
+        const byTag = await graphql(
+          ar.url,
+          `query($v: [String!]!) { transactions(tags: [{ name: "Upload-Tag", values: $v }]) { edges { node { id } } } }`,
+          { v: [tag] },
+        )
+        found = byTag.transactions.edges.map((e) => e.node)
+      }
+      assert.deepEqual(found.map((n) => n.id), [signed.id])
+      // (arlocal 1.1.66 answers `bundledIn: null` for bundled items, so the link to
+      // `tx` is not checked here.)
+      const data = await fetchT(`${ar.url}/${signed.id}`)
+      assert.equal(await data.text(), UPLOAD_DATA)
+
+      // A node with an empty store, same gateway, loads it through its gateway store.
+      reader = await startNode({ extraArgs: ['--gateway', ar.url] })
+      let got
+      for (let i = 0; i < 10; i++) {
+        got = await fetchT(`${reader.url}/${signed.id}/upload-tag`, {}, 20000)
+        if (got.status === 200) break
+        await got.text()
+        await sleep(500)
+      }
+      assert.equal(got.status, 200)
+      assert.equal(await got.text(), tag)
+    } finally {
+      await reader?.stop()
+      await uploader.stop()
     }
   })
 

@@ -18,6 +18,7 @@ pub mod json;
 pub mod meta;
 pub mod structured;
 pub mod test_device;
+pub mod upload;
 
 /// The preloaded devices of a node whose wallet is `wallet` (spec 05 §1.7), in one
 /// table. Without a wallet the node can verify commitments but not make them.
@@ -29,11 +30,14 @@ pub fn preloaded(wallet: Option<Arc<Wallet>>) -> Vec<Arc<dyn Device>> {
         }),
         Arc::new(cache::CacheDevice),
         Arc::new(flat::Flat),
-        Arc::new(HttpsigDevice { wallet }),
+        Arc::new(HttpsigDevice {
+            wallet: wallet.clone(),
+        }),
         Arc::new(json::Json),
         Arc::new(meta::Meta),
         Arc::new(structured::Structured),
         Arc::new(test_device::TestDevice),
+        Arc::new(upload::Upload { wallet }),
     ]
 }
 

@@ -9,6 +9,10 @@
 //!   symbolic links under a prefix (spec 05 §6.2); [`Chain`]: stores tried in order.
 //! * [`MessageCache`]: the content-addressed message cache of spec 05 §6.4 over any
 //!   store, which is also the engine's [`hb_core::Cache`].
+//! * [`RemoteNodeSource`] and [`RemoteNodeStore`]: another node, read as a message
+//!   source and written as a store (spec 05 §6.6).
+//! * [`upload_items`]: signed data items to an Arweave gateway, as a standard ANS-104
+//!   bundle in an Arweave transaction signed by the node's wallet (issue 4).
 
 pub mod cache;
 pub mod fs;
@@ -17,7 +21,9 @@ pub mod kv;
 pub mod lmdb;
 pub mod memory;
 pub mod remote;
+pub mod remote_store;
 pub mod store;
+pub mod upload;
 
 pub use cache::{CacheError, MessageCache, MessageSource};
 pub use fs::FsStore;
@@ -25,7 +31,9 @@ pub use gateway::GatewaySource;
 pub use lmdb::{Durability, LmdbStore};
 pub use memory::MemoryStore;
 pub use remote::{RemoteNodeSource, sources};
+pub use remote_store::RemoteNodeStore;
 pub use store::{Chain, EntryType, Op, Scope, Store, StoreError};
+pub use upload::upload_items;
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used, reason = "tests")]

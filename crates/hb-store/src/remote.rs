@@ -28,7 +28,28 @@
 //!    and accepted when it is signed, verifies and its ID is the requested one.
 //!
 //! Anything else (a reply that is not the message asked for) is refused with a warning.
+//!
+//! # Nodes that read from each other
+//!
+//! Two nodes that list each other as remote sources would pass a miss back and forth:
+//! A misses `<id>` and asks B, B misses and asks A, and so on, each request waiting on
+//! the next until the timeouts. Two things bound this:
+//!
+//! * every request asks with `cache-control: only-if-cached` ([`ONLY_IF_CACHED`]), so a
+//!   node that applies the directive to ID loads answers from its cache or with a miss
+//!   and never asks its own sources. **Limitation:** this node (hb-core) applies
+//!   `only-if-cached` to the lookup of *computed results* only (spec 01 §10); loading a
+//!   message by ID (`GET /<id>`, `cache@1.0/read`) still asks the node's sources, so the
+//!   header alone does not stop the loop between two hyperbeam-rs nodes;
+//! * so each source also counts the fetches of each ID under way through it: when
+//!   [`MAX_SAME_ID_IN_FLIGHT`] are, one more is answered "not found" at once. In a loop
+//!   the request that comes back to A for the ID A is already fetching is such a
+//!   request, so the loop unwinds after at most `2 × MAX_SAME_ID_IN_FLIGHT` requests
+//!   instead of waiting for timeouts. The price: more than that many *independent*
+//!   requests for the same missing ID at the same moment see a miss from this source
+//!   for the extra ones (the first fetch still fills the cache; a retry finds it).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -41,9 +62,20 @@ use hb_core::sf;
 use hb_core::structured::{from_tabm, to_tabm};
 use hb_core::value::{Message, Value};
 
+use parking_lot::Mutex;
+
 use crate::cache::MessageSource;
 use crate::gateway::{CONNECT_TIMEOUT, FETCH_TIMEOUT, GatewaySource};
 use crate::store::StoreError;
+
+/// The `cache-control` every read asks with (spec 01 §10): answer from the cache, do not
+/// compute. See "Nodes that read from each other" in the module docs for what it does
+/// and does not guard against.
+pub const ONLY_IF_CACHED: &str = "only-if-cached";
+
+/// How many fetches of one ID may be under way through one source at once; one more is
+/// answered "not found" at once (the loop guard, see the module docs).
+pub const MAX_SAME_ID_IN_FLIGHT: usize = 2;
 
 /// Largest reply read by default.
 pub const DEFAULT_MAX_REPLY: u64 = 64 * 1024 * 1024;
@@ -56,6 +88,41 @@ pub struct RemoteNodeSource {
     agent: ureq::Agent,
     max_reply: u64,
     fetch_timeout: Duration,
+    /// How many fetches of each ID through this source are under way (the loop guard).
+    in_flight: Mutex<HashMap<String, usize>>,
+}
+
+/// The checked base URL (no trailing `/`) and an agent for it: replies of every status
+/// are answers (not errors), no redirects, `connect` per connection, `total` per
+/// request. `kind` names the store in the error.
+///
+/// # Errors
+/// `base` is not an `http://` or `https://` URL.
+pub(crate) fn checked_agent(
+    base: &str,
+    kind: &str,
+    connect: Duration,
+    total: Duration,
+) -> Result<(String, ureq::Agent), StoreError> {
+    let base = base.trim().trim_end_matches('/').to_owned();
+    let scheme_ok = base
+        .strip_prefix("http://")
+        .or_else(|| base.strip_prefix("https://"));
+    if !scheme_ok.is_some_and(|rest| !rest.is_empty() && !rest.contains(['?', '#', ' '])) {
+        return Err(StoreError::Remote {
+            store: format!("{kind} {base}"),
+            reason: format!("`{base}` is not an http:// or https:// base URL"),
+        });
+    }
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_connect(Some(connect))
+        .timeout_global(Some(total))
+        .max_redirects(0)
+        .user_agent(concat!("hyperbeam-rs/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .into();
+    Ok((base, agent))
 }
 
 impl RemoteNodeSource {
@@ -77,31 +144,15 @@ impl RemoteNodeSource {
         connect: Duration,
         total: Duration,
     ) -> Result<Self, StoreError> {
-        let base = base.trim().trim_end_matches('/').to_owned();
+        let (base, agent) = checked_agent(base, "node", connect, total)?;
         let name = format!("node {base}");
-        let scheme_ok = base
-            .strip_prefix("http://")
-            .or_else(|| base.strip_prefix("https://"));
-        if !scheme_ok.is_some_and(|rest| !rest.is_empty() && !rest.contains(['?', '#', ' '])) {
-            return Err(StoreError::Remote {
-                store: name,
-                reason: format!("`{base}` is not an http:// or https:// base URL"),
-            });
-        }
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_connect(Some(connect))
-            .timeout_global(Some(total))
-            .max_redirects(0)
-            .user_agent(concat!("hyperbeam-rs/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .into();
         Ok(RemoteNodeSource {
             name,
             base,
             agent,
             max_reply: DEFAULT_MAX_REPLY,
             fetch_timeout: total,
+            in_flight: Mutex::new(HashMap::new()),
         })
     }
 
@@ -139,6 +190,7 @@ impl RemoteNodeSource {
             .timeout_global(Some(left))
             .build()
             .header("accept-codec", codec)
+            .header("cache-control", ONLY_IF_CACHED)
             .call()
             .map_err(|e| self.remote(format!("GET {url}: {e}")))?;
         let status = resp.status().as_u16();
@@ -232,6 +284,40 @@ impl RemoteNodeSource {
             .and_then(|()| ans104::item_to_message(&item))
             .map(Some)
             .map_err(|e| self.remote(format!("GET {}: the data item {id}: {e}", reply.url)))
+    }
+}
+
+/// One fetch of an ID under way; leaving it (drop) counts it out.
+struct InFlight<'a> {
+    map: &'a Mutex<HashMap<String, usize>>,
+    id: String,
+}
+
+impl<'a> InFlight<'a> {
+    /// Counts a fetch of `id` in, unless [`MAX_SAME_ID_IN_FLIGHT`] are under way.
+    fn enter(map: &'a Mutex<HashMap<String, usize>>, id: &str) -> Option<Self> {
+        let mut m = map.lock();
+        let n = m.entry(id.to_owned()).or_insert(0);
+        if *n >= MAX_SAME_ID_IN_FLIGHT {
+            return None;
+        }
+        *n += 1;
+        Some(InFlight {
+            map,
+            id: id.to_owned(),
+        })
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        let mut m = self.map.lock();
+        if let Some(n) = m.get_mut(&self.id) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                m.remove(&self.id);
+            }
+        }
     }
 }
 
@@ -335,6 +421,11 @@ impl MessageSource for RemoteNodeSource {
         if id.len() != 43 || Id::from_human(id.as_bytes()).is_none() {
             return Ok(None);
         }
+        let Some(_guard) = InFlight::enter(&self.in_flight, id) else {
+            tracing::debug!(node = %self.base, %id,
+                "this ID is already being fetched from the node {MAX_SAME_ID_IN_FLIGHT} times (a loop of nodes reading from each other?); answered as not found");
+            return Ok(None);
+        };
         let deadline = Instant::now()
             .checked_add(self.fetch_timeout)
             .unwrap_or_else(Instant::now);
