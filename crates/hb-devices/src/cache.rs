@@ -51,10 +51,12 @@ impl Device for CacheDevice {
     }
 
     fn call(&self, call: Call<'_>, _base: &Message, req: &Message, ctx: &Ctx) -> DeviceResult {
+        // Every operation may wait: on a disk flush (durable writes) or on the network
+        // (reads of IDs the store lacks go to its remote sources). Off the async workers.
         match call.key() {
-            "read" => Ok(read(req, ctx)),
-            "write" => Ok(write(req, ctx)),
-            "link" => Ok(link(req, ctx)),
+            "read" => Ok(ctx.blocking(|| read(req, ctx))),
+            "write" => Ok(ctx.blocking(|| write(req, ctx))),
+            "link" => Ok(ctx.blocking(|| link(req, ctx))),
             other => Err(ResolveError::call(self.name(), other, "no such function")),
         }
     }
