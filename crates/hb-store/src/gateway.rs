@@ -87,25 +87,8 @@ impl GatewaySource {
         connect: Duration,
         total: Duration,
     ) -> Result<Self, StoreError> {
-        let base = base.trim().trim_end_matches('/').to_owned();
+        let (base, agent) = crate::http::agent(base, "gateway", connect, total, MAX_REDIRECTS)?;
         let name = format!("gateway {base}");
-        let scheme_ok = base
-            .strip_prefix("http://")
-            .or_else(|| base.strip_prefix("https://"));
-        if !scheme_ok.is_some_and(|rest| !rest.is_empty() && !rest.contains(['?', '#', ' '])) {
-            return Err(StoreError::Remote {
-                store: name,
-                reason: format!("`{base}` is not an http:// or https:// base URL"),
-            });
-        }
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_connect(Some(connect))
-            .timeout_global(Some(total))
-            .max_redirects(MAX_REDIRECTS)
-            .user_agent(concat!("hyperbeam-rs/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .into();
         Ok(GatewaySource {
             name,
             base,

@@ -92,39 +92,6 @@ pub struct RemoteNodeSource {
     in_flight: Mutex<HashMap<String, usize>>,
 }
 
-/// The checked base URL (no trailing `/`) and an agent for it: replies of every status
-/// are answers (not errors), no redirects, `connect` per connection, `total` per
-/// request. `kind` names the store in the error.
-///
-/// # Errors
-/// `base` is not an `http://` or `https://` URL.
-pub(crate) fn checked_agent(
-    base: &str,
-    kind: &str,
-    connect: Duration,
-    total: Duration,
-) -> Result<(String, ureq::Agent), StoreError> {
-    let base = base.trim().trim_end_matches('/').to_owned();
-    let scheme_ok = base
-        .strip_prefix("http://")
-        .or_else(|| base.strip_prefix("https://"));
-    if !scheme_ok.is_some_and(|rest| !rest.is_empty() && !rest.contains(['?', '#', ' '])) {
-        return Err(StoreError::Remote {
-            store: format!("{kind} {base}"),
-            reason: format!("`{base}` is not an http:// or https:// base URL"),
-        });
-    }
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_connect(Some(connect))
-        .timeout_global(Some(total))
-        .max_redirects(0)
-        .user_agent(concat!("hyperbeam-rs/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .into();
-    Ok((base, agent))
-}
-
 impl RemoteNodeSource {
     /// The node at `base` (`http://` or `https://`; a trailing `/` is ignored).
     ///
@@ -144,7 +111,7 @@ impl RemoteNodeSource {
         connect: Duration,
         total: Duration,
     ) -> Result<Self, StoreError> {
-        let (base, agent) = checked_agent(base, "node", connect, total)?;
+        let (base, agent) = crate::http::agent(base, "node", connect, total, 0)?;
         let name = format!("node {base}");
         Ok(RemoteNodeSource {
             name,

@@ -40,7 +40,7 @@ use hb_core::httpsig;
 use hb_core::value::{Message, Value};
 
 use crate::gateway::{CONNECT_TIMEOUT, FETCH_TIMEOUT};
-use crate::remote::{DEFAULT_MAX_REPLY, checked_agent};
+use crate::remote::DEFAULT_MAX_REPLY;
 use crate::store::{EntryType, Op, Scope, Store, StoreError, normalize};
 
 /// How much of an error reply's body is quoted in the error.
@@ -78,7 +78,7 @@ impl RemoteNodeStore {
         connect: Duration,
         total: Duration,
     ) -> Result<Self, StoreError> {
-        let (base, agent) = checked_agent(base, "remote-node", connect, total)?;
+        let (base, agent) = crate::http::agent(base, "remote-node", connect, total, 0)?;
         Ok(RemoteNodeStore {
             name: format!("remote-node {base}"),
             base,

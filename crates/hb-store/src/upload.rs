@@ -285,32 +285,15 @@ struct Gateway {
 
 impl Gateway {
     fn new(base: &str, total: Duration) -> Result<Self, StoreError> {
-        let base = base.trim().trim_end_matches('/').to_owned();
-        let scheme_ok = base
-            .strip_prefix("http://")
-            .or_else(|| base.strip_prefix("https://"))
-            .is_some_and(|rest| !rest.is_empty() && !rest.contains(['?', '#', ' ']));
-        let gw = Gateway {
-            agent: ureq::Agent::config_builder()
-                .http_status_as_error(false)
-                .timeout_connect(Some(CONNECT_TIMEOUT))
-                .timeout_global(Some(total))
-                .max_redirects(0)
-                .user_agent(concat!("hyperbeam-rs/", env!("CARGO_PKG_VERSION")))
-                .build()
-                .into(),
+        let (base, agent) =
+            crate::http::agent(base, "upload to gateway", CONNECT_TIMEOUT, total, 0)?;
+        Ok(Gateway {
+            agent,
             deadline: Instant::now()
                 .checked_add(total)
                 .unwrap_or_else(Instant::now),
             base,
-        };
-        if !scheme_ok {
-            return Err(gw.error(format!(
-                "`{}` is not an http:// or https:// gateway base URL",
-                gw.base
-            )));
-        }
-        Ok(gw)
+        })
     }
 
     fn error(&self, reason: String) -> StoreError {
