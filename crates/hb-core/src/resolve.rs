@@ -114,6 +114,10 @@ pub struct ResolveOpts {
     pub max_depth: u32,
     /// How many steps one message list may have.
     pub max_steps: usize,
+    /// Whether a message missing from the cache may be fetched from the cache's remote
+    /// sources (off for requests that say `cache-control: only-if-cached`, which is
+    /// what one node sends another: no request bounces between nodes).
+    pub remote_loads: bool,
 }
 
 impl Default for ResolveOpts {
@@ -125,6 +129,7 @@ impl Default for ResolveOpts {
             cache_lookup_heuristics: false,
             max_depth: 64,
             max_steps: 1024,
+            remote_loads: true,
         }
     }
 }
@@ -149,6 +154,7 @@ impl ResolveOpts {
             cache_lookup_heuristics: false,
             max_depth: self.max_depth,
             max_steps: self.max_steps,
+            remote_loads: self.remote_loads,
         }
     }
 }
@@ -594,9 +600,12 @@ impl Ctx {
     /// sources (off the async workers: it may wait on the network).
     pub fn load(&self, id: &[u8]) -> Option<Message> {
         let id = Id::from_human(id)?;
-        self.cache()
-            .read_message(&id)
-            .or_else(|| self.blocking(|| self.cache().fetch_remote(&id)))
+        self.cache().read_message(&id).or_else(|| {
+            self.opts
+                .remote_loads
+                .then(|| self.blocking(|| self.cache().fetch_remote(&id)))
+                .flatten()
+        })
     }
 
     /// Stage 1 rules 1–3 and 5 for a base: evaluates `{as, …}` and `{resolve, …}`.

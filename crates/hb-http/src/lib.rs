@@ -174,10 +174,18 @@ impl Service {
         // block (sleeps, long computations) go through the context's blocking hook, and
         // the deadline bounds the whole resolution.
         let node = self.ctx.node().get();
-        let ctx = self
+        let mut ctx = self
             .ctx
             .with_time_limit(self.config.request_timeout)
             .with_step_hooks(&node);
+        // `only-if-cached` (what one node sends another): answer from this node's store
+        // alone, never from its remote sources, so a miss cannot bounce between nodes.
+        if hb_core::resolve::CacheDirectives::of_message(&singleton).only_if_cached {
+            ctx = ctx.with_opts(ResolveOpts {
+                remote_loads: false,
+                ..ctx.opts
+            });
+        }
         let (outcome, halted) = match resolve_request(&ctx, &node, &singleton) {
             Ok(Step::Halted(out)) => (Ok(out), true),
             Ok(Step::Resolved(out)) => (Ok(out), false),

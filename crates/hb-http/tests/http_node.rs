@@ -800,3 +800,64 @@ async fn ans104_requests_verify_and_replies_can_be_data_items() {
     assert_eq!(msg.get("body"), Some(&Value::text("Hello")), "{msg:?}");
     node.stop().await;
 }
+
+/// A cache with a remote side that counts how often it is asked.
+#[derive(Debug, Default)]
+struct CountingRemote {
+    local: MemoryCache,
+    asked: std::sync::atomic::AtomicUsize,
+}
+
+impl hb_core::Cache for CountingRemote {
+    fn read_result(&self, hashpath: &str) -> Option<Value> {
+        self.local.read_result(hashpath)
+    }
+    fn write_result(&self, hashpath: &str, value: &Value) {
+        self.local.write_result(hashpath, value);
+    }
+    fn read_message(&self, id: &hb_core::id::Id) -> Option<Message> {
+        self.local.read_message(id)
+    }
+    fn write_message(&self, id: hb_core::id::Id, msg: &Message) {
+        self.local.write_message(id, msg);
+    }
+    fn fetch_remote(&self, _id: &hb_core::id::Id) -> Option<Message> {
+        self.asked.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Some(Message::new().with("from", "afar"))
+    }
+}
+
+/// An ID missing locally is fetched from the cache's remote side, unless the request
+/// says `cache-control: only-if-cached` (what nodes send each other).
+#[tokio::test]
+async fn only_if_cached_requests_never_reach_remote_sources() {
+    let cache = Arc::new(CountingRemote::default());
+    let ctx = Ctx::new(
+        Arc::new(hb_devices::registry()),
+        cache.clone(),
+        NodeHandle::new(Message::new()),
+    );
+    let node = start_ctx(ctx, ServerConfig::default()).await;
+    let id = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+    let r = get(
+        node.addr,
+        &format!("/{id}/from"),
+        "cache-control: only-if-cached\r\n",
+    )
+    .await;
+    assert_eq!(r.status, 504, "a cache miss (spec 01 §10): {r:?}");
+    assert_eq!(r.header("cache-status"), Some("miss"));
+    // The message itself (what a remote-node source asks for).
+    let r = get(
+        node.addr,
+        &format!("/{id}"),
+        "cache-control: only-if-cached\r\n",
+    )
+    .await;
+    assert_eq!(r.status, 404, "{r:?}");
+    assert_eq!(cache.asked.load(std::sync::atomic::Ordering::SeqCst), 0);
+    let r = get(node.addr, &format!("/{id}/from"), "").await;
+    assert_eq!((r.status, r.text().as_str()), (200, "afar"), "{r:?}");
+    assert_eq!(cache.asked.load(std::sync::atomic::Ordering::SeqCst), 1);
+    node.stop().await;
+}

@@ -548,7 +548,7 @@ fn result_path(hashpath: &str) -> String {
 impl Cache for MessageCache {
     fn read_result(&self, hashpath: &str) -> Option<Value> {
         let at = result_path(hashpath);
-        match self.read(&at) {
+        match self.read_local(&at) {
             Ok(Some(v)) => return Some(v),
             Ok(None) => {}
             Err(e) => tracing::warn!(error = %e, %hashpath, "cache read failed"),
@@ -559,7 +559,7 @@ impl Cache for MessageCache {
             return None;
         }
         Id::from_human(left.as_bytes())?;
-        match self.read(left) {
+        match self.read_local(left) {
             Ok(Some(Value::Message(m))) => m.get(right).cloned(),
             Ok(_) => None,
             Err(e) => {

@@ -35,19 +35,17 @@
 //! A misses `<id>` and asks B, B misses and asks A, and so on, each request waiting on
 //! the next until the timeouts. Two things bound this:
 //!
-//! * every request asks with `cache-control: only-if-cached` ([`ONLY_IF_CACHED`]), so a
-//!   node that applies the directive to ID loads answers from its cache or with a miss
-//!   and never asks its own sources. **Limitation:** this node (hb-core) applies
-//!   `only-if-cached` to the lookup of *computed results* only (spec 01 §10); loading a
-//!   message by ID (`GET /<id>`, `cache@1.0/read`) still asks the node's sources, so the
-//!   header alone does not stop the loop between two hyperbeam-rs nodes;
-//! * so each source also counts the fetches of each ID under way through it: when
-//!   [`MAX_SAME_ID_IN_FLIGHT`] are, one more is answered "not found" at once. In a loop
-//!   the request that comes back to A for the ID A is already fetching is such a
-//!   request, so the loop unwinds after at most `2 × MAX_SAME_ID_IN_FLIGHT` requests
-//!   instead of waiting for timeouts. The price: more than that many *independent*
-//!   requests for the same missing ID at the same moment see a miss from this source
-//!   for the extra ones (the first fetch still fills the cache; a retry finds it).
+//! * every request asks with `cache-control: only-if-cached` ([`ONLY_IF_CACHED`]); a
+//!   hyperbeam-rs node answers such a request from its own store only (hb-http turns
+//!   the directive off `ResolveOpts::remote_loads`), so `GET /<id>` never reaches its
+//!   sources and a miss comes straight back (`cache@1.0/read` does not honour it yet);
+//! * for nodes that do not honour the directive, each source also counts the fetches
+//!   of each ID under way through it: when [`MAX_SAME_ID_IN_FLIGHT`] are, one more is
+//!   answered "not found" at once, so a loop unwinds after at most
+//!   `2 × MAX_SAME_ID_IN_FLIGHT` requests instead of waiting for timeouts. The price:
+//!   more than that many *independent* requests for the same missing ID at the same
+//!   moment see a miss from this source for the extra ones (the first fetch still fills
+//!   the cache; a retry finds it).
 
 use std::collections::HashMap;
 use std::sync::Arc;

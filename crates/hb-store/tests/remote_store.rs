@@ -237,8 +237,13 @@ async fn two_nodes_that_read_from_each_other_answer_a_miss_quickly() {
             "a miss took {:?}",
             t.elapsed()
         );
-        let got = src.fetch(&only_b_id).unwrap().unwrap();
-        assert_eq!(got.get_str("kept-by"), Some("b"));
+        // A node-to-node read (`only-if-cached`) is answered from A's store alone…
+        assert!(src.fetch(&only_b_id).unwrap().is_none());
+        // …while a client's request makes A fetch the message from B.
+        let mut reply = ureq::get(format!("{a_url}/{only_b_id}/kept-by"))
+            .call()
+            .unwrap();
+        assert_eq!(reply.body_mut().read_to_string().unwrap(), "b");
         // And again: the guard counted every fetch out.
         let t = Instant::now();
         assert!(src.fetch(&missing).unwrap().is_none());
