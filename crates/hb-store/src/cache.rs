@@ -5,7 +5,8 @@
 //! ```text
 //! data/<b64url(sha256(v))>            every binary value, once
 //! <U>/                                 a group per message, U = its uncommitted ID
-//! <U>/<key>      -> data/<hash>       a link per binary key
+//! <U>/<key>      = bytes              a binary of at most INLINE_MAX (128) bytes
+//! <U>/<key>      -> data/<hash>       a link per larger binary
 //! <U>/<key>      -> <U2>              a link per nested message (U2: its uncommitted
 //!                                      ID, or a content hash when it holds signatures)
 //! <W>/<key>      -> (as <U>/<key>)    a signed message whole: W = its ID (spec 01
@@ -384,14 +385,18 @@ fn message_ops(msg: &Message) -> Result<(Id, Vec<Op>), CacheError> {
         return Ok((id, ops));
     };
     let human = id.to_human();
-    let links: Vec<(String, String)> = {
+    // U's own entries (links and inline bytes), replicated under W below.
+    let entries: Vec<(String, Entry)> = {
         let own = format!("{human}/");
         ops.iter()
             .filter_map(|op| match op {
                 Op::Link { existing, new } => new
                     .strip_prefix(&own)
-                    .map(|key| (key.to_owned(), existing.clone())),
-                _ => None,
+                    .map(|key| (key.to_owned(), Entry::Link(existing.clone()))),
+                Op::Write(at, b) => at
+                    .strip_prefix(&own)
+                    .map(|key| (key.to_owned(), Entry::Inline(b.clone()))),
+                Op::Group(_) => None,
             })
             .collect()
     };
@@ -404,11 +409,8 @@ fn message_ops(msg: &Message) -> Result<(Id, Vec<Op>), CacheError> {
             Id::sha256(format!("{human}\0commitments\0{commitments_group}").as_bytes()).to_human()
         });
     ops.push(Op::Group(whole.clone()));
-    for (key, existing) in links {
-        ops.push(Op::Link {
-            existing,
-            new: format!("{whole}/{key}"),
-        });
+    for (key, entry) in entries {
+        ops.push(entry.op(format!("{whole}/{key}")));
     }
     ops.push(Op::Link {
         existing: commitments_group,
@@ -438,6 +440,38 @@ fn signed_path(u: &str) -> String {
 /// (`signature-input`: the HMAC ID then covers only the components it names).
 const UNCOVERED: [&str; 3] = ["commitments", "signature", "signature-input"];
 
+/// Binaries up to this size are kept in their message's group entry itself instead of
+/// behind a link to `data/<hash>`: one lookup less per key when a message is read
+/// (docs/adr/0004). Larger ones are stored once, by hash.
+pub const INLINE_MAX: usize = 128;
+
+/// What a message's key holds in the store.
+enum Entry {
+    /// The bytes themselves.
+    Inline(Bytes),
+    /// A link to `data/<hash>` or to a nested message's group.
+    Link(String),
+}
+
+impl Entry {
+    /// What the entry stands for, for content hashes: the data path of inline bytes,
+    /// the target of a link.
+    fn identity(&self) -> String {
+        match self {
+            Entry::Inline(b) => data_path(b),
+            Entry::Link(target) => target.clone(),
+        }
+    }
+
+    /// The op that puts the entry at `at`.
+    fn op(self, at: String) -> Op {
+        match self {
+            Entry::Inline(b) => Op::Write(at, b),
+            Entry::Link(existing) => Op::Link { existing, new: at },
+        }
+    }
+}
+
 /// Adds the ops writing a TABM (spec 05 §6.4 steps 3–4) and returns the ID of its group:
 /// its uncommitted ID — except for a nested message holding one of [`UNCOVERED`] (a
 /// commitment, a signed nested message): two of those differing only in their
@@ -454,22 +488,23 @@ fn tabm_ops(tabm: &Message, ops: &mut Vec<Op>, depth: usize) -> Result<Id, Cache
             source,
         }
     })?;
-    let mut links: Vec<(&str, String)> = Vec::with_capacity(tabm.len());
+    let mut entries: Vec<(&str, Entry)> = Vec::with_capacity(tabm.len());
     for (k, v) in tabm.iter() {
         if is_private(k) {
             continue;
         }
-        let target = match v {
+        let entry = match v {
+            Value::Binary(b) if b.len() <= INLINE_MAX => Entry::Inline(b.clone()),
             Value::Binary(b) => {
                 let path = data_path(b);
                 ops.push(Op::Write(path.clone(), b.clone()));
-                path
+                Entry::Link(path)
             }
             Value::Message(m) => {
                 if k.as_ref() == "device" {
                     return Err(CacheError::DeviceMessage);
                 }
-                tabm_ops(m, ops, depth + 1)?.to_human()
+                Entry::Link(tabm_ops(m, ops, depth + 1)?.to_human())
             }
             other => {
                 return Err(CacheError::Codec {
@@ -481,14 +516,14 @@ fn tabm_ops(tabm: &Message, ops: &mut Vec<Op>, depth: usize) -> Result<Id, Cache
                 });
             }
         };
-        links.push((k.as_ref(), target));
+        entries.push((k.as_ref(), entry));
     }
-    let id = if depth > 0 && links.iter().any(|(k, _)| UNCOVERED.contains(k)) {
+    let id = if depth > 0 && entries.iter().any(|(k, _)| UNCOVERED.contains(k)) {
         let mut content = uncommitted.0.to_vec();
-        for (k, target) in &links {
+        for (k, entry) in &entries {
             content.extend_from_slice(k.as_bytes());
             content.push(0);
-            content.extend_from_slice(target.as_bytes());
+            content.extend_from_slice(entry.identity().as_bytes());
             content.push(0);
         }
         Id::sha256(&content)
@@ -497,11 +532,8 @@ fn tabm_ops(tabm: &Message, ops: &mut Vec<Op>, depth: usize) -> Result<Id, Cache
     };
     let u = id.to_human();
     ops.push(Op::Group(u.clone()));
-    for (k, target) in links {
-        ops.push(Op::Link {
-            existing: target,
-            new: format!("{u}/{k}"),
-        });
+    for (k, entry) in entries {
+        ops.push(entry.op(format!("{u}/{k}")));
     }
     Ok(id)
 }

@@ -144,15 +144,17 @@ fn message_cache_on_fs_survives_reopening() {
         cache.write_result("A/B", &Value::Message(Message::new().with("r", "1")));
         cache.flush();
     }
-    // The layout of spec 05 §6.4 on disk: a directory per message, a link per key.
+    // The layout of spec 05 §6.4 on disk: a directory per message, an entry per key —
+    // small binaries in place, larger ones a link to `data/<hash>`.
     let root = dir.path().canonicalize().unwrap();
     let u = root.join(id.to_human());
     assert!(u.is_dir());
-    let link = std::fs::read_link(u.join("a")).unwrap();
+    assert_eq!(std::fs::read(u.join("a")).unwrap(), b"1", "inline");
+    let link = std::fs::read_link(u.join("big")).unwrap();
     assert!(link.starts_with("../data"), "{}", link.display());
     assert_eq!(
-        std::fs::read(u.join("a")).unwrap(),
-        b"1",
+        std::fs::read(u.join("big")).unwrap(),
+        "b".repeat(10_000).as_bytes(),
         "the OS follows it too"
     );
     let cache = MessageCache::new(Arc::new(FsStore::open(dir.path()).unwrap()));

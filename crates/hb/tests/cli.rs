@@ -453,6 +453,7 @@ fn store_ls_and_get_show_what_the_node_keeps() {
     let dir = store_test_dir("ls-get");
     let msg = Message::new()
         .with("a", "1")
+        .with("big", "z".repeat(200))
         .with("n", 42i64)
         .with("nested", Message::new().with("x", "y"));
     let raw: &[u8] = &[0xff, 0x00, 0xfe, b'\n'];
@@ -505,10 +506,12 @@ fn store_ls_and_get_show_what_the_node_keeps() {
     sorted.sort();
     assert_eq!(lines, sorted, "sorted");
 
-    // A message: a link per key.
+    // A message: an entry per key — small values in place, larger ones and nested
+    // messages links.
     let out = store_cmd(&dir, &["ls", &id]);
     let listing = text(&out);
-    assert!(listing.contains("a -> data/"), "{listing}");
+    assert!(listing.lines().any(|l| l == "a"), "{listing}");
+    assert!(listing.contains("big -> data/"), "{listing}");
     assert!(
         listing
             .lines()
