@@ -18,7 +18,7 @@ import path from 'node:path'
 import { createRequire } from 'node:module'
 import { fileURLToPath } from 'node:url'
 
-import { freePort, fetchT } from './node.mjs'
+import { freePort, fetchT, stopProcess } from './node.mjs'
 
 const THIS_FILE = fileURLToPath(import.meta.url)
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms))
@@ -67,7 +67,8 @@ export async function startArlocal({ readyMs = 20000 } = {}) {
       pid: child.pid,
       dir,
       log: () => (fs.existsSync(logPath) ? fs.readFileSync(logPath, 'utf8') : ''),
-      stop: () => stopChild(child, dir),
+      // SIGTERM: arlocal stops its server and database.
+      stop: () => stopProcess(child, dir, 'SIGTERM'),
     }
     const deadline = Date.now() + readyMs
     while (Date.now() < deadline && !exited) {
@@ -87,30 +88,6 @@ export async function startArlocal({ readyMs = 20000 } = {}) {
     if (!exited) break
   }
   throw lastError
-}
-
-/** SIGTERM (arlocal stops its server and database), then SIGKILL after 5 s. */
-async function stopChild(child, dir) {
-  if (child.exitCode === null && child.signalCode === null) {
-    const gone = new Promise((r) => child.once('exit', r))
-    try {
-      process.kill(child.pid, 'SIGTERM')
-    } catch {
-      // already gone
-    }
-    const t = setTimeout(() => {
-      try {
-        process.kill(child.pid, 'SIGKILL')
-      } catch {
-        // already gone
-      }
-    }, 5000)
-    let cap
-    await Promise.race([gone, new Promise((r) => (cap = setTimeout(r, 7000)))])
-    clearTimeout(t)
-    clearTimeout(cap)
-  }
-  if (dir && !process.env.HB_KEEP_TMP) fs.rmSync(dir, { recursive: true, force: true })
 }
 
 /** POST a GraphQL query to arlocal; returns the parsed `data` (throws on `errors`). */

@@ -130,12 +130,15 @@ export async function startNode({ wallet = 'key-2', readyMs = 30000, extraArgs =
   throw lastError
 }
 
-/** Stops a child by its pid: SIGINT (the node's graceful stop), then SIGKILL after 5 s. */
-async function stopProcess(child, dir) {
+/**
+ * Stops a child by its pid: `signal` (SIGINT: the node's graceful stop), then SIGKILL
+ * after 5 s; removes its temporary directory `dir` (unless HB_KEEP_TMP is set).
+ */
+export async function stopProcess(child, dir, signal = 'SIGINT') {
   if (child.exitCode === null && child.signalCode === null) {
     const gone = new Promise((r) => child.once('exit', r))
     try {
-      process.kill(child.pid, 'SIGINT')
+      process.kill(child.pid, signal)
     } catch {
       // already gone
     }

@@ -247,6 +247,24 @@ impl Registry {
     }
 }
 
+/// What a codec's `deserialize` (or `from`) reads: the binary under the request's
+/// `target` key of the base (default `body`), or the error outcome that says why there
+/// is none (`what` names the expected content, e.g. `JSON text`).
+pub fn payload(base: &Message, req: &Message, what: &str) -> Result<bytes::Bytes, Outcome> {
+    let target = req.get_str("target").unwrap_or("body");
+    match base.get_ci(target) {
+        Some(Value::Binary(text)) => Ok(text.clone()),
+        Some(other) => Err(Outcome::error_status(
+            400,
+            &format!("`{target}` holds a {}, not {what}", other.type_name()),
+        )),
+        None => Err(Outcome::error_status(
+            404,
+            &format!("{what} not found in the base message. Searched for: {target}"),
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -29,7 +29,7 @@ impl Device for Flat {
                         .with("body", Value::Binary(body)),
                 ))
             }
-            "deserialize" => match crate::payload(base, req, "flat text") {
+            "deserialize" => match hb_core::device::payload(base, req, "flat text") {
                 Ok(text) => {
                     let tabm = flat::deserialize(&text)?;
                     Ok(Outcome::ok(structured::from_tabm(&tabm)?))

@@ -29,7 +29,7 @@ impl Device for Json {
                         .with("body", body),
                 ))
             }
-            "deserialize" => match crate::payload(base, req, "JSON text") {
+            "deserialize" => match hb_core::device::payload(base, req, "JSON text") {
                 Ok(text) => Ok(Outcome::ok(json::from_plain_json(&text)?)),
                 Err(refusal) => Ok(refusal),
             },

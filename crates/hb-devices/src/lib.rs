@@ -54,24 +54,3 @@ pub fn registry_with_wallet(wallet: Option<Arc<Wallet>>) -> Registry {
     }
     r
 }
-
-/// The text a `deserialize` reads: the binary under the request's `target` key of the
-/// base (default `body`), or the error outcome that says why there is none.
-pub(crate) fn payload(
-    base: &hb_core::Message,
-    req: &hb_core::Message,
-    what: &str,
-) -> Result<bytes::Bytes, hb_core::Outcome> {
-    let target = req.get_str("target").unwrap_or("body");
-    match base.get_ci(target) {
-        Some(hb_core::Value::Binary(text)) => Ok(text.clone()),
-        Some(other) => Err(hb_core::Outcome::error_status(
-            400,
-            &format!("`{target}` holds a {}, not {what}", other.type_name()),
-        )),
-        None => Err(hb_core::Outcome::error_status(
-            404,
-            &format!("{what} not found in the base message. Searched for: {target}"),
-        )),
-    }
-}

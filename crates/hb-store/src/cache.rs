@@ -30,8 +30,8 @@ use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::thread::JoinHandle;
 
 use bytes::Bytes;
-use hb_core::cache::CacheOpError;
-use hb_core::id::{Id, b64url};
+use hb_core::cache::{CacheOpError, data_path};
+use hb_core::id::Id;
 use hb_core::structured::{CodecError, from_tabm, to_tabm};
 use hb_core::value::{Message, Value, is_private};
 use hb_core::{Cache, httpsig};
@@ -171,12 +171,13 @@ impl MessageCache {
     /// # Errors
     /// The message cannot be encoded, or the store failed (then nothing is written).
     pub fn write(&self, msg: &Message) -> Result<Id, CacheError> {
-        let (id, ops) = message_ops(msg)?;
+        let kept = kept_keys(msg);
+        let (id, ops) = message_ops(&kept)?;
         self.inner.store.apply(&ops)?;
         self.inner
             .hot
             .lock()
-            .put(id.to_human(), Value::Message(kept_keys(msg)));
+            .put(id.to_human(), Value::Message(kept));
         Ok(id)
     }
 
@@ -309,11 +310,6 @@ fn write_behind(inner: &Inner, rx: &Receiver<Vec<Op>>) {
     }
 }
 
-/// `data/<b64url(sha256(bytes))>`.
-pub fn data_path(bytes: &[u8]) -> String {
-    format!("data/{}", b64url(&Id::sha256(bytes).0))
-}
-
 /// The keys of `msg` its signatures cover (all of them when it has no signer), plus
 /// `commitments`.
 fn kept_keys(msg: &Message) -> Message {
@@ -361,7 +357,8 @@ fn committed_keys(msg: &Message) -> Option<HashSet<String>> {
     signed.then_some(keys)
 }
 
-/// The batch that writes `msg` and its uncommitted ID.
+/// The batch that writes `kept` (a message already reduced by [`kept_keys`]) and its
+/// uncommitted ID.
 ///
 /// The group `U` holds the message's content only: the same content is also every
 /// other message's nested message with that ID, and may be signed more than once (two
@@ -372,13 +369,12 @@ fn committed_keys(msg: &Message) -> Option<HashSet<String>> {
 /// each commitment ID is an alias of `W`, and `signed/<U>` links to the first `W`
 /// stored for `U`, which is what reading `U` returns (spec 05 §6.4: a signed message
 /// reads back by its uncommitted ID too).
-fn message_ops(msg: &Message) -> Result<(Id, Vec<Op>), CacheError> {
-    let kept = kept_keys(msg);
+fn message_ops(kept: &Message) -> Result<(Id, Vec<Op>), CacheError> {
     let codec = |source| CacheError::Codec {
         path: String::new(),
         source,
     };
-    let tabm = to_tabm(&kept).map_err(codec)?;
+    let tabm = to_tabm(kept).map_err(codec)?;
     let mut ops = Vec::new();
     let id = tabm_ops(&tabm.clone().without("commitments"), &mut ops, 0)?;
     let Some(Value::Message(commitments)) = tabm.get("commitments") else {
@@ -401,7 +397,7 @@ fn message_ops(msg: &Message) -> Result<(Id, Vec<Op>), CacheError> {
             .collect()
     };
     let commitments_group = tabm_ops(commitments, &mut ops, 1)?.to_human();
-    let whole = httpsig::message_id(&kept)
+    let whole = httpsig::message_id(kept)
         .ok()
         .map(|f| f.to_human())
         .filter(|f| *f != human)
@@ -604,7 +600,7 @@ impl Cache for MessageCache {
     fn write_result(&self, hashpath: &str, value: &Value) {
         let at = result_path(hashpath);
         let ops = match value {
-            Value::Message(m) => match message_ops(m) {
+            Value::Message(m) => match message_ops(&kept_keys(m)) {
                 Ok((id, mut ops)) => {
                     ops.push(Op::Link {
                         existing: id.to_human(),
@@ -654,7 +650,7 @@ impl Cache for MessageCache {
     fn write_message(&self, id: Id, msg: &Message) {
         let human = id.to_human();
         let kept = kept_keys(msg);
-        match message_ops(msg) {
+        match message_ops(&kept) {
             Ok((u, mut ops)) => {
                 if u != id {
                     ops.push(Op::Link {

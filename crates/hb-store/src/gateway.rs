@@ -156,10 +156,15 @@ impl GatewaySource {
 
     /// Records a transport failure (starts the back-off) and makes its error.
     fn transport(&self, what: &str, url: &str, e: &ureq::Error) -> StoreError {
+        self.down(format!("{what} {url}: {e}"))
+    }
+
+    /// Starts the back-off and makes the error `reason`.
+    fn down(&self, reason: String) -> StoreError {
         if !self.backoff.is_zero() {
             *self.down_until.lock() = Instant::now().checked_add(self.backoff);
         }
-        self.remote(format!("{what} {url}: {e}"))
+        self.remote(reason)
     }
 
     /// One request, bounded by `deadline`: (status, body capped at `limit`).
@@ -171,10 +176,8 @@ impl GatewaySource {
         deadline: Instant,
     ) -> Result<(u16, Vec<u8>), StoreError> {
         let what = if body.is_some() { "POST" } else { "GET" };
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(self.remote(format!("{what} {url}: no time left for the request")));
-        }
+        let left = crate::http::time_left(deadline, &format!("{what} {url}"))
+            .map_err(|e| self.remote(e))?;
         let sent = match body {
             Some(json) => self
                 .agent
@@ -195,15 +198,13 @@ impl GatewaySource {
         };
         let mut resp = sent.map_err(|e| self.transport(what, url, &e))?;
         let status = resp.status().as_u16();
-        let bytes = match resp.body_mut().with_config().limit(limit).read_to_vec() {
-            Ok(b) => b,
-            Err(ureq::Error::BodyExceedsLimit(n)) => {
-                return Err(self.remote(format!(
-                    "{what} {url}: the response is larger than {n} bytes"
-                )));
-            }
-            Err(e) => return Err(self.transport(what, url, &e)),
-        };
+        let bytes =
+            crate::http::read_capped(&mut resp, limit, &format!("{what} {url}")).map_err(|e| {
+                match e {
+                    crate::http::BodyError::Transport(t) => self.down(t),
+                    too_large => self.remote(too_large.text()),
+                }
+            })?;
         Ok((status, bytes))
     }
 
@@ -454,12 +455,7 @@ fn gql_string(s: &str) -> String {
 
 /// The start of a body, for error messages.
 fn snippet(body: &[u8]) -> String {
-    let text = String::from_utf8_lossy(body);
-    let mut s: String = text.chars().take(200).collect();
-    if text.chars().nth(200).is_some() {
-        s.push('…');
-    }
-    s
+    crate::http::excerpt(body, 200)
 }
 
 #[cfg(test)]

@@ -38,3 +38,62 @@ pub(crate) fn agent(
         .into();
     Ok((base, agent))
 }
+
+/// The time left before `deadline`, or the reason there is none (`what` names the
+/// request, e.g. `GET <url>`).
+pub(crate) fn time_left(deadline: std::time::Instant, what: &str) -> Result<Duration, String> {
+    let left = deadline.saturating_duration_since(std::time::Instant::now());
+    if left.is_zero() {
+        Err(format!("{what}: no time left for the request"))
+    } else {
+        Ok(left)
+    }
+}
+
+/// Why a body could not be read.
+#[derive(Debug)]
+pub(crate) enum BodyError {
+    /// Larger than the limit (the server is up, its answer unusable).
+    TooLarge(String),
+    /// The connection failed while reading.
+    Transport(String),
+}
+
+impl BodyError {
+    /// The error text.
+    pub(crate) fn text(self) -> String {
+        match self {
+            BodyError::TooLarge(t) | BodyError::Transport(t) => t,
+        }
+    }
+}
+
+/// The body of `resp`, read up to `limit` bytes; a larger body is an error, not a
+/// truncation. The error text starts with `what`.
+pub(crate) fn read_capped(
+    resp: &mut ureq::http::Response<ureq::Body>,
+    limit: u64,
+    what: &str,
+) -> Result<Vec<u8>, BodyError> {
+    match resp.body_mut().with_config().limit(limit).read_to_vec() {
+        Ok(b) => Ok(b),
+        Err(ureq::Error::BodyExceedsLimit(n)) => Err(BodyError::TooLarge(format!(
+            "{what}: the reply is larger than {n} bytes"
+        ))),
+        Err(e) => Err(BodyError::Transport(format!("{what}: {e}"))),
+    }
+}
+
+/// At most `max` characters of a reply body as text, for error messages.
+pub(crate) fn excerpt(body: &[u8], max: usize) -> String {
+    let text = String::from_utf8_lossy(body);
+    let mut s: String = text.chars().take(max).collect();
+    if text.chars().nth(max).is_some() {
+        s.push('…');
+    }
+    if s.is_empty() {
+        "(empty reply)".into()
+    } else {
+        s
+    }
+}

@@ -144,10 +144,8 @@ impl RemoteNodeSource {
     /// names, repeated fields joined with `, `) and the body.
     fn get(&self, id: &str, codec: &str, deadline: Instant) -> Result<Reply, StoreError> {
         let url = format!("{}/{id}", self.base);
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(self.remote(format!("GET {url}: no time left for the request")));
-        }
+        let left =
+            crate::http::time_left(deadline, &format!("GET {url}")).map_err(|e| self.remote(e))?;
         let mut resp = self
             .agent
             .get(&url)
@@ -170,18 +168,8 @@ impl RemoteNodeSource {
             }
             headers.insert(name.as_str().to_owned(), Bytes::from(joined));
         }
-        let body = match resp
-            .body_mut()
-            .with_config()
-            .limit(self.max_reply)
-            .read_to_vec()
-        {
-            Ok(b) => b,
-            Err(ureq::Error::BodyExceedsLimit(n)) => {
-                return Err(self.remote(format!("GET {url}: the reply is larger than {n} bytes")));
-            }
-            Err(e) => return Err(self.remote(format!("GET {url}: {e}"))),
-        };
+        let body = crate::http::read_capped(&mut resp, self.max_reply, &format!("GET {url}"))
+            .map_err(|e| self.remote(e.text()))?;
         Ok(Reply {
             url,
             status,

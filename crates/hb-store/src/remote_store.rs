@@ -147,18 +147,8 @@ impl RemoteNodeStore {
             .headers()
             .get("ao-result")
             .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
-        let body = match resp
-            .body_mut()
-            .with_config()
-            .limit(self.max_reply)
-            .read_to_vec()
-        {
-            Ok(b) => b,
-            Err(ureq::Error::BodyExceedsLimit(n)) => {
-                return Err(self.remote(format!("{what}: the reply is larger than {n} bytes")));
-            }
-            Err(e) => return Err(self.remote(format!("{what}: {e}"))),
-        };
+        let body = crate::http::read_capped(&mut resp, self.max_reply, what)
+            .map_err(|e| self.remote(e.text()))?;
         Ok((status, ao_result, Bytes::from(body)))
     }
 
@@ -224,18 +214,9 @@ impl RemoteNodeStore {
     }
 }
 
-/// At most [`ERROR_TEXT_LIMIT`] bytes of a reply body, as text.
+/// At most [`ERROR_TEXT_LIMIT`] characters of a reply body, as text.
 fn excerpt(body: &[u8]) -> String {
-    let cut = &body[..body.len().min(ERROR_TEXT_LIMIT)];
-    let mut text = String::from_utf8_lossy(cut).into_owned();
-    if body.len() > ERROR_TEXT_LIMIT {
-        text.push('…');
-    }
-    if text.is_empty() {
-        "(empty reply)".into()
-    } else {
-        text
-    }
+    crate::http::excerpt(body, ERROR_TEXT_LIMIT)
 }
 
 impl Store for RemoteNodeStore {

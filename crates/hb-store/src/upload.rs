@@ -307,10 +307,8 @@ impl Gateway {
     fn request(&self, path: &str, json_body: Option<&str>) -> Result<(u16, Vec<u8>), StoreError> {
         let url = format!("{}{path}", self.base);
         let what = if json_body.is_some() { "POST" } else { "GET" };
-        let left = self.deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(self.error(format!("{what} {url}: no time left for the request")));
-        }
+        let left = crate::http::time_left(self.deadline, &format!("{what} {url}"))
+            .map_err(|e| self.error(e))?;
         let sent = match json_body {
             Some(body) => self
                 .agent
@@ -330,20 +328,8 @@ impl Gateway {
         };
         let mut resp = sent.map_err(|e| self.error(format!("{what} {url}: {e}")))?;
         let status = resp.status().as_u16();
-        let body = match resp
-            .body_mut()
-            .with_config()
-            .limit(ANSWER_LIMIT)
-            .read_to_vec()
-        {
-            Ok(b) => b,
-            Err(ureq::Error::BodyExceedsLimit(n)) => {
-                return Err(
-                    self.error(format!("{what} {url}: the answer is larger than {n} bytes"))
-                );
-            }
-            Err(e) => return Err(self.error(format!("{what} {url}: {e}"))),
-        };
+        let body = crate::http::read_capped(&mut resp, ANSWER_LIMIT, &format!("{what} {url}"))
+            .map_err(|e| self.error(e.text()))?;
         Ok((status, body))
     }
 
@@ -388,11 +374,7 @@ impl Gateway {
 
 /// At most 300 characters of `text`, for error messages.
 fn snippet(text: &str) -> String {
-    let mut s: String = text.chars().take(300).collect();
-    if s.len() < text.len() {
-        s.push('…');
-    }
-    s
+    crate::http::excerpt(text.as_bytes(), 300)
 }
 
 /// Uploads signed `items` to the gateway at `gateway` as one ANS-104 binary bundle in

@@ -8,7 +8,6 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use bytes::Bytes;
 use hb_core::device::{Call, Device, DeviceResult, Outcome};
 use hb_core::resolve::{Ctx, ResolveError};
 use hb_core::sf::{self, Member};
@@ -226,26 +225,6 @@ fn device_error(func: &str, e: &Ans104Error) -> ResolveError {
     ResolveError::call(DEVICE_NAME, func, e.to_string())
 }
 
-/// The item bytes under the request's `target` key of `base` (default `body`), or the
-/// error outcome that says why there are none.
-fn payload<'a>(base: &'a Message, req: &Message) -> Result<&'a Bytes, Outcome> {
-    let target = req.get_str("target").unwrap_or("body");
-    match base.get_ci(target) {
-        Some(Value::Binary(b)) => Ok(b),
-        Some(other) => Err(Outcome::error_status(
-            400,
-            &format!(
-                "`{target}` holds a {}, not an ANS-104 data item",
-                other.type_name()
-            ),
-        )),
-        None => Err(Outcome::error_status(
-            404,
-            &format!("ANS-104 data item not found in the base message. Searched for: {target}"),
-        )),
-    }
-}
-
 impl Device for Ans104Device {
     fn name(&self) -> &'static str {
         DEVICE_NAME
@@ -342,9 +321,9 @@ impl Device for Ans104Device {
                         .with("body", Value::bin(item.to_bytes())),
                 ))
             }
-            "from" => match payload(base, req) {
+            "from" => match hb_core::device::payload(base, req, "ANS-104 data item") {
                 Ok(bytes) => {
-                    let tabm = DataItem::parse_bytes(bytes)
+                    let tabm = DataItem::parse_bytes(&bytes)
                         .and_then(|item| verify_tree(&item).map(|()| item))
                         .and_then(|item| item_to_tabm(&item));
                     Ok(match tabm {
@@ -354,8 +333,8 @@ impl Device for Ans104Device {
                 }
                 Err(refusal) => Ok(refusal),
             },
-            "deserialize" => match payload(base, req) {
-                Ok(bytes) => Ok(match deserialize_verified(bytes) {
+            "deserialize" => match hb_core::device::payload(base, req, "ANS-104 data item") {
+                Ok(bytes) => Ok(match deserialize_verified(&bytes) {
                     Ok(msg) => Outcome::ok(Value::Message(msg)),
                     Err(e) => Outcome::error_status(400, &e.to_string()),
                 }),
