@@ -306,6 +306,15 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(code) => code,
+        // The reader of our output went away (`hb store get … | head`): not an error.
+        Err(e)
+            if e.chain().any(|c| {
+                c.downcast_ref::<std::io::Error>()
+                    .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            }) =>
+        {
+            ExitCode::SUCCESS
+        }
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::from(2)
@@ -474,7 +483,7 @@ fn store(cmd: StoreCommand) -> anyhow::Result<ExitCode> {
                     Some(codec) => write_message(&m, &codec),
                     None => match pretty_json(&m) {
                         Ok(text) => {
-                            println!("{text}");
+                            writeln!(std::io::stdout().lock(), "{text}")?;
                             Ok(ExitCode::SUCCESS)
                         }
                         Err(_) => write_message(&m, "httpsig@1.0"),
