@@ -114,6 +114,34 @@ pub trait Cache: Send + Sync + std::fmt::Debug {
             path: new.to_owned(),
         })
     }
+
+    /// Stores `msg` (only its committed keys when it is signed) and makes each path of
+    /// `aliases` a link to it, in one atomic write that is durable, where the cache is
+    /// persistent, when this returns: a reader sees all of it or none of it. Returns
+    /// the message's uncommitted ID. What the scheduler acknowledges goes through here.
+    ///
+    /// # Errors
+    /// The cache cannot store messages durably, the message cannot be encoded, or the
+    /// store failed (then nothing is written).
+    fn store_message(&self, msg: &Message, aliases: &[String]) -> Result<Id, CacheOpError> {
+        let _ = msg;
+        Err(CacheOpError::Unsupported {
+            what: "store messages durably",
+            path: aliases.first().cloned().unwrap_or_default(),
+        })
+    }
+
+    /// The names directly under the group at `path` (links along it followed), sorted;
+    /// `None` when there is no group there.
+    ///
+    /// # Errors
+    /// The cache cannot list paths, or failed.
+    fn list(&self, path: &str) -> Result<Option<Vec<String>>, CacheOpError> {
+        Err(CacheOpError::Unsupported {
+            what: "list paths",
+            path: path.to_owned(),
+        })
+    }
 }
 
 /// The value under `keys` (`/`-separated) of `value`; `value` itself when there are none.

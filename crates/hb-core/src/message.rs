@@ -307,6 +307,15 @@ pub fn selected_commitments(base: &Message, req: &Message) -> Result<Vec<String>
     Ok(out)
 }
 
+/// ID\*(M): the ID of a message with all of its commitments (spec 01 §6.5, `id` with
+/// `commitments: all`); for an unsigned message, its content ID.
+///
+/// # Errors
+/// The message cannot be encoded, or a commitment ID is not an ID.
+pub fn id_all(msg: &Message) -> Result<Id, ResolveError> {
+    id(msg, &Message::new())
+}
+
 /// `id` (spec 01 §6.5).
 fn id(base: &Message, req: &Message) -> Result<Id, ResolveError> {
     let mut selected = selected_commitments(base, req)?;

@@ -461,9 +461,6 @@ impl Ctx {
         s.apply(CacheDirectives::of_message(msg2));
         s.apply(CacheDirectives::of_message(msg1));
         s.apply(self.opts.cache_control);
-        if is_committed(msg2) {
-            s.lookup = false;
-        }
         s
     }
 
@@ -753,7 +750,11 @@ impl Ctx {
         let mut msg1 = msg1;
         if lookup {
             let l = link_step(&msg1, &msg2)?;
-            if let Some(hit) = self.cache().read_result(&l.hashpath) {
+            // A signed request's hashpath covers only its committed keys: its results
+            // are not looked up (see `is_committed`); an ID base is still loaded.
+            if !is_committed(&msg2)
+                && let Some(hit) = self.cache().read_result(&l.hashpath)
+            {
                 return Ok(Outcome::ok(hit));
             }
             if only_if_cached {

@@ -16,6 +16,8 @@ pub mod cache;
 pub mod flat;
 pub mod json;
 pub mod meta;
+pub mod process;
+pub mod scheduler;
 pub mod structured;
 pub mod test_device;
 pub mod upload;
@@ -35,6 +37,8 @@ pub fn preloaded(wallet: Option<Arc<Wallet>>) -> Vec<Arc<dyn Device>> {
         }),
         Arc::new(json::Json),
         Arc::new(meta::Meta),
+        Arc::new(process::Process::default()),
+        Arc::new(scheduler::Scheduler::new(wallet.clone())),
         Arc::new(structured::Structured),
         Arc::new(test_device::TestDevice),
         Arc::new(upload::Upload { wallet }),

@@ -171,8 +171,21 @@ impl MessageCache {
     /// # Errors
     /// The message cannot be encoded, or the store failed (then nothing is written).
     pub fn write(&self, msg: &Message) -> Result<Id, CacheError> {
+        self.write_linked(msg, &[])
+    }
+
+    /// [`MessageCache::write`], with each path of `aliases` made a link to the message
+    /// in the same atomic batch.
+    ///
+    /// # Errors
+    /// As [`MessageCache::write`].
+    pub fn write_linked(&self, msg: &Message, aliases: &[String]) -> Result<Id, CacheError> {
         let kept = kept_keys(msg);
-        let (id, ops) = message_ops(&kept)?;
+        let (id, mut ops) = message_ops(&kept)?;
+        ops.extend(aliases.iter().map(|a| Op::Link {
+            existing: id.to_human(),
+            new: a.clone(),
+        }));
         self.inner.store.apply(&ops)?;
         self.inner
             .hot
@@ -675,6 +688,21 @@ impl Cache for MessageCache {
 
     fn link(&self, existing: &str, new: &str) -> Result<(), CacheOpError> {
         MessageCache::link(self, existing, new).map_err(|e| op_error(e, new))
+    }
+
+    fn store_message(&self, msg: &Message, aliases: &[String]) -> Result<Id, CacheOpError> {
+        MessageCache::write_linked(self, msg, aliases)
+            .map_err(|e| op_error(e, aliases.first().map_or("", String::as_str)))
+    }
+
+    fn list(&self, path: &str) -> Result<Option<Vec<String>>, CacheOpError> {
+        let store = self.inner.store.as_ref();
+        let at = store
+            .resolve(path)
+            .map_err(|e| op_error(CacheError::Store(e), path))?;
+        store
+            .list(&at)
+            .map_err(|e| op_error(CacheError::Store(e), path))
     }
 }
 

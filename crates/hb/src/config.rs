@@ -48,7 +48,7 @@ pub enum Initialized {
 pub enum StoreKind {
     /// LMDB in `<data_dir>/store` (durable).
     Lmdb,
-    /// A bounded in-memory cache (nothing survives a restart).
+    /// The message cache over an in-memory store (nothing survives a restart).
     Memory,
 }
 
@@ -82,7 +82,7 @@ pub struct NodeConfig {
     pub max_head_bytes: usize,
     /// Time a request may take (`request_timeout`, milliseconds).
     pub request_timeout: Duration,
-    /// Entries of the in-memory cache (`cache_entries`), used with `store: memory`.
+    /// Entries of the in-memory cache of the offline commands (`cache_entries`).
     pub cache_entries: usize,
     /// Where messages and results are kept (`store`): LMDB under the data directory
     /// (the default) or memory only.

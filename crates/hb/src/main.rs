@@ -254,7 +254,9 @@ fn context(
 /// or a bounded in-memory cache.
 fn open_cache(cfg: &NodeConfig) -> anyhow::Result<Arc<dyn hb_core::Cache>> {
     Ok(match cfg.store {
-        config::StoreKind::Memory => Arc::new(MemoryCache::new(cfg.cache_entries)),
+        config::StoreKind::Memory => Arc::new(hb_store::MessageCache::new(Arc::new(
+            hb_store::MemoryStore::new(),
+        ))),
         config::StoreKind::Lmdb => {
             let durability = if cfg.store_sync {
                 hb_store::Durability::Sync

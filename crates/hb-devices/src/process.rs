@@ -1,0 +1,649 @@
+//! `process@1.0`: AO processes (spec 04 §1).
+//!
+//! A process is a message whose device is `process@1.0`. It computes nothing itself:
+//! each operation runs on the process as one of its sub-devices ("run as", §1.3):
+//! `schedule` and `slot` as its `scheduler-device` (default `scheduler@1.0`),
+//! `compute`, `snapshot` and the dry-run as its `execution-device`, `push` as its
+//! `push-device` (default `push@1.0`). Any other key reads the process message.
+//!
+//! `compute` (§1.5) folds the scheduled assignments into the process state slot by
+//! slot. Each process has a *worker* here: the live state kept in memory between
+//! requests (so computing slot *n + 1* after slot *n* runs one slot), one computation
+//! at a time per process. Every computed slot is written to the process cache
+//! (`computed/<PID>/slot/<n>` and `computed/<PID>/<state ID>`, §1.10), with a
+//! `snapshot` of the execution state when the snapshot policy says so; a worker idle for
+//! longer than `process_worker_max_idle` is dropped and, like after a restart, its
+//! process later continues from its latest stored snapshot.
+//!
+//! Options (node message): `process_cache_frequency` (snapshot every N slots, default
+//! 1), `process_snapshot_slots` (the seed tutorial's name for the same), and
+//! `process_snapshot_time` (seconds: also snapshot when that long has passed since the
+//! last one), `process_worker_max_idle` (milliseconds, default 300000).
+//!
+//! Dry runs compute a request against the latest state without scheduling it or
+//! storing anything: `POST compute` with a `dryrun` message, and aoconnect's
+//! `/<pid>~process@1.0/as=execution/compute&K=V` (the `as` key answers the latest
+//! state prepared for the named role, on which the next step runs directly).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hb_core::device::{Call, DefaultHandler, Device, DeviceInfo, DeviceResult, Outcome};
+use hb_core::message::id_all;
+use hb_core::{Ctx, Message, ResolveError, Value};
+use parking_lot::Mutex;
+
+use crate::scheduler::committed_only;
+
+/// The device's name.
+pub const NAME: &str = "process@1.0";
+
+/// How many live workers a node keeps at most; the least recently used goes first.
+const MAX_WORKERS: usize = 1024;
+
+/// The `process@1.0` device of one node: its live workers.
+#[derive(Default)]
+pub struct Process {
+    workers: Mutex<HashMap<String, Arc<Mutex<Worker>>>>,
+}
+
+impl std::fmt::Debug for Process {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Process")
+            .field("workers", &self.workers.lock().len())
+            .finish()
+    }
+}
+
+/// The live state of one process.
+struct Worker {
+    /// The last computed state, if one is live.
+    state: Option<Message>,
+    /// When the worker was last used.
+    used: Instant,
+    /// When a snapshot was last stored.
+    snapshot_at: Instant,
+}
+
+/// The roles a process delegates to (§1.3) and their default devices.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Scheduler,
+    Execution,
+    Push,
+}
+
+impl Role {
+    fn key(self) -> &'static str {
+        match self {
+            Role::Scheduler => "scheduler",
+            Role::Execution => "execution",
+            Role::Push => "push",
+        }
+    }
+
+    fn default_device(self) -> &'static str {
+        match self {
+            Role::Scheduler => "scheduler@1.0",
+            Role::Execution => "genesis-wasm@1.0",
+            Role::Push => "push@1.0",
+        }
+    }
+
+    fn named(name: &str) -> Option<Role> {
+        match name.to_ascii_lowercase().as_str() {
+            "scheduler" => Some(Role::Scheduler),
+            "execution" => Some(Role::Execution),
+            "push" => Some(Role::Push),
+            _ => None,
+        }
+    }
+}
+
+impl Device for Process {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn info(&self, _base: &Message) -> DeviceInfo {
+        DeviceInfo {
+            default: DefaultHandler::None,
+            ..Default::default()
+        }
+    }
+
+    fn functions(&self) -> &'static [&'static str] {
+        &[
+            "compute", "now", "schedule", "slot", "push", "snapshot", "as",
+        ]
+    }
+
+    fn call(&self, call: Call<'_>, base: &Message, req: &Message, ctx: &Ctx) -> DeviceResult {
+        match call.key() {
+            "schedule" | "slot" => run_as(Role::Scheduler, base, req, ctx),
+            "push" => run_as(Role::Push, base, req, ctx),
+            "snapshot" => snapshot(&ensure_process_key(base, ctx), ctx).map(Outcome::ok),
+            "compute" => self.compute(base, req, ctx),
+            "now" => self.now(base, ctx),
+            "as" => self.prepared_as(base, req, ctx),
+            other => Err(ResolveError::call(NAME, other, "no such function")),
+        }
+    }
+}
+
+/// The process ID of a state: ID\*(`process`).
+fn process_id(state: &Message) -> Result<String, ResolveError> {
+    let def = state
+        .get("process")
+        .and_then(Value::as_message)
+        .unwrap_or(state);
+    Ok(id_all(def)?.to_human())
+}
+
+/// `state` with a `process` key (§1.4): the committed-only definition. A state never
+/// carries the definition's top-level commitments (its keys move on).
+fn ensure_process_key(base: &Message, ctx: &Ctx) -> Message {
+    if base
+        .get("process")
+        .is_some_and(|p| p.as_message().is_some())
+    {
+        return base.clone();
+    }
+    let signed = base
+        .get("commitments")
+        .and_then(Value::as_message)
+        .is_some_and(|c| !c.is_empty());
+    let definition = if signed {
+        committed_only(base).unwrap_or_else(|_| base.clone())
+    } else {
+        // Commitments lost (a committed key was overwritten): the stored original.
+        id_all(base)
+            .ok()
+            .and_then(|id| ctx.cache().read_message(&id))
+            .unwrap_or_else(|| base.clone())
+    };
+    let mut state = base.clone().without("commitments");
+    state.insert("process", Value::Message(definition));
+    state
+}
+
+/// The device a role runs on, named by `<role>-device` (or the default).
+fn role_device(state: &Message, role: Role) -> String {
+    let key = format!("{}-device", role.key());
+    let from_def = || {
+        state
+            .get("process")
+            .and_then(Value::as_message)
+            .and_then(|p| p.get_str(&key).map(str::to_owned))
+    };
+    let named = state.get_str(&key).map(str::to_owned).or_else(from_def);
+    if role == Role::Execution
+        && state
+            .get("process")
+            .and_then(Value::as_message)
+            .unwrap_or(state)
+            .get_str("variant")
+            == Some("ao.TN.1")
+    {
+        return "genesis-wasm@1.0".into();
+    }
+    named.unwrap_or_else(|| role.default_device().into())
+}
+
+/// `state` prepared to run as `role` (§1.3 steps 1–4), and the device it had.
+fn prepare(state: &Message, role: Role, ctx: &Ctx) -> (Message, Option<Value>, String) {
+    let mut prepared = ensure_process_key(state, ctx);
+    let original = prepared.get("device").cloned();
+    let device = role_device(&prepared, role);
+    prepared.insert("device", Value::text(&device));
+    if prepared.get("input-prefix").is_none() {
+        prepared.insert("input-prefix", Value::text("process"));
+    }
+    if let Some(prefixes) = prepared
+        .get(&format!("{}-output-prefixes", role.key()))
+        .cloned()
+    {
+        prepared.insert("output-prefixes", prefixes);
+    }
+    (prepared, original, device)
+}
+
+/// Resolves `req` on `state` as `role` (§1.3), restoring the process device on a
+/// message result that still has the role's device.
+fn run_as(role: Role, state: &Message, req: &Message, ctx: &Ctx) -> DeviceResult {
+    let (prepared, original, device) = prepare(state, role, ctx);
+    let out = ctx
+        .internal()
+        .resolve(Value::Message(prepared), req.clone())?;
+    Ok(restore_device(out, &device, original))
+}
+
+fn restore_device(out: Outcome, device: &str, original: Option<Value>) -> Outcome {
+    match out {
+        Outcome {
+            status: hb_core::device::Status::Ok,
+            value: Value::Message(mut m),
+        } if m.get_str("device") == Some(device) => {
+            match original {
+                Some(d) => m.insert("device", d),
+                None => {
+                    m.remove("device");
+                }
+            }
+            Outcome::ok(m)
+        }
+        other => other,
+    }
+}
+
+/// `snapshot` (§1.8): the execution device's snapshot of `state`, as a map.
+fn snapshot(state: &Message, ctx: &Ctx) -> Result<Message, ResolveError> {
+    let req = Message::new().with("path", "snapshot").with("mode", "Map");
+    let out = run_as(Role::Execution, state, &req, ctx)?;
+    let mut snap = match out.value {
+        Value::Message(m) if out.status == hb_core::device::Status::Ok => m,
+        _ => Message::new(),
+    };
+    snap.insert("cache-control", Value::list(vec![Value::text("store")]));
+    Ok(snap)
+}
+
+/// An integer option of the node message.
+fn int_opt(ctx: &Ctx, key: &str) -> Option<i64> {
+    ctx.node().get().get(key).and_then(Value::as_int)
+}
+
+/// A failed computation: the error map with `phase` and `attempted-slot` (§1.5).
+fn phase_error(out: Outcome, phase: &str, slot: i64) -> Outcome {
+    let mut m = match out.value {
+        Value::Message(m) => m,
+        other => Message::new().with("error", other),
+    };
+    m.insert("phase", Value::text(phase));
+    m.insert("attempted-slot", Value::Integer(slot));
+    Outcome {
+        status: out.status,
+        value: Value::Message(m),
+    }
+}
+
+/// Process cache paths (§1.10).
+fn slot_path(pid: &str, slot: i64) -> String {
+    format!("computed/{pid}/slot/{slot}")
+}
+
+/// The stored state of `slot`, if any.
+fn read_slot(pid: &str, slot: i64, ctx: &Ctx) -> Option<Message> {
+    match ctx.cache().read_path(&slot_path(pid, slot)) {
+        Ok(Some(Value::Message(m))) => Some(m),
+        Ok(_) => None,
+        Err(e) => {
+            tracing::warn!(process = %pid, slot, error = %e, "cannot read a computed slot");
+            None
+        }
+    }
+}
+
+/// `latest(P, required, limit)` (§1.10): the highest stored slot `≤ limit` whose state
+/// has `required` (a key), with that state.
+fn latest(
+    pid: &str,
+    required: Option<&str>,
+    limit: Option<i64>,
+    ctx: &Ctx,
+) -> Option<(i64, Message)> {
+    let names = ctx
+        .cache()
+        .list(&format!("computed/{pid}/slot"))
+        .ok()
+        .flatten()?;
+    let mut slots: Vec<i64> = names
+        .iter()
+        .filter_map(|n| n.parse().ok())
+        .filter(|n| limit.is_none_or(|l| *n <= l))
+        .collect();
+    slots.sort_unstable_by(|a, b| b.cmp(a));
+    // Bounded: one read per stored slot at most.
+    for slot in slots {
+        if let Some(state) = read_slot(pid, slot, ctx)
+            && required.is_none_or(|k| state.get(k).is_some())
+        {
+            return Some((slot, state));
+        }
+    }
+    None
+}
+
+/// Writes the state of `slot` to the process cache, durably, in one batch.
+fn store_state(pid: &str, slot: i64, state: &Message, ctx: &Ctx) -> Result<(), String> {
+    let stored = state.without_private();
+    let id = id_all(&stored).map_err(|e| e.to_string())?.to_human();
+    ctx.cache()
+        .store_message(
+            &stored,
+            &[slot_path(pid, slot), format!("computed/{pid}/{id}")],
+        )
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
+impl Process {
+    /// The worker of `pid` (created empty), after dropping workers idle too long.
+    fn worker(&self, pid: &str, ctx: &Ctx) -> Arc<Mutex<Worker>> {
+        let max_idle = Duration::from_millis(
+            int_opt(ctx, "process_worker_max_idle")
+                .map_or(300_000, |v| u64::try_from(v).unwrap_or(0)),
+        );
+        let mut workers = self.workers.lock();
+        // Drop idle workers' live states (their stored snapshots remain), skipping busy
+        // ones; and keep the map bounded.
+        workers
+            .retain(|id, w| id == pid || w.try_lock().is_none_or(|w| w.used.elapsed() < max_idle));
+        if workers.len() >= MAX_WORKERS
+            && let Some(oldest) = workers
+                .iter()
+                .filter(|(id, _)| id.as_str() != pid)
+                .filter_map(|(id, w)| w.try_lock().map(|w| (id.clone(), w.used)))
+                .min_by_key(|(_, used)| *used)
+                .map(|(id, _)| id)
+        {
+            workers.remove(&oldest);
+        }
+        workers
+            .entry(pid.to_owned())
+            .or_insert_with(|| {
+                Arc::new(Mutex::new(Worker {
+                    state: None,
+                    used: Instant::now(),
+                    snapshot_at: Instant::now(),
+                }))
+            })
+            .clone()
+    }
+
+    /// `compute` (§1.5).
+    fn compute(&self, base: &Message, req: &Message, ctx: &Ctx) -> DeviceResult {
+        let base = ensure_process_key(base, ctx);
+        let pid = process_id(&base)?;
+        if let Some(dry) = req.get("dryrun").and_then(Value::as_message) {
+            return self.dry_run(&base, &pid, dry, ctx);
+        }
+        let Some(slot) = req.get("slot") else {
+            // The latest stored state, else compute to the current slot.
+            return match ctx.blocking(|| latest(&pid, None, None, ctx)) {
+                Some((_, state)) => Ok(Outcome::ok(as_result(state))),
+                None => self.now(&base, ctx),
+            };
+        };
+        let Some(target) = slot.as_int() else {
+            return Ok(Outcome::error_status(
+                400,
+                &format!(
+                    "`slot` must be an integer, not {:?}",
+                    slot.to_display_bytes()
+                ),
+            ));
+        };
+        ctx.blocking(|| self.compute_to(&base, &pid, target, ctx))
+    }
+
+    /// The state after slot `target`, computed from the live state, the latest stored
+    /// snapshot, or the start.
+    fn compute_to(&self, base: &Message, pid: &str, target: i64, ctx: &Ctx) -> DeviceResult {
+        let worker = self.worker(pid, ctx);
+        let mut worker = worker.lock();
+        worker.used = Instant::now();
+        let live_at = worker
+            .state
+            .as_ref()
+            .and_then(|s| s.get("at-slot"))
+            .and_then(Value::as_int);
+        if live_at == Some(target)
+            && let Some(state) = &worker.state
+        {
+            return Ok(Outcome::ok(as_result(state.clone())));
+        }
+        if let Some(stored) = read_slot(pid, target, ctx) {
+            return Ok(Outcome::ok(as_result(stored)));
+        }
+        let mut state = match (live_at, worker.state.take()) {
+            (Some(at), Some(state)) if at < target => state,
+            _ => self.load(base, pid, target, ctx)?,
+        };
+        let result = self.run_slots(&mut state, &mut worker, pid, target, ctx);
+        worker.state = Some(state.clone());
+        match result {
+            Ok(()) => Ok(Outcome::ok(as_result(state))),
+            Err(out) => Ok(out),
+        }
+    }
+
+    /// The state to start computing from (§1.5 step 4): the latest stored snapshot at
+    /// or below `target`, normalised, else the initialised process.
+    fn load(
+        &self,
+        base: &Message,
+        pid: &str,
+        target: i64,
+        ctx: &Ctx,
+    ) -> Result<Message, ResolveError> {
+        if let Some((_, mut state)) = latest(pid, Some("snapshot"), Some(target), ctx) {
+            let req = Message::new().with("path", "normalize");
+            let out = run_as(Role::Execution, &state, &req, ctx)?;
+            if let (true, Value::Message(m)) = (out.is_ok(), out.value) {
+                state = m;
+            }
+            state.remove("snapshot");
+            return Ok(state);
+        }
+        let req = Message::new().with("path", "init");
+        let out = run_as(Role::Execution, base, &req, ctx)?;
+        let mut state = match out.value {
+            Value::Message(m) if out.status == hb_core::device::Status::Ok => m,
+            // An execution device without `init` keeps the process as it is.
+            _ => ensure_process_key(base, ctx),
+        };
+        state.insert("initialized", Value::text("true"));
+        state.insert("at-slot", Value::Integer(-1));
+        Ok(state)
+    }
+
+    /// Runs slots until `state` is at `target` (§1.5 steps 5–6), storing each.
+    fn run_slots(
+        &self,
+        state: &mut Message,
+        worker: &mut Worker,
+        pid: &str,
+        target: i64,
+        ctx: &Ctx,
+    ) -> Result<(), Outcome> {
+        let every = int_opt(ctx, "process_snapshot_slots")
+            .or_else(|| int_opt(ctx, "process_cache_frequency"))
+            .unwrap_or(1)
+            .max(1);
+        let every_secs = int_opt(ctx, "process_snapshot_time")
+            .and_then(|s| u64::try_from(s).ok())
+            .map(Duration::from_secs);
+        // Bounded: every round applies one slot, and the slot number only grows.
+        loop {
+            let cur = state.get("at-slot").and_then(Value::as_int).unwrap_or(-1);
+            if cur >= target {
+                if cur > target {
+                    return Err(phase_error(
+                        Outcome::error_status(500, "The state is past the requested slot."),
+                        "compute",
+                        target,
+                    ));
+                }
+                return Ok(());
+            }
+            ctx.check_deadline().map_err(|e| {
+                phase_error(
+                    Outcome::error_status(408, &e.to_string()),
+                    "compute",
+                    cur + 1,
+                )
+            })?;
+            let next = run_as(
+                Role::Scheduler,
+                state,
+                &Message::new().with("path", "next"),
+                ctx,
+            )
+            .map_err(|e| {
+                phase_error(
+                    Outcome::error_status(500, &e.to_string()),
+                    "get-schedule",
+                    cur + 1,
+                )
+            })?;
+            let assignment = match next {
+                Outcome {
+                    status: hb_core::device::Status::Ok,
+                    value: Value::Message(m),
+                } => match m.get("body").and_then(Value::as_message) {
+                    Some(a) => a.clone(),
+                    None => {
+                        return Err(phase_error(
+                            Outcome::error_status(503, "No assignment found for next slot."),
+                            "get-schedule",
+                            cur + 1,
+                        ));
+                    }
+                },
+                other => return Err(phase_error(other, "get-schedule", cur + 1)),
+            };
+            let n = assignment
+                .get("slot")
+                .and_then(Value::as_int)
+                .unwrap_or(cur + 1);
+            let mut req = assignment;
+            if req.get("path").is_none() {
+                req.insert("path", Value::text("compute"));
+            }
+            state.remove("results");
+            let out = run_as(Role::Execution, state, &req, ctx).map_err(|e| {
+                phase_error(Outcome::error_status(500, &e.to_string()), "compute", n)
+            })?;
+            match out {
+                Outcome {
+                    status: hb_core::device::Status::Ok,
+                    value: Value::Message(m),
+                } => *state = m,
+                other => return Err(phase_error(other, "compute", n)),
+            }
+            state.insert("at-slot", Value::Integer(n));
+            let due = n % every == 0
+                || n == target
+                || every_secs.is_some_and(|d| worker.snapshot_at.elapsed() >= d);
+            let mut stored = state.clone();
+            if due {
+                match snapshot(state, ctx) {
+                    Ok(snap) => {
+                        stored.insert("snapshot", Value::Message(snap));
+                        worker.snapshot_at = Instant::now();
+                    }
+                    Err(e) => tracing::warn!(process = %pid, slot = n, error = %e, "no snapshot"),
+                }
+            }
+            if let Err(e) = store_state(pid, n, &stored, ctx) {
+                return Err(phase_error(
+                    Outcome::error_status(500, &format!("Cannot store the state: {e}")),
+                    "compute",
+                    n,
+                ));
+            }
+        }
+    }
+
+    /// `now` (§1.7): the state at the scheduler's current slot.
+    fn now(&self, base: &Message, ctx: &Ctx) -> DeviceResult {
+        let base = ensure_process_key(base, ctx);
+        let current = run_as(
+            Role::Scheduler,
+            &base,
+            &Message::new().with("path", "slot"),
+            ctx,
+        )?;
+        let Some(slot) = current
+            .value
+            .as_message()
+            .and_then(|m| m.get("current"))
+            .and_then(Value::as_int)
+        else {
+            return Ok(phase_error(current, "get-schedule", 0));
+        };
+        if slot < 0 {
+            return Ok(Outcome::error_status(
+                404,
+                "The process has no scheduled messages.",
+            ));
+        }
+        let pid = process_id(&base)?;
+        ctx.blocking(|| self.compute_to(&base, &pid, slot, ctx))
+    }
+
+    /// The latest computed state (live, stored, or computed now).
+    fn latest_state(&self, base: &Message, ctx: &Ctx) -> Result<Message, Outcome> {
+        match self.now(base, ctx) {
+            Ok(Outcome {
+                status: hb_core::device::Status::Ok,
+                value: Value::Message(m),
+            }) => Ok(m),
+            Ok(other) => Err(other),
+            Err(e) => Err(Outcome::error_status(
+                i64::from(e.http_status()),
+                &e.to_string(),
+            )),
+        }
+    }
+
+    /// A dry run (the seed tutorial's `POST compute` with `dryrun`): `dry` applied to
+    /// the latest state as the next slot's message, nothing scheduled or stored.
+    fn dry_run(&self, base: &Message, pid: &str, dry: &Message, ctx: &Ctx) -> DeviceResult {
+        let state = match self.latest_state(base, ctx) {
+            Ok(s) => s,
+            Err(out) => return Ok(out),
+        };
+        let at = state.get("at-slot").and_then(Value::as_int).unwrap_or(-1);
+        let req = Message::new()
+            .with("path", "compute")
+            .with("process", pid)
+            .with("slot", at + 1)
+            .with("body", Value::Message(dry.clone()));
+        let mut state = state;
+        state.remove("results");
+        run_as(Role::Execution, &state, &req, ctx)
+    }
+
+    /// `as` (`/<pid>~process@1.0/as=execution/compute&K=V`): the latest state
+    /// prepared for the role named by the request's `as`; the next step then runs on
+    /// that role's device directly (a dry run of the execution device).
+    fn prepared_as(&self, base: &Message, req: &Message, ctx: &Ctx) -> DeviceResult {
+        let Some(role) = req.get_str("as").and_then(Role::named) else {
+            return Ok(Outcome::error_status(
+                400,
+                "`as` names a role of the process: execution, scheduler or push.",
+            ));
+        };
+        let state = if role == Role::Execution {
+            match self.latest_state(base, ctx) {
+                Ok(s) => s,
+                Err(out) => return Ok(out),
+            }
+        } else {
+            ensure_process_key(base, ctx)
+        };
+        let (mut prepared, _, _) = prepare(&state, role, ctx);
+        prepared.remove("results");
+        Ok(Outcome::ok(prepared))
+    }
+}
+
+/// A computed state as answered: with the process device, without its snapshot.
+fn as_result(mut state: Message) -> Message {
+    state.remove("snapshot");
+    state.insert("device", Value::text(NAME));
+    state
+}

@@ -1,0 +1,757 @@
+//! `scheduler@1.0`: the scheduling unit (spec 04 §2).
+//!
+//! Messages posted to a process are given consecutive slots by the node that schedules
+//! it. Each slot is recorded as an *assignment*: a message signed by the node's wallet
+//! that carries the slot, the process ID, times, a hash chain over every scheduled
+//! message's ID (§2.5) and the message itself as `body`.
+//!
+//! * `POST schedule` (every key but the ones below is an alias of `schedule`): assign
+//!   the request's `body` (or the request itself) the next slot. The reply is the
+//!   assignment, and it is sent only once the assignment is durably stored
+//!   ([`hb_core::Cache::store_message`]): an acknowledged slot survives a crash.
+//! * `GET schedule` (`from`, `to`, inclusive, at most 1001 per page; `accept:
+//!   application/aos-2` for the legacy JSON page), `slot`, `status`, `next` (used by
+//!   `process@1.0`'s compute loop), `checkpoint` (identity).
+//!
+//! One [`Server`] per process serialises slot numbering. Its lock is held only to take
+//! the next slot and hash-chain link; signing (the costly part) runs outside it, so
+//! concurrent requests sign in parallel; the durable writes then happen strictly in slot
+//! order, so the store never holds slot *n + 1* without slot *n*. If signing or a write
+//! fails, the counter goes back to the last stored slot and the requests that had taken
+//! later slots are refused: never a hole, never a duplicate.
+//!
+//! The store layout is spec 04 §2.13: `assignments/<PID>/<slot>` links to the stored
+//! assignment. A server that starts (first use after a restart) continues from the
+//! highest stored slot and its hash chain.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use hb_codec::Wallet;
+use hb_codec::httpsig_commit;
+use hb_core::device::{Call, DefaultHandler, Device, DeviceInfo, DeviceResult, Outcome};
+use hb_core::id::b64url;
+use hb_core::message::{MessageDevice, committers_of, id_all};
+use hb_core::{Ctx, Id, Message, Value};
+use parking_lot::{Condvar, Mutex};
+use serde_json::{Value as Json, json};
+
+use crate::cache::json_struct;
+
+/// The device's name.
+pub const NAME: &str = "scheduler@1.0";
+
+/// The most assignments one `GET schedule` page holds (spec 04 §2.8: `to - from` is cut
+/// to 1000, the range being inclusive).
+pub const PAGE: i64 = 1000;
+
+/// The block hash of assignments made without an Arweave clock (debug mode).
+const ZERO_HASH: &str = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+
+/// The `scheduler@1.0` device of one node: its wallet and its per-process servers.
+pub struct Scheduler {
+    wallet: Option<Arc<Wallet>>,
+    servers: Mutex<HashMap<String, Arc<Server>>>,
+}
+
+impl std::fmt::Debug for Scheduler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Scheduler")
+            .field("processes", &self.servers.lock().len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Scheduler {
+    /// The scheduler of a node that signs with `wallet` (without one it can read
+    /// schedules but not assign).
+    pub fn new(wallet: Option<Arc<Wallet>>) -> Self {
+        Scheduler {
+            wallet,
+            servers: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn address(&self) -> Option<String> {
+        self.wallet.as_ref().map(|w| w.address())
+    }
+}
+
+/// The slot counter of one process.
+struct Server {
+    pid: String,
+    /// The next slot to hand out: the last slot taken and the chain after it.
+    taken: Mutex<Chain>,
+    /// The last slot durably stored, and the chain after it.
+    stored: Mutex<Chain>,
+    /// Signalled whenever `stored` moves (or is reset).
+    turn: Condvar,
+}
+
+/// A position in a schedule: a slot, the hash chain after it, and the generation of
+/// the counter (bumped when a failure rewinds it, so stale reservations are refused).
+#[derive(Clone)]
+struct Chain {
+    slot: i64,
+    chain: Vec<u8>,
+    generation: u64,
+}
+
+/// Why a request could not be scheduled: the outcome to answer with.
+type Refusal = Box<Outcome>;
+
+fn refuse(code: i64, text: &str) -> Refusal {
+    Box::new(Outcome::error_status(code, text))
+}
+
+impl Device for Scheduler {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn info(&self, _base: &Message) -> DeviceInfo {
+        DeviceInfo {
+            default: DefaultHandler::Function,
+            excludes: vec!["set".into(), "keys".into()],
+            ..Default::default()
+        }
+    }
+
+    fn functions(&self) -> &'static [&'static str] {
+        &["schedule", "slot", "status", "next", "checkpoint", "info"]
+    }
+
+    fn call(&self, call: Call<'_>, base: &Message, req: &Message, ctx: &Ctx) -> DeviceResult {
+        match call {
+            Call::Function("info") => Ok(Outcome::ok(info())),
+            Call::Function("status") => Ok(Outcome::ok(self.status())),
+            Call::Function("checkpoint") => Ok(Outcome::ok(base.clone())),
+            Call::Function("slot") => Ok(ctx.blocking(|| self.slot(base, req, ctx))),
+            Call::Function("next") => Ok(ctx.blocking(|| next(base, ctx))),
+            // `schedule`, and every other key (spec 04 §2.1).
+            _ => {
+                if method(req) == "POST" {
+                    Ok(ctx
+                        .blocking(|| self.post(base, req, ctx).unwrap_or_else(|refusal| *refusal)))
+                } else {
+                    Ok(ctx.blocking(|| get_schedule(base, req, ctx)))
+                }
+            }
+        }
+    }
+}
+
+fn info() -> Message {
+    Message::new()
+        .with(
+            "description",
+            "The scheduling unit: orders messages into slots",
+        )
+        .with("version", "1.0")
+}
+
+/// The request's method, upper-cased (`GET` when it has none).
+fn method(req: &Message) -> String {
+    req.get_str("method").unwrap_or("GET").to_ascii_uppercase()
+}
+
+/// An ID without its `?hint=…`/`&…` suffix.
+pub fn bare_id(id: &str) -> &str {
+    id.split(['?', '&']).next().unwrap_or(id)
+}
+
+/// ID\*(M) in its 43-character form.
+fn id_text(msg: &Message) -> Result<String, Refusal> {
+    id_all(msg)
+        .map(|id| id.to_human())
+        .map_err(|e| refuse(400, &format!("The message has no ID: {e}")))
+}
+
+fn is_process(msg: &Message) -> bool {
+    msg.get_str("type")
+        .is_some_and(|t| t.eq_ignore_ascii_case("process"))
+}
+
+/// The process a read request is about (spec 04 §2.2).
+fn process_of(base: &Message, req: &Message) -> Result<String, Refusal> {
+    if let Some(target) = req.get_str("target").filter(|t| !t.is_empty()) {
+        return Ok(bare_id(target).to_owned());
+    }
+    if is_process(req) {
+        return id_text(req);
+    }
+    if let Some(p) = base.get("process").and_then(Value::as_message) {
+        return id_text(p);
+    }
+    if is_process(base) {
+        return id_text(base);
+    }
+    id_text(req)
+}
+
+/// The committed keys of `msg` (and its `commitments`): what the signers vouch for.
+/// Unsigned messages (no commitment with a committer) are kept whole.
+///
+/// # Errors
+/// A commitment's covered keys cannot be determined.
+pub fn committed_only(msg: &Message) -> Result<Message, String> {
+    let Some(commitments) = msg.get("commitments").and_then(Value::as_message) else {
+        return Ok(msg.clone());
+    };
+    let mut keys: Vec<String> = Vec::new();
+    let mut signed = false;
+    for (cid, c) in commitments.iter() {
+        let Some(c) = c.as_message() else { continue };
+        if c.get("committer").is_none() {
+            continue;
+        }
+        signed = true;
+        let found = match c.get_str("commitment-device").unwrap_or("httpsig@1.0") {
+            "ans104@1.0" => {
+                hb_codec::ans104::commit::committed_keys(msg, cid).map_err(|e| e.to_string())?
+            }
+            "httpsig@1.0" => httpsig_commit::committed_keys(msg, cid).map_err(|e| e.to_string())?,
+            other => return Err(format!("unknown commitment device `{other}`")),
+        };
+        keys.extend(found);
+    }
+    if !signed {
+        return Ok(msg.clone());
+    }
+    let mut out = Message::new();
+    for (k, v) in msg.iter() {
+        if k.as_ref() == "commitments" || keys.iter().any(|c| c == k.as_ref()) {
+            out.insert_key(k.clone(), v.clone());
+        }
+    }
+    Ok(out)
+}
+
+/// Whether every signed commitment of `msg` verifies (an unsigned message does).
+fn verifies(msg: &Message, ctx: &Ctx) -> bool {
+    // As `message@1.0`, whatever the message's own device.
+    let req = Message::new().with("path", "verify");
+    matches!(
+        MessageDevice.call(Call::Function("verify"), msg, &req, &ctx.internal()),
+        Ok(out) if out.is_ok() && out.value.is_atom("true")
+    )
+}
+
+/// The key the execution device runs for a message: its own `path` when that names
+/// one key, else `compute`. A `path` that routed the message here (`/<pid>/schedule`,
+/// `/~process@1.0/schedule`: several segments, or `schedule` itself) is not one.
+fn execution_path(msg: &Message) -> String {
+    let path = match msg.get("path") {
+        Some(Value::Binary(_)) => msg.get_str("path").unwrap_or(""),
+        Some(Value::List(l)) if l.len() == 1 => l[0].as_str().unwrap_or(""),
+        _ => "",
+    };
+    let key = path.trim_matches('/');
+    if key.is_empty() || key.contains('/') || key.contains('~') || key == "schedule" {
+        "compute".into()
+    } else {
+        key.to_owned()
+    }
+}
+
+/// `(timestamp, block-height, block-hash)` of new assignments. Without an Arweave clock
+/// (the reference's debug mode) these are zeros.
+fn block_clock() -> (i64, i64, String) {
+    (0, 0, ZERO_HASH.to_owned())
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// The next link of a hash chain (spec 04 §2.5).
+pub fn next_chain(prev: &[u8], message_id: &str) -> Vec<u8> {
+    let mut input = Vec::with_capacity(prev.len() + message_id.len());
+    input.extend_from_slice(prev);
+    input.extend_from_slice(message_id.as_bytes());
+    Id::sha256(&input).0.to_vec()
+}
+
+/// Store path of an assignment.
+pub fn assignment_path(pid: &str, slot: i64) -> String {
+    format!("assignments/{pid}/{slot}")
+}
+
+/// The highest stored slot of a process and the chain after it (spec 04 §2.6 "on
+/// start"); `-1` and an empty chain for a new schedule.
+fn stored_head(pid: &str, ctx: &Ctx) -> Result<Chain, Refusal> {
+    let cache = ctx.cache();
+    let names = cache
+        .list(&format!("assignments/{pid}"))
+        .map_err(|e| refuse(500, &format!("Cannot read the schedule: {e}")))?
+        .unwrap_or_default();
+    let Some(last) = names.iter().filter_map(|n| n.parse::<i64>().ok()).max() else {
+        return Ok(Chain {
+            slot: -1,
+            chain: Vec::new(),
+            generation: 0,
+        });
+    };
+    let assignment = read_assignment(pid, last, ctx)?.ok_or_else(|| {
+        refuse(
+            500,
+            &format!("Slot {last} of {pid} is listed but unreadable"),
+        )
+    })?;
+    let chain = assignment
+        .get_str("hash-chain")
+        .and_then(|c| Id::from_human(c.as_bytes()))
+        .ok_or_else(|| refuse(500, &format!("Slot {last} of {pid} has no hash chain")))?;
+    Ok(Chain {
+        slot: last,
+        chain: chain.0.to_vec(),
+        generation: 0,
+    })
+}
+
+/// The stored assignment of `slot`, if there is one.
+fn read_assignment(pid: &str, slot: i64, ctx: &Ctx) -> Result<Option<Message>, Refusal> {
+    match ctx.cache().read_path(&assignment_path(pid, slot)) {
+        Ok(Some(Value::Message(m))) => Ok(Some(m)),
+        Ok(_) => Ok(None),
+        Err(e) => Err(refuse(
+            500,
+            &format!("Cannot read slot {slot} of {pid}: {e}"),
+        )),
+    }
+}
+
+impl Scheduler {
+    /// The live server of `pid`, started from the store when it has none yet.
+    fn server(&self, pid: &str, ctx: &Ctx) -> Result<Arc<Server>, Refusal> {
+        if let Some(s) = self.servers.lock().get(pid) {
+            return Ok(s.clone());
+        }
+        let head = stored_head(pid, ctx)?;
+        let mut servers = self.servers.lock();
+        // Another request may have started it meanwhile: the first one stays.
+        let server = servers.entry(pid.to_owned()).or_insert_with(|| {
+            Arc::new(Server {
+                pid: pid.to_owned(),
+                taken: Mutex::new(head.clone()),
+                stored: Mutex::new(head),
+                turn: Condvar::new(),
+            })
+        });
+        Ok(server.clone())
+    }
+
+    /// Whether this node schedules the process `definition`.
+    fn schedules(&self, definition: &Message) -> Result<bool, Refusal> {
+        let location = definition
+            .get_str("scheduler")
+            .or_else(|| definition.get_str("scheduler-location"))
+            .ok_or_else(|| refuse(400, "No scheduler information provided."))?;
+        let ours = self.address().unwrap_or_default();
+        Ok(location
+            .split(',')
+            .any(|a| bare_id(a.trim().trim_matches('"')) == ours))
+    }
+
+    /// `POST schedule` (spec 04 §2.3).
+    fn post(&self, base: &Message, req: &Message, ctx: &Ctx) -> Result<Outcome, Refusal> {
+        let Some(wallet) = self.wallet.clone() else {
+            return Err(refuse(
+                503,
+                "This node has no wallet: it cannot sign assignments.",
+            ));
+        };
+        let given = match req.get("body") {
+            Some(Value::Message(m)) => m.clone(),
+            _ => req.clone(),
+        };
+        let msg = committed_only(&given).map_err(|reason| {
+            Box::new(Outcome::error(
+                Message::new()
+                    .with("status", 400i64)
+                    .with(
+                        "body",
+                        "Message invalid: Committed components cannot be validated.",
+                    )
+                    .with("reason", reason.as_str()),
+            ))
+        })?;
+        let verify = ctx
+            .node()
+            .get()
+            .get("verify_assignments")
+            .is_none_or(|v| !v.is_atom("false"));
+        if verify && !verifies(&msg, ctx) {
+            return Err(Box::new(Outcome::error(
+                Message::new()
+                    .with("status", 400i64)
+                    .with("body", "Message is not valid.")
+                    .with("reason", "Given message does not correctly validate."),
+            )));
+        }
+        let msg_id = id_text(&msg)?;
+        let pid = if is_process(&msg) {
+            msg_id.clone()
+        } else {
+            match msg.get_str("target").filter(|t| !t.is_empty()) {
+                Some(t) => bare_id(t).to_owned(),
+                None => process_of(base, req)?,
+            }
+        };
+        if !self.servers.lock().contains_key(&pid) {
+            let definition = self.definition(&pid, &msg, base, ctx)?;
+            if !self.schedules(&definition)? {
+                return Ok(redirect(&definition));
+            }
+            if is_process(&msg) {
+                // Readable by the process ID (ID*: all commitments) as well.
+                ctx.cache()
+                    .store_message(&msg, std::slice::from_ref(&pid))
+                    .map_err(|e| refuse(500, &format!("Cannot store the process: {e}")))?;
+            }
+        }
+        let server = self.server(&pid, ctx)?;
+        server
+            .assign(&msg, &msg_id, &wallet, ctx)
+            .map(|a| Outcome::ok(Value::Message(a)))
+    }
+
+    /// The definition of process `pid`: the message itself, the base (or its
+    /// `process`), or the stored definition.
+    fn definition(
+        &self,
+        pid: &str,
+        msg: &Message,
+        base: &Message,
+        ctx: &Ctx,
+    ) -> Result<Message, Refusal> {
+        if let Some(p) = base.get("process").and_then(Value::as_message) {
+            return Ok(p.clone());
+        }
+        if is_process(msg) {
+            return Ok(msg.clone());
+        }
+        if is_process(base) && id_text(base).is_ok_and(|id| id == pid) {
+            return Ok(base.clone());
+        }
+        match ctx.cache().read_path(pid) {
+            Ok(Some(Value::Message(m))) => Ok(m),
+            Ok(_) => Err(refuse(404, &format!("Process not found: {pid}"))),
+            Err(e) => Err(refuse(500, &format!("Cannot read process {pid}: {e}"))),
+        }
+    }
+
+    /// `slot` (spec 04 §2.9).
+    fn slot(&self, base: &Message, req: &Message, ctx: &Ctx) -> Outcome {
+        let pid = match process_of(base, req) {
+            Ok(pid) => pid,
+            Err(refusal) => return *refusal,
+        };
+        let current = match self.servers.lock().get(&pid) {
+            Some(s) => Ok(s.stored.lock().slot),
+            None => stored_head(&pid, ctx).map(|c| c.slot),
+        };
+        let current = match current {
+            Ok(c) => c,
+            Err(refusal) => return *refusal,
+        };
+        let (timestamp, height, hash) = block_clock();
+        Outcome::ok(
+            Message::new()
+                .with("process", pid.as_str())
+                .with("current", current)
+                .with("timestamp", timestamp)
+                .with("block-height", height)
+                .with("block-hash", hash.as_str())
+                .with("cache-control", "no-store")
+                .with(
+                    "wallet-address",
+                    self.address().unwrap_or_default().as_str(),
+                ),
+        )
+    }
+
+    /// `status` (spec 04 §2.7).
+    fn status(&self) -> Message {
+        let mut pids: Vec<String> = self.servers.lock().keys().cloned().collect();
+        pids.sort();
+        Message::new()
+            .with("address", self.address().unwrap_or_default().as_str())
+            .with(
+                "processes",
+                Value::list(pids.iter().map(|p| Value::text(p)).collect()),
+            )
+            .with("cache-control", "no-store")
+    }
+}
+
+/// The reply for a process another node schedules (spec 04 §2.11): a redirect to the
+/// hint of its scheduler address when it has one.
+fn redirect(definition: &Message) -> Outcome {
+    let location = definition
+        .get_str("scheduler")
+        .or_else(|| definition.get_str("scheduler-location"))
+        .unwrap_or("");
+    let hint = location
+        .split(['?', '&'])
+        .skip(1)
+        .find_map(|kv| kv.strip_prefix("hint="));
+    match hint {
+        Some(url) => Outcome::ok(
+            Message::new()
+                .with("status", 307i64)
+                .with("location", url)
+                .with("body", format!("Redirecting to scheduler: {url}").as_str())
+                .with("variant", "ao.N.1"),
+        ),
+        None => Outcome::error_status(
+            404,
+            &format!(
+                "The process is scheduled by {location}, whose location this node does not know."
+            ),
+        ),
+    }
+}
+
+impl Server {
+    /// Gives `msg` the next slot: take it, sign the assignment, store it in slot order.
+    fn assign(
+        &self,
+        msg: &Message,
+        msg_id: &str,
+        wallet: &Wallet,
+        ctx: &Ctx,
+    ) -> Result<Message, Refusal> {
+        let mine = {
+            let mut taken = self.taken.lock();
+            taken.slot += 1;
+            taken.chain = next_chain(&taken.chain, msg_id);
+            taken.clone()
+        };
+        let (block_ts, height, hash) = block_clock();
+        let assignment = Message::new()
+            .with("path", execution_path(msg).as_str())
+            .with("data-protocol", "ao")
+            .with("variant", "ao.N.1")
+            .with("process", self.pid.as_str())
+            .with("epoch", "0")
+            .with("slot", mine.slot)
+            .with("block-height", height)
+            .with("block-hash", hash.as_str())
+            .with("block-timestamp", block_ts)
+            .with("timestamp", now_ms())
+            .with("hash-chain", b64url(&mine.chain).as_str())
+            .with("body", Value::Message(msg.clone()));
+        let signed = httpsig_commit::commit(&assignment, wallet)
+            .map_err(|e| format!("Cannot sign the assignment: {e}"));
+        // Wait for the slots before ours to be stored (or given up).
+        let mut stored = self.stored.lock();
+        while stored.generation == mine.generation && stored.slot + 1 < mine.slot {
+            self.turn.wait(&mut stored);
+        }
+        if stored.generation != mine.generation {
+            return Err(refuse(
+                503,
+                "An earlier assignment of this process could not be stored; send the message again.",
+            ));
+        }
+        let written = signed.and_then(|a| {
+            ctx.cache()
+                .store_message(&a, &[assignment_path(&self.pid, mine.slot)])
+                .map(|_| a)
+                .map_err(|e| format!("Cannot store the assignment: {e}"))
+        });
+        match written {
+            Ok(a) => {
+                *stored = mine;
+                self.turn.notify_all();
+                Ok(a)
+            }
+            Err(why) => {
+                tracing::error!(process = %self.pid, slot = mine.slot, error = %why, "scheduling failed");
+                // Rewind to the last stored slot; later reservations are refused.
+                let mut taken = self.taken.lock();
+                stored.generation += 1;
+                *taken = stored.clone();
+                self.turn.notify_all();
+                Err(refuse(500, &why))
+            }
+        }
+    }
+}
+
+/// `next` (spec 04 §2.10): the assignment after the state's `at-slot`.
+fn next(base: &Message, ctx: &Ctx) -> Outcome {
+    let pid = match process_of(base, &Message::new()) {
+        Ok(pid) => pid,
+        Err(refusal) => return *refusal,
+    };
+    let last = base.get("at-slot").and_then(Value::as_int).unwrap_or(-1);
+    match read_assignment(&pid, last + 1, ctx) {
+        Ok(Some(a)) if a.get("slot").and_then(Value::as_int) == Some(last + 1) => Outcome::ok(
+            Message::new()
+                .with("body", Value::Message(a))
+                .with("state", Value::Message(base.clone())),
+        ),
+        Ok(_) => Outcome::error_status(503, "No assignment found for next slot."),
+        Err(refusal) => *refusal,
+    }
+}
+
+/// A request key read as an integer (`from=5` arrives as text).
+fn int_key(req: &Message, key: &str) -> Option<i64> {
+    req.get(key).and_then(Value::as_int)
+}
+
+/// `GET schedule` (spec 04 §2.8).
+fn get_schedule(base: &Message, req: &Message, ctx: &Ctx) -> Outcome {
+    let pid = match process_of(base, req) {
+        Ok(pid) => pid,
+        Err(refusal) => return *refusal,
+    };
+    let from = int_key(req, "from").unwrap_or(0).max(0);
+    let last = match stored_head(&pid, ctx) {
+        Ok(head) => head.slot,
+        Err(refusal) => return *refusal,
+    };
+    let to = int_key(req, "to").unwrap_or(last);
+    let (to, continues) = if to.saturating_sub(from) > PAGE {
+        (from + PAGE, true)
+    } else {
+        (to, false)
+    };
+    let mut assignments = Vec::new();
+    let mut slot = from;
+    while slot <= to {
+        match read_assignment(&pid, slot, ctx) {
+            Ok(Some(a)) => assignments.push(a),
+            Ok(None) => break,
+            Err(refusal) => return *refusal,
+        }
+        slot += 1;
+    }
+    let accept = req.get_str("accept").unwrap_or("application/http");
+    let accept = percent_decoded(accept);
+    if accept.contains("application/aos-2") {
+        return aos2_page(&pid, &assignments, continues);
+    }
+    let (timestamp, height, hash) = block_clock();
+    let mut page = Message::new();
+    for a in assignments {
+        let slot = a.get("slot").and_then(Value::as_int).unwrap_or(0);
+        page.insert(&slot.to_string(), Value::Message(a));
+    }
+    Outcome::ok(
+        Message::new()
+            .with("type", "schedule")
+            .with("process", pid.as_str())
+            .with("continues", Value::boolean(continues))
+            .with("timestamp", timestamp)
+            .with("block-height", height)
+            .with("block-hash", hash.as_str())
+            .with("assignments", page),
+    )
+}
+
+/// `accept` with its escaped slashes decoded (the reference compares it decoded:
+/// `application%2Faos-2` is `application/aos-2`).
+fn percent_decoded(text: &str) -> String {
+    text.replace("%2F", "/").replace("%2f", "/")
+}
+
+/// The legacy `application/aos-2` page (spec 04 §2.8).
+fn aos2_page(pid: &str, assignments: &[Message], continues: bool) -> Outcome {
+    let (timestamp, height, hash) = block_clock();
+    let mut edges = Vec::with_capacity(assignments.len());
+    for a in assignments {
+        let body = a.get("body").and_then(Value::as_message).cloned();
+        let message = match body.as_ref().map(json_struct) {
+            Some(Ok(j)) => j,
+            Some(Err(e)) => {
+                return Outcome::error_status(500, &format!("Cannot render a message: {e}"));
+            }
+            None => Json::Null,
+        };
+        let assignment = match json_struct(&a.clone().without("body")) {
+            Ok(j) => j,
+            Err(e) => {
+                return Outcome::error_status(500, &format!("Cannot render an assignment: {e}"));
+            }
+        };
+        edges.push(json!({
+            "cursor": a.get("slot").and_then(Value::as_int).unwrap_or(0),
+            "node": { "message": message, "assignment": assignment },
+        }));
+    }
+    let page = json!({
+        "page_info": {
+            "process": pid,
+            "has_next_page": continues,
+            "timestamp": timestamp.to_string(),
+            "block-height": height.to_string(),
+            "block-hash": hash,
+        },
+        "edges": edges,
+    });
+    Outcome::ok(
+        Message::new()
+            .with("content-type", "application/json")
+            .with("body", page.to_string().as_str()),
+    )
+}
+
+/// The first committer of a message (its signer), if any.
+pub fn signer(msg: &Message) -> Option<String> {
+    committers_of(msg).into_iter().next()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests")]
+
+    use super::*;
+
+    /// Spec 04 §2.5's vectors.
+    #[test]
+    fn hash_chain_vectors() {
+        let a = next_chain(b"", "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA");
+        assert_eq!(b64url(&a), "DwBzhbb51LfusnSGBa_hqYSgo7-j8BTQnip4TOnlzRo");
+        let b = next_chain(&a, "BBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBB");
+        assert_eq!(b64url(&b), "81JifZwe0XErrxaaoF-51ALLgfLH1SKLtxFJBtq5bXQ");
+        // The reference's restart quirk (the stored text as the previous link).
+        let quirk = next_chain(
+            b"DwBzhbb51LfusnSGBa_hqYSgo7-j8BTQnip4TOnlzRo",
+            "BBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBB",
+        );
+        assert_eq!(
+            b64url(&quirk),
+            "OAnedWUz8JsZm7llqm1FpaZay4yxKYBFo9aUn_dneaU"
+        );
+    }
+
+    #[test]
+    fn execution_paths() {
+        let m = |p: &str| Message::new().with("path", p);
+        assert_eq!(execution_path(&Message::new()), "compute");
+        assert_eq!(execution_path(&m("register")), "register");
+        assert_eq!(execution_path(&m("/~process@1.0/schedule")), "compute");
+        assert_eq!(execution_path(&m("schedule")), "compute");
+        assert_eq!(
+            execution_path(&Message::new().with("path", Value::list(vec![Value::text("init")]))),
+            "init"
+        );
+    }
+
+    #[test]
+    fn hints() {
+        assert_eq!(bare_id("abc?hint=http://x"), "abc");
+        assert_eq!(bare_id("abc&hint=http://x"), "abc");
+        let def = Message::new().with("scheduler", "addr?hint=http://test.computer");
+        let out = redirect(&def);
+        let m = out.value.as_message().unwrap();
+        assert_eq!(m.get("status"), Some(&Value::Integer(307)));
+        assert_eq!(m.get_str("location"), Some("http://test.computer"));
+    }
+}

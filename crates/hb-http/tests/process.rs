@@ -1,0 +1,113 @@
+//! `process@1.0` over HTTP (spec 04 §1): a process on `test-device@1.0` computes its
+//! slots, answers `now`, `slot/current` and cached slots, stores each slot's state with
+//! a snapshot, and a dry run takes no slot.
+
+#![allow(clippy::unwrap_used, reason = "tests")]
+
+mod common;
+
+use std::sync::Arc;
+
+use common::{get, key1, key2, post, send};
+use hb_core::message::id_all;
+use hb_core::{Cache, Message, Value};
+use hb_store::{MemoryStore, MessageCache};
+
+fn process_def(scheduler: &str) -> Message {
+    Message::new()
+        .with("device", "process@1.0")
+        .with("type", "Process")
+        .with("scheduler", scheduler)
+        .with("execution-device", "test-device@1.0")
+        .with("nonce", "process-test")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_process_computes_its_slots() {
+    let cache = Arc::new(MessageCache::new(Arc::new(MemoryStore::new())));
+    let node = common::start_node(Message::new(), cache.clone(), key2()).await;
+    let addr = node.addr;
+    let def = hb_codec::httpsig_commit::commit(&process_def(&key2().address()), &key1()).unwrap();
+    let pid = id_all(&def).unwrap().to_human();
+    let r = send(addr, &post("/~process@1.0/schedule", &def, None)).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    for n in 1..=5i64 {
+        let msg = Message::new()
+            .with("type", "Message")
+            .with("target", pid.as_str())
+            .with("n", n);
+        let r = send(
+            addr,
+            &post(&format!("/{pid}/schedule"), &msg, Some(&key1())),
+        )
+        .await;
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+
+    // slot/current: the bare number.
+    let r = send(addr, &get(&format!("/{pid}/slot/current"))).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.text(), "5");
+
+    // compute at slot 3, then a key of it.
+    let r = send(
+        addr,
+        &get(&format!("/{pid}/compute/results/assignment-slot?slot=3")),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.text(), "3");
+    let r = send(addr, &get(&format!("/{pid}/compute/at-slot?slot=3"))).await;
+    assert_eq!(r.text(), "3");
+
+    // now: slot 5.
+    let r = send(addr, &get(&format!("/{pid}/now/results/assignment-slot"))).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.text(), "5");
+
+    // Each computed slot is stored with a snapshot, under both cache paths.
+    for slot in 0..=5i64 {
+        let Some(Value::Message(state)) = cache
+            .read_path(&format!("computed/{pid}/slot/{slot}"))
+            .unwrap()
+        else {
+            panic!("slot {slot} not stored");
+        };
+        assert_eq!(state.get("at-slot"), Some(&Value::Integer(slot)));
+        assert!(
+            state.get("snapshot").is_some(),
+            "slot {slot} has a snapshot"
+        );
+        let id = id_all(&state).unwrap().to_human();
+        assert!(
+            cache
+                .read_path(&format!("computed/{pid}/{id}"))
+                .unwrap()
+                .is_some()
+        );
+    }
+
+    // A dry run answers from the latest state and takes no slot.
+    let dry = Message::new()
+        .with("method", "POST")
+        .with("dryrun", Message::new().with("data", "return 1"));
+    let r = send(
+        addr,
+        &post(
+            &format!("/{pid}/compute/results/assignment-slot"),
+            &dry,
+            None,
+        ),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.text(), "6");
+    let r = send(addr, &get(&format!("/{pid}/slot/current"))).await;
+    assert_eq!(r.text(), "5");
+
+    // Beyond the schedule: a clear error with the phase and the slot.
+    let r = send(addr, &get(&format!("/{pid}/compute?slot=9"))).await;
+    assert_eq!(r.status, 503, "{}", r.text());
+
+    node.stop().await;
+}
