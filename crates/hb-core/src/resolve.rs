@@ -464,15 +464,20 @@ impl Ctx {
         s
     }
 
-    /// Cache settings for storing (sources Msg2 < Msg3 < Opts).
+    /// Cache settings for storing (sources Msg2 < Msg3 < Opts). A result that says
+    /// `no-store` itself (a scheduler's `slot`: it changes with every message) is never
+    /// stored, whatever the node's directives.
     fn store_settings(&self, msg2: &Message, msg3: &Value) -> CacheSettings {
         let mut s = CacheSettings::default();
         s.apply(CacheDirectives::of_message(msg2));
+        let mut volatile = false;
         if let Value::Message(m3) = msg3 {
-            s.apply(CacheDirectives::of_message(m3));
+            let own = CacheDirectives::of_message(m3);
+            volatile = own.store == Some(false);
+            s.apply(own);
         }
         s.apply(self.opts.cache_control);
-        if self.opts.hashpath == HashpathMode::Ignore || is_committed(msg2) {
+        if volatile || self.opts.hashpath == HashpathMode::Ignore || is_committed(msg2) {
             s.store = false;
         }
         s
@@ -731,6 +736,10 @@ impl Ctx {
     fn execute(&self, msg1: Value, msg2: Message) -> Resolved {
         let mut link: Option<StepLink> = None;
         // Stage 2: cache lookup.
+        // A base that says `no-store` (a scheduler's `slot`, a status) is volatile: what
+        // is read from it is neither looked up nor stored, or it would be read stale.
+        let volatile = matches!(&msg1, Value::Message(m1)
+            if CacheDirectives::of_message(m1).store == Some(false));
         let (lookup, only_if_cached) = match &msg1 {
             Value::Message(m1) => {
                 let s = self.lookup_settings(m1, &msg2);
@@ -740,7 +749,7 @@ impl Ctx {
                         .get("path")
                         .and_then(Value::as_str)
                         .is_some_and(|k| m1.contains(k));
-                (s.lookup && !heuristic_skip, s.only_if_cached)
+                (s.lookup && !heuristic_skip && !volatile, s.only_if_cached)
             }
             _ => {
                 let s = self.lookup_settings(&Message::new(), &msg2);
@@ -847,7 +856,7 @@ impl Ctx {
             }
         }
         // Stage 10: result caching.
-        if out.is_ok() && self.store_settings(&msg2, &out.value).store {
+        if out.is_ok() && !volatile && self.store_settings(&msg2, &out.value).store {
             let l = match link {
                 Some(l) => l,
                 None => link_step(&Value::Message(msg1.clone()), &msg2)?,

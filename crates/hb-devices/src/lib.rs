@@ -13,11 +13,16 @@ use hb_codec::httpsig_commit::HttpsigDevice;
 use hb_core::{Device, Registry};
 
 pub mod cache;
+pub mod dedup;
 pub mod flat;
 pub mod json;
 pub mod meta;
+pub mod multipass;
+pub mod patch;
 pub mod process;
+pub mod push;
 pub mod scheduler;
+pub mod stack;
 pub mod structured;
 pub mod test_device;
 pub mod upload;
@@ -31,14 +36,21 @@ pub fn preloaded(wallet: Option<Arc<Wallet>>) -> Vec<Arc<dyn Device>> {
             wallet: wallet.clone(),
         }),
         Arc::new(cache::CacheDevice),
+        Arc::new(dedup::Dedup),
         Arc::new(flat::Flat),
         Arc::new(HttpsigDevice {
             wallet: wallet.clone(),
         }),
         Arc::new(json::Json),
         Arc::new(meta::Meta),
+        Arc::new(multipass::Multipass),
+        Arc::new(patch::Patch),
         Arc::new(process::Process::default()),
+        Arc::new(push::Push {
+            wallet: wallet.clone(),
+        }),
         Arc::new(scheduler::Scheduler::new(wallet.clone())),
+        Arc::new(stack::Stack),
         Arc::new(structured::Structured),
         Arc::new(test_device::TestDevice),
         Arc::new(upload::Upload { wallet }),

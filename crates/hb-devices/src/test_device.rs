@@ -59,9 +59,20 @@ impl Device for TestDevice {
                     _ => vec![],
                 };
                 seen.insert(0, slot.clone());
+                let mut results = Message::new().with("assignment-slot", slot);
+                // A scheduled message's `outbox` becomes the slot's outbox: processes on
+                // this device send what their messages ask them to (for push tests).
+                if let Some(outbox) = req
+                    .get("body")
+                    .and_then(Value::as_message)
+                    .and_then(|b| b.get("outbox"))
+                    .filter(|o| o.as_message().is_some())
+                {
+                    results.insert("outbox", outbox.clone());
+                }
                 let update = Message::new()
                     .with("random-key", "random-value")
-                    .with("results", Message::new().with("assignment-slot", slot))
+                    .with("results", results)
                     .with("already-seen", Value::list(seen));
                 Ok(Outcome::ok(ctx.set_many(base, &update)?))
             }

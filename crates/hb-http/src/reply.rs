@@ -155,8 +155,16 @@ pub fn encode(
         .and_then(|c| u16::try_from(c).ok())
         .and_then(|c| StatusCode::from_u16(c).ok())
         .unwrap_or(StatusCode::OK);
-    let public = hb_core::hyperpath::settle_inflight(&msg.without_private());
-    let signer = signer.filter(|_| hb_core::message::committers_of(&public).is_empty());
+    let mut public = hb_core::hyperpath::settle_inflight(&msg.without_private());
+    let signed_by_others = !hb_core::message::committers_of(&public).is_empty();
+    if !signed_by_others {
+        // A result that echoes a request carries its framing headers as keys; the
+        // reply's own framing is the server's (a stale `content-length` would be wrong).
+        for key in FRAMING {
+            public.remove(key);
+        }
+    }
+    let signer = signer.filter(|_| !signed_by_others);
     let encoded = match (codec, signer) {
         (ReplyCodec::Httpsig, None) => encode_httpsig(&public),
         (ReplyCodec::Json, None) => encode_json(&public),
@@ -234,6 +242,20 @@ fn encode_ans104(msg: &Message) -> Result<Encoded, String> {
     Ok((headers, Bytes::from(item.to_bytes())))
 }
 
+/// Header fields that frame an HTTP/1.1 message or its connection: the server writes
+/// them for each reply, never from a message's keys.
+const FRAMING: &[&str] = &[
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "upgrade",
+    "te",
+    "trailer",
+    "host",
+];
+
 fn build(code: StatusCode, fields: Vec<(String, Bytes)>, body: Bytes) -> Response<Full<Bytes>> {
     let mut resp = Response::new(Full::new(body));
     *resp.status_mut() = code;
@@ -242,6 +264,9 @@ fn build(code: StatusCode, fields: Vec<(String, Bytes)>, body: Bytes) -> Respons
         headers.insert(k, HeaderValue::from_static(v));
     }
     for (k, v) in fields {
+        if FRAMING.contains(&k.as_str()) {
+            continue;
+        }
         match (
             HeaderName::from_bytes(k.as_bytes()),
             HeaderValue::from_maybe_shared(v),

@@ -111,3 +111,122 @@ async fn a_process_computes_its_slots() {
 
     node.stop().await;
 }
+
+/// Spawns a test-device process scheduled by `node` and returns its ID.
+async fn spawn(addr: std::net::SocketAddr, nonce: &str) -> String {
+    let def = hb_codec::httpsig_commit::commit(
+        &process_def(&key2().address()).with("nonce", nonce),
+        &key1(),
+    )
+    .unwrap();
+    let r = send(addr, &post("/~process@1.0/schedule", &def, None)).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    id_all(&def).unwrap().to_human()
+}
+
+async fn current(addr: std::net::SocketAddr, pid: &str) -> String {
+    send(addr, &get(&format!("/{pid}/slot/current")))
+        .await
+        .text()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn push_delivers_outboxes_recursively_sync_and_async() {
+    let cache = Arc::new(MessageCache::new(Arc::new(MemoryStore::new())));
+    let node = common::start_node(Message::new(), cache, key2()).await;
+    let addr = node.addr;
+    let (p1, p2, p3) = (
+        spawn(addr, "one").await,
+        spawn(addr, "two").await,
+        spawn(addr, "three").await,
+    );
+    // P1's message asks it to send to P2 (which then sends to P3) and to P3.
+    let outbox = |nested: bool| {
+        let to_p2 = Message::new()
+            .with("target", p2.as_str())
+            .with("action", "Ping");
+        let to_p2 = if nested {
+            to_p2.with(
+                "outbox",
+                Message::new().with("1", Message::new().with("target", p3.as_str())),
+            )
+        } else {
+            to_p2
+        };
+        Message::new()
+            .with("1", to_p2)
+            .with("2", Message::new().with("target", p3.as_str()))
+            .with("3", Message::new().with("action", "Nowhere"))
+    };
+    let msg = Message::new()
+        .with("type", "Message")
+        .with("target", p1.as_str())
+        .with("outbox", outbox(true));
+    let r = send(
+        addr,
+        &common::post_with(
+            &format!("/{p1}/push"),
+            &msg,
+            Some(&key1()),
+            "accept: application/json\r\n",
+        ),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let tree: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(tree["process"], p1.as_str());
+    assert_eq!(tree["1"]["target"], p2.as_str());
+    assert_eq!(tree["1"]["resulted-in"]["1"]["target"], p3.as_str());
+    assert_eq!(tree["2"]["target"], p3.as_str());
+    assert!(tree["3"]["reason"].to_string().contains("No target"));
+    assert_eq!(current(addr, &p2).await, "1");
+    assert_eq!(current(addr, &p3).await, "2");
+
+    // The delivered message: signed by the node, from P1.
+    let r = send(
+        addr,
+        &get(&format!("/{p2}/compute/results/assignment-slot?slot=1")),
+    )
+    .await;
+    assert_eq!(r.text(), "1");
+    let r = send(
+        addr,
+        &get(&format!("/{p2}/schedule/assignments/1/body/from-process")),
+    )
+    .await;
+    assert_eq!(r.text(), p1);
+    let r = send(
+        addr,
+        &common::get_with(
+            &format!("/{p2}/schedule/assignments/1/body"),
+            "accept: application/json\r\n",
+        ),
+    )
+    .await;
+    assert!(r.text().contains(&key2().address()), "{}", r.text());
+
+    // Async: the reply comes at once; the delivery completes in the background.
+    let msg = Message::new()
+        .with("type", "Message")
+        .with("target", p1.as_str())
+        .with("push-mode", "async")
+        .with("outbox", outbox(false));
+    let r = send(addr, &post(&format!("/{p1}/push"), &msg, Some(&key1()))).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let mut delivered = false;
+    for _ in 0..100 {
+        if current(addr, &p3).await == "3" && current(addr, &p2).await == "2" {
+            delivered = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(
+        delivered,
+        "the async push delivered within 10 s: {} {} {}",
+        r.text(),
+        current(addr, &p2).await,
+        current(addr, &p3).await
+    );
+    node.stop().await;
+}
