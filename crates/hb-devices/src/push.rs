@@ -232,7 +232,7 @@ impl Push {
         hops: i64,
         ctx: &Ctx,
     ) -> Message {
-        let Some(target) = m.get_str("target").filter(|t| !t.is_empty()) else {
+        let Some(target_id) = crate::scheduler::target_of(m) else {
             return Message::new()
                 .with("response", "error")
                 .with("status", 422i64)
@@ -240,6 +240,7 @@ impl Push {
                 .with("reason", "No target process found.")
                 .with("message", Value::Message(m.clone()));
         };
+        let target = target_id.as_str();
         let failed = |reason: &str| {
             Message::new()
                 .with("response", "error")

@@ -12,6 +12,16 @@
 //! * `GET schedule` (`from`, `to`, inclusive, at most 1001 per page; `accept:
 //!   application/aos-2` for the legacy JSON page), `slot`, `status`, `next` (used by
 //!   `process@1.0`'s compute loop), `checkpoint` (identity).
+//! * `location` (§2.12): `GET` answers the newest scheduler-location record of an
+//!   address; `POST` keeps a verified record signed by others, or signs a new record
+//!   of this node when its own wallet signed the request (`POST record` is an alias).
+//!   A process scheduled by another node is answered with a redirect (307) to its
+//!   `?hint=` or to the URL of its scheduler's record.
+//!
+//! Assignments carry the gateway's current block in `prod` mode (read every 15 s) and
+//! zeros otherwise, as the reference does. Node options: `verify_assignments` (default
+//! true), `scheduler_require_signed` (default false: unsigned messages are scheduled,
+//! as by the reference), `scheduler_location_ttl`.
 //!
 //! One [`Server`] per process serialises slot numbering. Its lock is held only to take
 //! the next slot and hash-chain link; signing (the costly part) runs outside it, so
@@ -26,6 +36,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use hb_codec::Wallet;
 use hb_codec::httpsig_commit;
@@ -33,6 +44,7 @@ use hb_core::device::{Call, DefaultHandler, Device, DeviceInfo, DeviceResult, Ou
 use hb_core::id::b64url;
 use hb_core::message::{MessageDevice, committers_of, id_all};
 use hb_core::{Ctx, Id, Message, Value};
+use hb_store::GatewaySource;
 use parking_lot::{Condvar, Mutex};
 use serde_json::{Value as Json, json};
 
@@ -52,7 +64,16 @@ const ZERO_HASH: &str = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
 pub struct Scheduler {
     wallet: Option<Arc<Wallet>>,
     servers: Mutex<HashMap<String, Arc<Server>>>,
+    /// The Arweave clock of production nodes: the gateway asked, and its last answer.
+    clock: Mutex<Option<(String, Arc<GatewaySource>)>>,
+    last_block: Mutex<Option<(Instant, Clock)>>,
 }
+
+/// `(timestamp, block-height, block-hash)` stamped on assignments and pages.
+type Clock = (i64, i64, String);
+
+/// How long a block read from the gateway is used before it is read again.
+const CLOCK_REFRESH: Duration = Duration::from_secs(15);
 
 impl std::fmt::Debug for Scheduler {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -69,6 +90,57 @@ impl Scheduler {
         Scheduler {
             wallet,
             servers: Mutex::new(HashMap::new()),
+            clock: Mutex::new(None),
+            last_block: Mutex::new(None),
+        }
+    }
+
+    /// The clock of new assignments (spec 04 §2.4): in `prod` mode the gateway's
+    /// current block, read at most every 15 s (the last one kept when the gateway
+    /// fails); otherwise, as the reference's debug mode, zeros.
+    fn block_clock(&self, ctx: &Ctx) -> Clock {
+        let node = ctx.node().get();
+        let prod = node
+            .get("mode")
+            .is_some_and(|m| m.as_atom().or_else(|| m.as_str()) == Some("prod"));
+        let gateway = node.get_str("gateway").unwrap_or("none");
+        if !prod || gateway == "none" || gateway.is_empty() {
+            return debug_clock();
+        }
+        if let Some((at, clock)) = self.last_block.lock().as_ref()
+            && at.elapsed() < CLOCK_REFRESH
+        {
+            return clock.clone();
+        }
+        let source = {
+            let mut held = self.clock.lock();
+            match held.as_ref() {
+                Some((url, g)) if url == gateway => Some(g.clone()),
+                _ => match GatewaySource::new(gateway) {
+                    Ok(g) => {
+                        let g = Arc::new(g);
+                        *held = Some((gateway.to_owned(), g.clone()));
+                        Some(g)
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "no Arweave clock");
+                        None
+                    }
+                },
+            }
+        };
+        let read = source.map(|g| ctx.blocking(|| g.current_block()));
+        let mut last = self.last_block.lock();
+        match read {
+            Some(Ok(clock)) => {
+                *last = Some((Instant::now(), clock.clone()));
+                clock
+            }
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "cannot read the current block");
+                last.as_ref().map_or_else(debug_clock, |(_, c)| c.clone())
+            }
+            None => debug_clock(),
         }
     }
 
@@ -118,7 +190,16 @@ impl Device for Scheduler {
     }
 
     fn functions(&self) -> &'static [&'static str] {
-        &["schedule", "slot", "status", "next", "checkpoint", "info"]
+        &[
+            "schedule",
+            "slot",
+            "status",
+            "next",
+            "checkpoint",
+            "location",
+            "record",
+            "info",
+        ]
     }
 
     fn call(&self, call: Call<'_>, base: &Message, req: &Message, ctx: &Ctx) -> DeviceResult {
@@ -128,13 +209,21 @@ impl Device for Scheduler {
             Call::Function("checkpoint") => Ok(Outcome::ok(base.clone())),
             Call::Function("slot") => Ok(ctx.blocking(|| self.slot(base, req, ctx))),
             Call::Function("next") => Ok(ctx.blocking(|| next(base, ctx))),
+            Call::Function("location" | "record") => Ok(ctx.blocking(|| {
+                if method(req) == "POST" {
+                    self.post_location(base, req, ctx)
+                } else {
+                    self.get_location(req, ctx)
+                }
+            })),
             // `schedule`, and every other key (spec 04 §2.1).
             _ => {
                 if method(req) == "POST" {
                     Ok(ctx
                         .blocking(|| self.post(base, req, ctx).unwrap_or_else(|refusal| *refusal)))
                 } else {
-                    Ok(ctx.blocking(|| get_schedule(base, req, ctx)))
+                    let clock = self.block_clock(ctx);
+                    Ok(ctx.blocking(|| get_schedule(base, req, &clock, ctx)))
                 }
             }
         }
@@ -160,6 +249,18 @@ pub fn bare_id(id: &str) -> &str {
     id.split(['?', '&']).next().unwrap_or(id)
 }
 
+/// The process a message is for: its `target`, as a 43-character ID (a data item's
+/// target field arrives as 32 raw bytes), without any `?hint=…`.
+pub fn target_of(msg: &Message) -> Option<String> {
+    match msg.get("target")? {
+        Value::Binary(b) if b.len() == 32 => Some(b64url(b)),
+        Value::Binary(b) if !b.is_empty() => {
+            std::str::from_utf8(b).ok().map(|t| bare_id(t).to_owned())
+        }
+        _ => None,
+    }
+}
+
 /// ID\*(M) in its 43-character form.
 fn id_text(msg: &Message) -> Result<String, Refusal> {
     id_all(msg)
@@ -174,8 +275,8 @@ fn is_process(msg: &Message) -> bool {
 
 /// The process a read request is about (spec 04 §2.2).
 fn process_of(base: &Message, req: &Message) -> Result<String, Refusal> {
-    if let Some(target) = req.get_str("target").filter(|t| !t.is_empty()) {
-        return Ok(bare_id(target).to_owned());
+    if let Some(target) = target_of(req) {
+        return Ok(target);
     }
     if is_process(req) {
         return id_text(req);
@@ -208,7 +309,11 @@ pub fn committed_only(msg: &Message) -> Result<Message, String> {
         signed = true;
         let found = match c.get_str("commitment-device").unwrap_or("httpsig@1.0") {
             "ans104@1.0" => {
-                hb_codec::ans104::commit::committed_keys(msg, cid).map_err(|e| e.to_string())?
+                // A data item without `original-tags` is rebuilt from the message's
+                // keys, so the keys the HTTP layer adds to every request (`path`,
+                // `method`; never tags of a client's item) must be left out first.
+                let bare = msg.clone().without("path").without("method");
+                hb_codec::ans104::commit::committed_keys(&bare, cid).map_err(|e| e.to_string())?
             }
             "httpsig@1.0" => httpsig_commit::committed_keys(msg, cid).map_err(|e| e.to_string())?,
             other => return Err(format!("unknown commitment device `{other}`")),
@@ -254,9 +359,8 @@ fn execution_path(msg: &Message) -> String {
     }
 }
 
-/// `(timestamp, block-height, block-hash)` of new assignments. Without an Arweave clock
-/// (the reference's debug mode) these are zeros.
-fn block_clock() -> (i64, i64, String) {
+/// The clock without Arweave (the reference's debug mode): zeros.
+fn debug_clock() -> Clock {
     (0, 0, ZERO_HASH.to_owned())
 }
 
@@ -378,11 +482,18 @@ impl Scheduler {
                     .with("reason", reason.as_str()),
             ))
         })?;
-        let verify = ctx
-            .node()
-            .get()
-            .get("verify_assignments")
-            .is_none_or(|v| !v.is_atom("false"));
+        let node = ctx.node().get();
+        let flag = |key: &str| {
+            node.get(key)
+                .map(|v| v.as_atom().or_else(|| v.as_str()).unwrap_or(""))
+        };
+        if flag("scheduler_require_signed") == Some("true") && committers_of(&msg).is_empty() {
+            return Err(refuse(
+                400,
+                "Message is not signed: this node schedules signed messages only.",
+            ));
+        }
+        let verify = flag("verify_assignments") != Some("false");
         if verify && !verifies(&msg, ctx) {
             return Err(Box::new(Outcome::error(
                 Message::new()
@@ -395,15 +506,15 @@ impl Scheduler {
         let pid = if is_process(&msg) {
             msg_id.clone()
         } else {
-            match msg.get_str("target").filter(|t| !t.is_empty()) {
-                Some(t) => bare_id(t).to_owned(),
+            match target_of(&msg) {
+                Some(t) => t,
                 None => process_of(base, req)?,
             }
         };
         if !self.servers.lock().contains_key(&pid) {
             let definition = self.definition(&pid, &msg, base, ctx)?;
             if !self.schedules(&definition)? {
-                return Ok(redirect(&definition));
+                return Ok(redirect(&definition, ctx));
             }
             if is_process(&msg) {
                 // Readable by the process ID (ID*: all commitments) as well.
@@ -413,8 +524,9 @@ impl Scheduler {
             }
         }
         let server = self.server(&pid, ctx)?;
+        let clock = self.block_clock(ctx);
         server
-            .assign(&msg, &msg_id, &wallet, ctx)
+            .assign(&msg, &msg_id, &wallet, clock, ctx)
             .map(|a| Outcome::ok(Value::Message(a)))
     }
 
@@ -457,7 +569,7 @@ impl Scheduler {
             Ok(c) => c,
             Err(refusal) => return *refusal,
         };
-        let (timestamp, height, hash) = block_clock();
+        let (timestamp, height, hash) = self.block_clock(ctx);
         Outcome::ok(
             Message::new()
                 .with("process", pid.as_str())
@@ -488,8 +600,9 @@ impl Scheduler {
 }
 
 /// The reply for a process another node schedules (spec 04 §2.11): a redirect to the
-/// hint of its scheduler address when it has one.
-fn redirect(definition: &Message) -> Outcome {
+/// hint of its scheduler address, else to the URL of that address's latest
+/// scheduler-location record known here.
+fn redirect(definition: &Message, ctx: &Ctx) -> Outcome {
     let location = definition
         .get_str("scheduler")
         .or_else(|| definition.get_str("scheduler-location"))
@@ -497,14 +610,27 @@ fn redirect(definition: &Message) -> Outcome {
     let hint = location
         .split(['?', '&'])
         .skip(1)
-        .find_map(|kv| kv.strip_prefix("hint="));
-    match hint {
-        Some(url) => Outcome::ok(
+        .find_map(|kv| kv.strip_prefix("hint="))
+        .map(|url| (url.to_owned(), "ao.N.1".to_owned()));
+    let address = bare_id(location.split(',').next().unwrap_or("").trim());
+    let known = || {
+        latest_location(address, ctx).map(|(_, record)| {
+            let url = record
+                .get_str("url")
+                .or_else(|| record.get_str("location"))
+                .unwrap_or("/")
+                .to_owned();
+            let variant = record.get_str("variant").unwrap_or("ao.N.1").to_owned();
+            (url, variant)
+        })
+    };
+    match hint.or_else(known) {
+        Some((url, variant)) => Outcome::ok(
             Message::new()
                 .with("status", 307i64)
-                .with("location", url)
+                .with("location", url.as_str())
                 .with("body", format!("Redirecting to scheduler: {url}").as_str())
-                .with("variant", "ao.N.1"),
+                .with("variant", variant.as_str()),
         ),
         None => Outcome::error_status(
             404,
@@ -515,6 +641,161 @@ fn redirect(definition: &Message) -> Outcome {
     }
 }
 
+/// Store path of a scheduler-location record: one per address and nonce, so the
+/// newest is the highest nonce (links never overwrite; spec 04 §2.13's quirk avoided).
+fn location_path(address: &str, nonce: i64) -> String {
+    format!("scheduler-locations/{address}/{nonce}")
+}
+
+/// The newest scheduler-location record of `address` this node holds, with its nonce.
+fn latest_location(address: &str, ctx: &Ctx) -> Option<(i64, Message)> {
+    if address.is_empty() {
+        return None;
+    }
+    let names = ctx
+        .cache()
+        .list(&format!("scheduler-locations/{address}"))
+        .ok()
+        .flatten()?;
+    let nonce = names.iter().filter_map(|n| n.parse::<i64>().ok()).max()?;
+    match ctx.cache().read_path(&location_path(address, nonce)) {
+        Ok(Some(Value::Message(m))) => Some((nonce, m)),
+        _ => None,
+    }
+}
+
+impl Scheduler {
+    /// `GET location` (spec 04 §2.12): the newest record of `address` (this node's by
+    /// default).
+    fn get_location(&self, req: &Message, ctx: &Ctx) -> Outcome {
+        let address = req
+            .get_str("address")
+            .map(str::to_owned)
+            .or_else(|| self.address())
+            .unwrap_or_default();
+        match latest_location(&address, ctx) {
+            Some((_, record)) => Outcome::ok(Message::new().with("body", Value::Message(record))),
+            None => {
+                Outcome::error_status(404, &format!("No location found for address: {address}"))
+            }
+        }
+    }
+
+    /// `POST location` (and its alias `POST record`, spec 04 §2.12): keep a record
+    /// signed by others after verifying it, or, for a request signed by this node's
+    /// operator (its own wallet), sign and keep a new record of this node.
+    fn post_location(&self, base: &Message, req: &Message, ctx: &Ctx) -> Outcome {
+        let given = match req.get_str("target").and_then(|k| req.get(k)) {
+            Some(Value::Message(m)) => m.clone(),
+            _ => req.clone(),
+        };
+        let record = match committed_only(&given) {
+            Ok(r) => r,
+            Err(reason) => {
+                return Outcome::error(
+                    Message::new()
+                        .with("status", 400i64)
+                        .with("body", "Failed to store new scheduler location.")
+                        .with("reason", reason.as_str()),
+                );
+            }
+        };
+        let signers = committers_of(&record);
+        let ours = self.address().unwrap_or_default();
+        let operator = signers.contains(&ours);
+        let subject = if operator {
+            ours.clone()
+        } else {
+            signers.first().cloned().unwrap_or_default()
+        };
+        let existing = latest_location(&subject, ctx).map_or(-1, |(n, _)| n);
+        let requested = record
+            .get("nonce")
+            .and_then(Value::as_int)
+            .unwrap_or(existing + 1);
+        if requested <= existing {
+            return Outcome::error(
+                Message::new()
+                    .with("status", 400i64)
+                    .with("body", "Known nonce higher than requested nonce.")
+                    .with("requested-nonce", requested)
+                    .with("existing-nonce", existing)
+                    .with(
+                        "signers",
+                        Value::list(signers.iter().map(|s| Value::text(s)).collect()),
+                    ),
+            );
+        }
+        if !operator {
+            if signers.is_empty() || !verifies(&record, ctx) {
+                return Outcome::error(
+                    Message::new()
+                        .with("status", 400i64)
+                        .with("body", "Failed to store new scheduler location.")
+                        .with("reason", "The record is not signed, or does not verify."),
+                );
+            }
+            let aliases: Vec<String> = signers
+                .iter()
+                .map(|s| location_path(s, requested))
+                .collect();
+            return match ctx.cache().store_message(&record, &aliases) {
+                Ok(_) => Outcome::ok(record),
+                Err(e) => Outcome::error_status(500, &format!("Cannot store the record: {e}")),
+            };
+        }
+        let Some(wallet) = &self.wallet else {
+            return Outcome::error_status(503, "This node has no wallet to sign its record.");
+        };
+        let node = ctx.node().get();
+        let url = req.get_str("url").map(str::to_owned).unwrap_or_else(|| {
+            let host = node.get_str("host").unwrap_or("localhost");
+            let port = node.get("port").and_then(Value::as_int).unwrap_or(8734);
+            let scheme = match node.get_str("protocol") {
+                None | Some("http1") => "http",
+                Some(_) => "https",
+            };
+            format!("{scheme}://{host}:{port}")
+        });
+        let ttl = base
+            .get("time-to-live")
+            .or_else(|| req.get("time-to-live"))
+            .and_then(Value::as_int)
+            .or_else(|| node.get("scheduler_location_ttl").and_then(Value::as_int))
+            .unwrap_or(604_800_000);
+        let codec = base
+            .get_str("accept-codec")
+            .or_else(|| req.get_str("accept-codec"))
+            .unwrap_or("httpsig@1.0")
+            .to_owned();
+        let fresh = Message::new()
+            .with("data-protocol", "ao")
+            .with("variant", "ao.N.1")
+            .with("type", "scheduler-location")
+            .with("url", url.as_str())
+            .with("nonce", requested)
+            .with("time-to-live", ttl)
+            .with("codec-device", codec.as_str());
+        let signed = match codec.as_str() {
+            "ans104@1.0" => {
+                hb_codec::ans104::commit::commit(&fresh, wallet).map_err(|e| e.to_string())
+            }
+            _ => httpsig_commit::commit(&fresh, wallet).map_err(|e| e.to_string()),
+        };
+        let signed = match signed {
+            Ok(m) => m,
+            Err(e) => return Outcome::error_status(500, &format!("Cannot sign the record: {e}")),
+        };
+        match ctx
+            .cache()
+            .store_message(&signed, &[location_path(&ours, requested)])
+        {
+            Ok(_) => Outcome::ok(signed),
+            Err(e) => Outcome::error_status(500, &format!("Cannot store the record: {e}")),
+        }
+    }
+}
+
 impl Server {
     /// Gives `msg` the next slot: take it, sign the assignment, store it in slot order.
     fn assign(
@@ -522,6 +803,7 @@ impl Server {
         msg: &Message,
         msg_id: &str,
         wallet: &Wallet,
+        clock: Clock,
         ctx: &Ctx,
     ) -> Result<Message, Refusal> {
         let mine = {
@@ -530,7 +812,7 @@ impl Server {
             taken.chain = next_chain(&taken.chain, msg_id);
             taken.clone()
         };
-        let (block_ts, height, hash) = block_clock();
+        let (block_ts, height, hash) = clock;
         let assignment = Message::new()
             .with("path", execution_path(msg).as_str())
             .with("data-protocol", "ao")
@@ -606,7 +888,7 @@ fn int_key(req: &Message, key: &str) -> Option<i64> {
 }
 
 /// `GET schedule` (spec 04 §2.8).
-fn get_schedule(base: &Message, req: &Message, ctx: &Ctx) -> Outcome {
+fn get_schedule(base: &Message, req: &Message, clock: &Clock, ctx: &Ctx) -> Outcome {
     let pid = match process_of(base, req) {
         Ok(pid) => pid,
         Err(refusal) => return *refusal,
@@ -635,9 +917,9 @@ fn get_schedule(base: &Message, req: &Message, ctx: &Ctx) -> Outcome {
     let accept = req.get_str("accept").unwrap_or("application/http");
     let accept = percent_decoded(accept);
     if accept.contains("application/aos-2") {
-        return aos2_page(&pid, &assignments, continues);
+        return aos2_page(&pid, &assignments, continues, clock);
     }
-    let (timestamp, height, hash) = block_clock();
+    let (timestamp, height, hash) = clock;
     let mut page = Message::new();
     for a in assignments {
         let slot = a.get("slot").and_then(Value::as_int).unwrap_or(0);
@@ -648,8 +930,8 @@ fn get_schedule(base: &Message, req: &Message, ctx: &Ctx) -> Outcome {
             .with("type", "schedule")
             .with("process", pid.as_str())
             .with("continues", Value::boolean(continues))
-            .with("timestamp", timestamp)
-            .with("block-height", height)
+            .with("timestamp", *timestamp)
+            .with("block-height", *height)
             .with("block-hash", hash.as_str())
             .with("assignments", page),
     )
@@ -662,8 +944,8 @@ fn percent_decoded(text: &str) -> String {
 }
 
 /// The legacy `application/aos-2` page (spec 04 §2.8).
-fn aos2_page(pid: &str, assignments: &[Message], continues: bool) -> Outcome {
-    let (timestamp, height, hash) = block_clock();
+fn aos2_page(pid: &str, assignments: &[Message], continues: bool, clock: &Clock) -> Outcome {
+    let (timestamp, height, hash) = clock;
     let mut edges = Vec::with_capacity(assignments.len());
     for a in assignments {
         let body = a.get("body").and_then(Value::as_message).cloned();
@@ -749,7 +1031,12 @@ mod tests {
         assert_eq!(bare_id("abc?hint=http://x"), "abc");
         assert_eq!(bare_id("abc&hint=http://x"), "abc");
         let def = Message::new().with("scheduler", "addr?hint=http://test.computer");
-        let out = redirect(&def);
+        let ctx = Ctx::new(
+            Arc::new(crate::registry()),
+            Arc::new(hb_core::MemoryCache::new(10)),
+            hb_core::NodeHandle::new(Message::new()),
+        );
+        let out = redirect(&def, &ctx);
         let m = out.value.as_message().unwrap();
         assert_eq!(m.get("status"), Some(&Value::Integer(307)));
         assert_eq!(m.get_str("location"), Some("http://test.computer"));

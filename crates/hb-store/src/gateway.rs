@@ -248,6 +248,40 @@ impl GatewaySource {
             "the data of {id} is not served: GET {raw}: status {status}; GET {plain}: status {status2}"
         )))
     }
+
+    /// The gateway's current block (`GET /block/current`): its timestamp (seconds),
+    /// height and hash (`indep_hash`, as the gateway writes it). What a scheduler in
+    /// production stamps its assignments with (spec 04 §2.4).
+    ///
+    /// # Errors
+    /// The gateway is unreachable or answers something else.
+    pub fn current_block(&self) -> Result<(i64, i64, String), StoreError> {
+        let url = format!("{}/block/current", self.base);
+        let deadline = Instant::now() + self.fetch_timeout;
+        let (status, body) = self.request(&url, None, GRAPHQL_LIMIT, deadline)?;
+        if status != 200 {
+            return Err(self.remote(format!("GET {url}: status {status}: {}", snippet(&body))));
+        }
+        let json: Json = serde_json::from_slice(&body)
+            .map_err(|e| self.remote(format!("GET {url}: the answer is not JSON: {e}")))?;
+        let int = |k: &str| {
+            json.get(k).and_then(|v| {
+                v.as_i64()
+                    .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+            })
+        };
+        match (
+            int("timestamp"),
+            int("height"),
+            json.get("indep_hash").and_then(Json::as_str),
+        ) {
+            (Some(ts), Some(height), Some(hash)) => Ok((ts, height, hash.to_owned())),
+            _ => Err(self.remote(format!(
+                "GET {url}: no timestamp, height and indep_hash in {}",
+                snippet(&body)
+            ))),
+        }
+    }
 }
 
 impl MessageSource for GatewaySource {
