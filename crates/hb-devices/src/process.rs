@@ -319,11 +319,14 @@ fn latest(
 fn store_state(pid: &str, slot: i64, state: &Message, ctx: &Ctx) -> Result<(), String> {
     let stored = state.without_private();
     let id = id_all(&stored).map_err(|e| e.to_string())?.to_human();
+    let mut aliases = vec![slot_path(pid, slot), format!("computed/{pid}/{id}")];
+    if stored.get("snapshot").is_some() {
+        // The seed tutorial's path of a slot's snapshot (an extension: the reference
+        // keeps snapshots only inside the slot's state).
+        aliases.push(format!("computed/{pid}/snapshot/{slot}"));
+    }
     ctx.cache()
-        .store_message(
-            &stored,
-            &[slot_path(pid, slot), format!("computed/{pid}/{id}")],
-        )
+        .store_message(&stored, &aliases)
         .map(|_| ())
         .map_err(|e| e.to_string())
 }

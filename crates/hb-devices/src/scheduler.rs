@@ -278,6 +278,11 @@ fn process_of(base: &Message, req: &Message) -> Result<String, Refusal> {
     if let Some(target) = target_of(req) {
         return Ok(target);
     }
+    // The seed tutorial names the process with a `process` key (the reference ignores
+    // it): accepted when it is an ID.
+    if let Some(p) = req.get_str("process").filter(|p| p.len() == 43) {
+        return Ok(p.to_owned());
+    }
     if is_process(req) {
         return id_text(req);
     }

@@ -159,9 +159,13 @@ fn lookup<'a>(table: &'a Value, key: &str) -> Option<&'a Value> {
     }
 }
 
-/// The base's `device-stack`, checked to be a table of members.
+/// The base's `device-stack` (or, as the seed tutorial writes it, `execution-stack`),
+/// checked to be a table of members.
 fn device_stack(msg: &Message) -> Result<&Value, ResolveError> {
-    match msg.get_ci("device-stack") {
+    match msg
+        .get_ci("device-stack")
+        .or_else(|| msg.get_ci("execution-stack"))
+    {
         Some(v @ (Value::Message(_) | Value::List(_))) => Ok(v),
         Some(other) => Err(ResolveError::BadRequest(format!(
             "stack@1.0: `device-stack` must be a list or a message of devices, not a {}",
@@ -300,7 +304,10 @@ fn fold(key: &str, base: &Message, req: &Message, ctx: &Ctx) -> DeviceResult {
     let mut member: usize = 1;
     let mut passes: i64 = 1;
     loop {
-        if member > 1 && msg.get_ci("device-stack").is_none() {
+        if member > 1
+            && msg.get_ci("device-stack").is_none()
+            && msg.get_ci("execution-stack").is_none()
+        {
             return Err(ResolveError::BadRequest(format!(
                 "stack@1.0: member {} answered `{key}` with a message that is not the \
                  stack's state (it has no `device-stack`); to read keys of the state \

@@ -230,3 +230,95 @@ async fn push_delivers_outboxes_recursively_sync_and_async() {
     );
     node.stop().await;
 }
+
+/// Spec 04 §7 item 4, with the stack written the seed tutorial's way
+/// (`execution-stack`), and item 10's snapshot paths; workers evicted after every
+/// request (`process_worker_max_idle: 0`) still compute the same states.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stack_of_two_test_devices_and_evicted_workers() {
+    let cache = Arc::new(MessageCache::new(Arc::new(MemoryStore::new())));
+    let node = common::start_node(
+        Message::new().with("process_worker_max_idle", 0i64),
+        cache.clone(),
+        key2(),
+    )
+    .await;
+    let addr = node.addr;
+    let def = Message::new()
+        .with("device", "process@1.0")
+        .with("type", "Process")
+        .with("scheduler", key2().address().as_str())
+        .with("execution-device", "stack@1.0")
+        .with(
+            "execution-stack",
+            Value::list(vec![
+                Value::text("test-device@1.0"),
+                Value::text("test-device@1.0"),
+            ]),
+        );
+    let def = hb_codec::httpsig_commit::commit(&def, &key1()).unwrap();
+    let pid = id_all(&def).unwrap().to_human();
+    let r = send(addr, &post("/~process@1.0/schedule", &def, None)).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let msg = Message::new()
+        .with("type", "Message")
+        .with("target", pid.as_str());
+    let r = send(
+        addr,
+        &post(&format!("/{pid}/schedule"), &msg, Some(&key1())),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = send(
+        addr,
+        &get(&format!("/{pid}/compute/results/assignment-slot?slot=1")),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.text(), "1");
+    let Some(Value::Message(state)) = cache.read_path(&format!("computed/{pid}/slot/1")).unwrap()
+    else {
+        panic!("slot 1 stored");
+    };
+    assert_eq!(
+        state.get("already-seen"),
+        Some(&Value::list(
+            [1i64, 1, 0, 0].into_iter().map(Value::Integer).collect()
+        ))
+    );
+    assert!(
+        cache
+            .read_path(&format!("computed/{pid}/snapshot/1"))
+            .unwrap()
+            .is_some()
+    );
+    // More slots, each computed by a fresh worker from the stored state.
+    for _ in 0..3 {
+        let r = send(
+            addr,
+            &post(&format!("/{pid}/schedule"), &msg, Some(&key1())),
+        )
+        .await;
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    for slot in 2..=4i64 {
+        let r = send(
+            addr,
+            &get(&format!(
+                "/{pid}/compute/results/assignment-slot?slot={slot}"
+            )),
+        )
+        .await;
+        assert_eq!(r.text(), slot.to_string());
+    }
+    let Some(Value::Message(state)) = cache.read_path(&format!("computed/{pid}/slot/4")).unwrap()
+    else {
+        panic!("slot 4 stored");
+    };
+    let seen: Vec<i64> = [4i64, 4, 3, 3, 2, 2, 1, 1, 0, 0].to_vec();
+    assert_eq!(
+        state.get("already-seen"),
+        Some(&Value::list(seen.into_iter().map(Value::Integer).collect()))
+    );
+    node.stop().await;
+}
