@@ -83,6 +83,24 @@ async fn data_items_are_scheduled_and_the_process_is_their_id() {
     )
     .await;
     assert_eq!(r.text(), "1");
+
+    // aoconnect's way: spawn with `POST /push` (the reply's `process` header is the
+    // process ID), message with `POST /<pid>~process@1.0/push` (a JSON reply with the
+    // slot).
+    let spawn = def.clone().with("nonce", "aoconnect");
+    let (pid2, req) = post_item("/push", &spawn, &key1());
+    let r = send(addr, &req).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("process"), Some(pid2.as_str()));
+    let msg2 = msg.clone().with("target", pid2.as_str());
+    let (_, mut req) = post_item(&format!("/{pid2}~process@1.0/push"), &msg2, &key1());
+    let head_end = req.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    req.splice(head_end + 2..head_end + 2, JSON.bytes());
+    let r = send(addr, &req).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let pushed = json(&r.body);
+    assert_eq!(pushed["slot"], "1", "{pushed}");
+    assert_eq!(pushed["process"], pid2.as_str());
     node.stop().await;
 }
 
