@@ -13,6 +13,7 @@ use hb_codec::httpsig_commit::HttpsigDevice;
 use hb_core::{Device, Registry};
 
 pub mod cache;
+pub mod cron;
 pub mod dedup;
 pub mod flat;
 pub mod json;
@@ -36,6 +37,7 @@ pub fn preloaded(wallet: Option<Arc<Wallet>>) -> Vec<Arc<dyn Device>> {
             wallet: wallet.clone(),
         }),
         Arc::new(cache::CacheDevice),
+        Arc::new(cron::Cron::default()),
         Arc::new(dedup::Dedup),
         Arc::new(flat::Flat),
         Arc::new(HttpsigDevice {

@@ -1,6 +1,8 @@
 //! `test-device@1.0`: a small device for testing the engine and execution stacks
 //! (spec 05 §14; the reference's `dev_test`).
 
+use std::collections::HashMap;
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use hb_core::device::{Call, DefaultHandler, Device, DeviceInfo, DeviceResult, Outcome};
@@ -12,6 +14,48 @@ pub struct TestDevice;
 
 /// The longest `delay` honoured, so that a request cannot park a worker for long.
 const MAX_DELAY_MS: i64 = 5_000;
+
+/// How many `test-id`s `update_state` and `increment_counter` keep track of at most.
+const MAX_TEST_IDS: usize = 1024;
+
+/// What `update_state` and `increment_counter` recorded for one `test-id` (the
+/// reference's test worker process, for the `cron@1.0` tests).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TestRecord {
+    /// How often `increment_counter` was called.
+    pub count: u64,
+    /// The last request `update_state` was called with.
+    pub state: Option<Message>,
+}
+
+/// The records, by `test-id`, of every node in this process.
+static RECORDS: LazyLock<parking_lot::Mutex<HashMap<String, TestRecord>>> =
+    LazyLock::new(|| parking_lot::Mutex::new(HashMap::new()));
+
+/// What was recorded for `test_id`, if anything.
+pub fn test_record(test_id: &str) -> Option<TestRecord> {
+    RECORDS.lock().get(test_id).cloned()
+}
+
+/// Updates (or, with a no-op `update`, reads) the record of the request's `test-id`;
+/// the answer is never cached, so each call reaches the device.
+fn record(req: &Message, update: impl FnOnce(&mut TestRecord)) -> Outcome {
+    let Some(test_id) = req.get_str("test-id") else {
+        return Outcome::error("No test ID found in message.");
+    };
+    let mut records = RECORDS.lock();
+    if records.len() >= MAX_TEST_IDS && !records.contains_key(test_id) {
+        return Outcome::error_status(503, "Too many test IDs.");
+    }
+    let entry = records.entry(test_id.to_owned()).or_default();
+    update(entry);
+    Outcome::ok(
+        Message::new()
+            .with("test-id", test_id)
+            .with("count", i64::try_from(entry.count).unwrap_or(i64::MAX))
+            .with("cache-control", "no-store"),
+    )
+}
 
 impl Device for TestDevice {
     fn name(&self) -> &'static str {
@@ -35,6 +79,9 @@ impl Device for TestDevice {
             "snapshot",
             "mul",
             "delay",
+            "update_state",
+            "increment_counter",
+            "counter",
         ]
     }
 
@@ -129,6 +176,10 @@ impl Device for TestDevice {
                     .unwrap_or_else(|| Value::text("Timer fired."));
                 Ok(Outcome::ok(Message::new().with("body", body)))
             }
+            "update_state" => Ok(record(req, |r| r.state = Some(req.without_private()))),
+            "increment_counter" => Ok(record(req, |r| r.count = r.count.saturating_add(1))),
+            // Reads the counter (over HTTP, from another process).
+            "counter" => Ok(record(req, |_| {})),
             other => Err(ResolveError::call(self.name(), other, "no such function")),
         }
     }

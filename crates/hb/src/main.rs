@@ -354,8 +354,10 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         let listener = tokio::net::TcpListener::bind((cfg.bind, cfg.port))
             .await
             .with_context(|| format!("cannot listen on {}:{}", cfg.bind, cfg.port))?;
-        let service = hb_http::Service::new(context(&cfg, Some(wallet.clone()), cache), cfg.server_config())
-            .with_wallet(wallet);
+        let ctx = context(&cfg, Some(wallet.clone()), cache);
+        // Stored `cron@1.0` tasks run again (they live in the node's store).
+        hb_devices::cron::resume(&ctx);
+        let service = hb_http::Service::new(ctx, cfg.server_config()).with_wallet(wallet);
         let running = hb_http::serve(listener, service)?;
         tracing::info!(addr = %running.addr, %address, data_dir = %cfg.data_dir.display(), "hyperbeam-rs node listening");
         println!("listening on http://{}", running.addr);

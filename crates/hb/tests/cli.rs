@@ -645,3 +645,55 @@ fn cache_writes_through_a_node_are_kept_in_its_store() {
     assert_eq!(String::from_utf8_lossy(&out.stdout), body);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `hb serve` resumes the `cron@1.0` tasks kept in its store: an `every` task
+/// registered before the node was killed runs again in the next node process.
+#[test]
+fn serve_resumes_stored_cron_tasks() {
+    let dir = store_test_dir("cron");
+    let test_id = format!("cli-cron-{}", std::process::id());
+    let body = |resp: &str| resp.split_once("\r\n\r\n").map(|(_, b)| b.to_owned());
+    let count = |addr: &str| {
+        let resp = http_get(
+            addr,
+            &format!("/~test-device@1.0/counter/count?test-id={test_id}"),
+        );
+        body(&resp).and_then(|b| b.parse::<u64>().ok())
+    };
+    let wait_for_runs = |addr: &str, n: u64| {
+        let start = std::time::Instant::now();
+        while start.elapsed() < Duration::from_secs(5) {
+            if count(addr).is_some_and(|c| c >= n) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    };
+    let args = ["--data-dir".as_ref(), dir.as_os_str()];
+
+    let (mut child, addr) = serve(&args);
+    let resp = http_get(
+        &addr,
+        &format!(
+            "/~cron@1.0/every?interval=200-milliseconds&cron-path=/~test-device@1.0/increment_counter&test-id={test_id}"
+        ),
+    );
+    let ran = wait_for_runs(&addr, 2);
+    child.kill().expect("stop hb by pid");
+    let _ = child.wait();
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    let task = body(&resp).unwrap_or_default();
+    assert_eq!(task.len(), 43, "{resp}");
+    assert!(ran, "the task ran in the first node");
+
+    // A new process: its counters start at zero, so any count is the resumed task's.
+    let (mut child, addr) = serve(&args);
+    let resumed = wait_for_runs(&addr, 2);
+    let stop = http_get(&addr, &format!("/~cron@1.0/stop?task={task}"));
+    child.kill().expect("stop hb by pid");
+    let _ = child.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(resumed, "the stored task runs after the restart");
+    assert!(stop.starts_with("HTTP/1.1 200"), "{stop}");
+}
