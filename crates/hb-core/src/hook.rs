@@ -19,6 +19,40 @@ pub fn handlers(node: &Message, name: &str) -> Vec<Message> {
     }
 }
 
+/// What a request's singleton resolves as (spec 05 §2.4 steps 2–3): its HyperPATH's
+/// message list, passed through the node's `request` hook. `Ok(Err(outcome))` when the
+/// hook answered the request itself (an error or an unexpected result).
+///
+/// # Errors
+/// The path does not parse, the hook raised, or it returned no message list.
+pub fn request_list(
+    ctx: &Ctx,
+    node: &Message,
+    singleton: &Message,
+) -> Result<Result<Vec<Value>, Outcome>, ResolveError> {
+    let list = crate::hyperpath::from_singleton(singleton)?;
+    let handlers = handlers(node, "request");
+    if handlers.is_empty() {
+        return Ok(Ok(list));
+    }
+    let req = Message::new()
+        .with("request", singleton.clone())
+        .with("body", Value::list(list));
+    match run(ctx, "request", &handlers, req)? {
+        Outcome {
+            status: Status::Ok,
+            value: Value::Message(m),
+        } => match m.get("body") {
+            Some(Value::List(l)) => Ok(Ok(l.as_ref().clone())),
+            Some(Value::Message(m)) => Ok(Ok(crate::value::message_to_list(m).unwrap_or_default())),
+            _ => Err(ResolveError::BadRequest(
+                "the request hook returned no message list".into(),
+            )),
+        },
+        halted => Ok(Err(halted)),
+    }
+}
+
 /// Runs hook `name` with `handlers` on request `req` (spec 05 §5): each handler's
 /// result feeds the next; the first error stops the chain.
 pub fn run(

@@ -561,32 +561,10 @@ fn run(request: &Message, ctx: &Ctx) -> Resolved {
         .with_opts(opts)
         .with_time_limit(RUN_TIME_LIMIT)
         .with_step_hooks(&node);
-    let mut list = hyperpath::from_singleton(request)?;
-    let handlers = hook::handlers(&node, "request");
-    if !handlers.is_empty() {
-        let req = Message::new()
-            .with("request", request.clone())
-            .with("body", Value::list(list));
-        match hook::run(&ctx, "request", &handlers, req)? {
-            Outcome {
-                status: Status::Ok,
-                value: Value::Message(m),
-            } => {
-                list = match m.get("body") {
-                    Some(Value::List(l)) => l.as_ref().clone(),
-                    Some(Value::Message(m)) => {
-                        hb_core::value::message_to_list(m).unwrap_or_default()
-                    }
-                    _ => {
-                        return Err(ResolveError::BadRequest(
-                            "the request hook returned no message list".into(),
-                        ));
-                    }
-                };
-            }
-            halted => return Ok(halted),
-        }
-    }
+    let list = match hook::request_list(&ctx, &node, request)? {
+        Ok(list) => list,
+        Err(halted) => return Ok(halted),
+    };
     let out = ctx.resolve_many(list);
     let handlers = hook::handlers(&node, "response");
     if handlers.is_empty() {

@@ -23,7 +23,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use hb_core::device::{Outcome, Status};
-use hb_core::{BlockingHook, Ctx, Message, ResolveError, ResolveOpts, Value, hook, hyperpath};
+use hb_core::{BlockingHook, Ctx, Message, ResolveError, ResolveOpts, Value, hook};
 
 pub mod reply;
 pub mod request;
@@ -228,33 +228,10 @@ enum Step {
 /// Parses a request's singleton, runs the node's `request` hook on the message list
 /// (spec 05 §2.4 step 3), then resolves it.
 fn resolve_request(ctx: &Ctx, node: &Message, singleton: &Message) -> Result<Step, ResolveError> {
-    let mut list = hyperpath::from_singleton(singleton)?;
-    let handlers = hook::handlers(node, "request");
-    if !handlers.is_empty() {
-        let req = Message::new()
-            .with("request", singleton.clone())
-            .with("body", Value::list(list));
-        match hook::run(ctx, "request", &handlers, req)? {
-            Outcome {
-                status: Status::Ok,
-                value: Value::Message(m),
-            } => {
-                list = match m.get("body") {
-                    Some(Value::List(l)) => l.as_ref().clone(),
-                    Some(Value::Message(m)) => {
-                        hb_core::value::message_to_list(m).unwrap_or_default()
-                    }
-                    _ => {
-                        return Err(ResolveError::BadRequest(
-                            "the request hook returned no message list".into(),
-                        ));
-                    }
-                };
-            }
-            other => return Ok(Step::Halted(other)),
-        }
+    match hook::request_list(ctx, node, singleton)? {
+        Ok(list) => ctx.resolve_many(list).map(Step::Resolved),
+        Err(halted) => Ok(Step::Halted(halted)),
     }
-    ctx.resolve_many(list).map(Step::Resolved)
 }
 
 /// Blocking work on a multi-threaded runtime moves the runtime's other tasks off this

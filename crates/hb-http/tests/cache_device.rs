@@ -1,25 +1,13 @@
 //! `cache@1.0` over HTTP (spec 05 §6.8): trusted writers store binaries, everyone else is
 //! refused with the spec's status and text, and reads return the stored bytes.
 
+mod common;
+
 use std::sync::Arc;
-use std::time::Duration;
 
+use common::{get, key1, key2, post, send};
 use hb_core::{Ctx, MemoryCache, Message, NodeHandle, Value};
-use hb_http::{Running, ServerConfig, Service, serve};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-
-fn key(json: &[u8]) -> hb_codec::Wallet {
-    hb_codec::Wallet::from_jwk_json(json).expect("test key loads")
-}
-
-fn key1() -> hb_codec::Wallet {
-    key(include_bytes!("../../../tests/fixtures/key-1.json"))
-}
-
-fn key2() -> hb_codec::Wallet {
-    key(include_bytes!("../../../tests/fixtures/key-2.json"))
-}
+use hb_http::Running;
 
 /// A node whose only cache writer is key-1 (it signs its replies with key-2).
 async fn start() -> Running {
@@ -32,89 +20,7 @@ async fn start() -> Running {
         Arc::new(MemoryCache::new(1000)),
         NodeHandle::new(node),
     );
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    serve(
-        listener,
-        Service::new(ctx, ServerConfig::default()).with_wallet(Arc::new(key2())),
-    )
-    .expect("serve")
-}
-
-/// Status, lower-cased headers and body of a response.
-struct Reply {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-}
-
-impl Reply {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-    }
-}
-
-async fn send(addr: std::net::SocketAddr, req: &[u8]) -> Reply {
-    let mut s = TcpStream::connect(addr).await.expect("connect");
-    s.write_all(req).await.expect("write");
-    let mut buf = Vec::new();
-    let read = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut buf)).await;
-    assert!(read.is_ok(), "no answer within 10 s");
-    let split = buf
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .expect("a response head");
-    let head = String::from_utf8_lossy(&buf[..split]).into_owned();
-    let mut lines = head.split("\r\n");
-    let status = lines
-        .next()
-        .and_then(|l| l.split(' ').nth(1))
-        .and_then(|s| s.parse().ok())
-        .expect("status");
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
-        .collect();
-    let mut body = buf[split + 4..].to_vec();
-    if let Some(len) = headers
-        .iter()
-        .find(|(k, _)| k == "content-length")
-        .and_then(|(_, v)| v.parse().ok())
-    {
-        body.truncate(len);
-    }
-    Reply {
-        status,
-        headers,
-        body,
-    }
-}
-
-/// A POST of `msg` (signed by `signer` if given) to `target`.
-fn post(target: &str, msg: &Message, signer: Option<&hb_codec::Wallet>) -> Vec<u8> {
-    let msg = match signer {
-        Some(w) => hb_codec::httpsig_commit::commit(msg, w).expect("commit"),
-        None => msg.clone(),
-    };
-    let http = hb_core::httpsig::encode_rich(&msg).expect("encode");
-    let body = http.body.map(|b| b.to_vec()).unwrap_or_default();
-    let mut req = format!("POST {target} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n");
-    for (k, v) in &http.headers {
-        req.push_str(&format!("{k}: {}\r\n", String::from_utf8_lossy(v)));
-    }
-    req.push_str(&format!("content-length: {}\r\n\r\n", body.len()));
-    let mut req = req.into_bytes();
-    req.extend_from_slice(&body);
-    req
-}
-
-fn get(target: &str) -> Vec<u8> {
-    format!("GET {target} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").into_bytes()
+    common::serve_ctx(ctx, Arc::new(key2())).await
 }
 
 #[tokio::test]

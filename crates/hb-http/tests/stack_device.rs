@@ -2,14 +2,18 @@
 //! §3–§4, 05 §9): a node on an ephemeral loopback port resolves stacks built from a
 //! HyperPATH and from a POSTed message.
 
-use std::sync::Arc;
-use std::time::Duration;
+mod common;
 
+use std::sync::Arc;
+
+use common::{get, key2, send};
 use hb_core::device::{Call, Device, DeviceResult, Outcome};
 use hb_core::{Ctx, MemoryCache, Message, NodeHandle, Registry, ResolveError, Status, Value};
-use hb_http::{Running, ServerConfig, Service, serve};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use hb_http::Running;
+
+fn post(target: &str, msg: &Message) -> Vec<u8> {
+    common::post(target, msg, None)
+}
 
 /// The spec's `A(sep, ok)` append device (04 §3.5).
 #[derive(Debug)]
@@ -44,11 +48,6 @@ impl Device for Append {
     }
 }
 
-fn key2() -> hb_codec::Wallet {
-    hb_codec::Wallet::from_jwk_json(include_bytes!("../../../tests/fixtures/key-2.json"))
-        .expect("test key loads")
-}
-
 /// A node with the preloaded devices plus two append devices.
 async fn start() -> Running {
     let mut registry: Registry = hb_devices::registry();
@@ -65,68 +64,7 @@ async fn start() -> Running {
         Arc::new(MemoryCache::new(1000)),
         NodeHandle::new(Message::new().with("port", 0i64)),
     );
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    serve(
-        listener,
-        Service::new(ctx, ServerConfig::default()).with_wallet(Arc::new(key2())),
-    )
-    .expect("serve")
-}
-
-struct Reply {
-    status: u16,
-    body: Vec<u8>,
-}
-
-impl Reply {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
-}
-
-async fn send(addr: std::net::SocketAddr, req: &[u8]) -> Reply {
-    let mut s = TcpStream::connect(addr).await.expect("connect");
-    s.write_all(req).await.expect("write");
-    let mut buf = Vec::new();
-    let read = tokio::time::timeout(Duration::from_secs(20), s.read_to_end(&mut buf)).await;
-    assert!(read.is_ok(), "no answer within 20 s");
-    let split = buf
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .expect("a response head");
-    let head = String::from_utf8_lossy(&buf[..split]).into_owned();
-    let mut lines = head.split("\r\n");
-    let status = lines
-        .next()
-        .and_then(|l| l.split(' ').nth(1))
-        .and_then(|s| s.parse().ok())
-        .expect("status");
-    let len: Option<usize> = lines
-        .filter_map(|l| l.split_once(':'))
-        .find(|(k, _)| k.trim().eq_ignore_ascii_case("content-length"))
-        .and_then(|(_, v)| v.trim().parse().ok());
-    let mut body = buf[split + 4..].to_vec();
-    if let Some(len) = len {
-        body.truncate(len);
-    }
-    Reply { status, body }
-}
-
-fn get(target: &str) -> Vec<u8> {
-    format!("GET {target} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").into_bytes()
-}
-
-fn post(target: &str, msg: &Message) -> Vec<u8> {
-    let http = hb_core::httpsig::encode_rich(msg).expect("encode");
-    let body = http.body.map(|b| b.to_vec()).unwrap_or_default();
-    let mut req = format!("POST {target} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n");
-    for (k, v) in &http.headers {
-        req.push_str(&format!("{k}: {}\r\n", String::from_utf8_lossy(v)));
-    }
-    req.push_str(&format!("content-length: {}\r\n\r\n", body.len()));
-    let mut req = req.into_bytes();
-    req.extend_from_slice(&body);
-    req
+    common::serve_ctx(ctx, Arc::new(key2())).await
 }
 
 const STACK: &str =

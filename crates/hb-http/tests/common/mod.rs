@@ -32,6 +32,12 @@ pub async fn start_node(node: Message, cache: Arc<dyn Cache>, wallet: hb_codec::
         cache,
         NodeHandle::new(node),
     );
+    serve_ctx(ctx, wallet).await
+}
+
+/// A node resolving with `ctx` (its own devices and cache), replies signed by `wallet`,
+/// on 127.0.0.1 at an ephemeral port.
+pub async fn serve_ctx(ctx: Ctx, wallet: Arc<hb_codec::Wallet>) -> Running {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     serve(
         listener,
