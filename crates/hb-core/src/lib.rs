@@ -15,6 +15,7 @@ pub mod httpsig;
 pub mod hyperpath;
 pub mod id;
 pub mod json;
+pub mod json_struct;
 pub mod message;
 pub mod resolve;
 pub mod sf;

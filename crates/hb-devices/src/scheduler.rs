@@ -48,7 +48,7 @@ use hb_store::GatewaySource;
 use parking_lot::{Condvar, Mutex};
 use serde_json::{Value as Json, json};
 
-use crate::cache::json_struct;
+use hb_core::json_struct::json_struct;
 
 /// The device's name.
 pub const NAME: &str = "scheduler@1.0";
