@@ -631,7 +631,7 @@ fn scalar_round_trips(v: &Value, top: bool) -> bool {
         Value::Atom(a) => a.bytes().all(|c| (0x20..=0x7e).contains(&c)),
         Value::Resolve(_) => top,
         Value::List(items) => top && items.iter().all(|i| scalar_round_trips(i, false)),
-        Value::Message(_) | Value::As(..) => false,
+        Value::Message(_) | Value::As(..) | Value::Opaque(_) => false,
     }
 }
 

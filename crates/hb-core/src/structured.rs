@@ -250,7 +250,7 @@ pub fn encode_value(v: &Value) -> Result<(Bytes, Option<&'static str>), CodecErr
             write_list_text(&mut out, l)?;
             Ok((Bytes::from(out), Some("list")))
         }
-        Value::Message(_) | Value::Resolve(_) | Value::As(..) => {
+        Value::Message(_) | Value::Resolve(_) | Value::As(..) | Value::Opaque(_) => {
             Err(CodecError::Unencodable(v.type_name().to_owned()))
         }
     }

@@ -35,6 +35,37 @@ pub enum Value {
     /// In flight only: a device switch (the reference's `{as, Device, Msg}`), produced by
     /// `~device@version` in a HyperPATH. The inner value is a message or an ID binary.
     As(Arc<str>, Box<Value>),
+    /// In memory only: a live object a device keeps in a message's private area (a
+    /// WASM instance, spec 04 §1.9 `priv`). Never encoded, stored, hashed or sent.
+    Opaque(Opaque),
+}
+
+/// A live object held by a [`Value::Opaque`]: shared, and equal only to itself.
+#[derive(Clone)]
+pub struct Opaque(Arc<dyn std::any::Any + Send + Sync>);
+
+impl Opaque {
+    /// Wraps `value`.
+    pub fn new<T: std::any::Any + Send + Sync>(value: T) -> Self {
+        Opaque(Arc::new(value))
+    }
+
+    /// The object, if it is a `T`.
+    pub fn downcast<T: std::any::Any + Send + Sync>(&self) -> Option<Arc<T>> {
+        self.0.clone().downcast::<T>().ok()
+    }
+}
+
+impl fmt::Debug for Opaque {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<opaque>")
+    }
+}
+
+impl PartialEq for Opaque {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
 }
 
 impl Value {
@@ -117,6 +148,7 @@ impl Value {
             Value::Message(_) => "message",
             Value::Resolve(_) => "resolve",
             Value::As(..) => "as",
+            Value::Opaque(_) => "opaque",
         }
     }
 
@@ -147,6 +179,7 @@ impl fmt::Debug for Value {
             Value::Message(m) => m.fmt(f),
             Value::Resolve(l) => write!(f, "RES{:?}", l),
             Value::As(d, m) => write!(f, "AS({d}, {m:?})"),
+            Value::Opaque(o) => o.fmt(f),
         }
     }
 }
