@@ -477,7 +477,7 @@ impl Ctx {
             s.apply(own);
         }
         s.apply(self.opts.cache_control);
-        if volatile || self.opts.hashpath == HashpathMode::Ignore || is_committed(msg2) {
+        if volatile || self.opts.hashpath == HashpathMode::Ignore || uncacheable(msg2) {
             s.store = false;
         }
         s
@@ -759,9 +759,9 @@ impl Ctx {
         let mut msg1 = msg1;
         if lookup {
             let l = link_step(&msg1, &msg2)?;
-            // A signed request's hashpath covers only its committed keys: its results
-            // are not looked up (see `is_committed`); an ID base is still loaded.
-            if !is_committed(&msg2)
+            // POSTs and signed requests are not served from the result cache (see
+            // `uncacheable`); an ID base is still loaded.
+            if !uncacheable(&msg2)
                 && let Some(hit) = self.cache().read_result(&l.hashpath)
             {
                 return Ok(Outcome::ok(hit));
@@ -1063,11 +1063,22 @@ pub fn id_of(msg: &Message) -> Result<Id, ResolveError> {
     )?)
 }
 
-/// Whether a request carries commitments. Its ID (and so the step's hashpath) then
-/// covers only its committed keys, so two steps that differ in an uncommitted key (the
-/// unsigned `path` of an aoconnect request, spec 07 §7) share a hashpath: their results
-/// are neither read from nor written to the result cache.
-fn is_committed(msg2: &Message) -> bool {
+/// Whether a step's result is kept out of the result cache (neither read nor written):
+/// a `POST` asks for an effect (a new slot, a write), which an earlier result must not
+/// stand for when the same request comes again; and a signed request's ID (so the
+/// step's hashpath) covers only its committed keys, so two steps that differ in an
+/// uncommitted key (the unsigned `path` of an aoconnect request, spec 07 §7) would
+/// share a hashpath.
+fn uncacheable(msg2: &Message) -> bool {
+    is_post(msg2) || has_commitments(msg2)
+}
+
+fn is_post(msg2: &Message) -> bool {
+    msg2.get_str("method")
+        .is_some_and(|m| m.eq_ignore_ascii_case("post"))
+}
+
+fn has_commitments(msg2: &Message) -> bool {
     msg2.get("commitments")
         .and_then(Value::as_message)
         .is_some_and(|c| !c.is_empty())

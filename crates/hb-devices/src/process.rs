@@ -384,10 +384,16 @@ impl Process {
                 400,
                 &format!(
                     "`slot` must be an integer, not {:?}",
-                    slot.to_display_bytes()
+                    String::from_utf8_lossy(&slot.to_display_bytes())
                 ),
             ));
         };
+        if target < -1 {
+            return Ok(Outcome::error_status(
+                400,
+                &format!("`slot` must be -1 (the initial state) or more, not {target}"),
+            ));
+        }
         ctx.blocking(|| self.compute_to(&base, &pid, target, ctx))
     }
 
@@ -410,12 +416,19 @@ impl Process {
         if let Some(stored) = read_slot(pid, target, ctx) {
             return Ok(Outcome::ok(as_result(stored)));
         }
-        let mut state = match (live_at, worker.state.take()) {
-            (Some(at), Some(state)) if at < target => state,
+        // A live state past the target stays live: the target is computed aside, from
+        // a stored snapshot (an earlier slot asked for must not throw the live one away).
+        let mut state = match worker
+            .state
+            .take_if(|_| live_at.is_none_or(|at| at < target))
+        {
+            Some(state) if live_at.is_some() => state,
             _ => self.load(base, pid, target, ctx)?,
         };
         let result = self.run_slots(&mut state, &mut worker, pid, target, ctx);
-        worker.state = Some(state.clone());
+        if worker.state.is_none() {
+            worker.state = Some(state.clone());
+        }
         match result {
             Ok(()) => Ok(Outcome::ok(as_result(state))),
             Err(out) => Ok(out),

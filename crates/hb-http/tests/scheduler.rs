@@ -218,3 +218,158 @@ async fn concurrent_posts_get_distinct_contiguous_slots() {
     assert_eq!(all, (1..=CLIENTS * EACH).collect::<Vec<_>>());
     node.stop().await;
 }
+
+/// The current slot of `pid`, as `GET /~scheduler@1.0/slot` answers it.
+async fn current_slot(addr: std::net::SocketAddr, pid: &str) -> i64 {
+    let r = send(
+        addr,
+        &get_with(&format!("/~scheduler@1.0/slot?target={pid}"), JSON),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    int(&json(&r.body)["current"])
+}
+
+/// Bad input over HTTP gets a clear 4xx (or the documented 503) and stores nothing: the
+/// schedule's current slot stays where it was and no assignment appears after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bad_input_is_refused_and_takes_no_slot() {
+    let cache = Arc::new(MessageCache::new(Arc::new(MemoryStore::new())));
+    let node = common::start_node(Message::new(), cache.clone(), key2()).await;
+    let addr = node.addr;
+    let def = hb_codec::httpsig_commit::commit(
+        &process_def(&key2().address()).with("nonce", "bad-input"),
+        &key1(),
+    )
+    .unwrap();
+    let pid = id_all(&def).unwrap().to_human();
+    let r = send(addr, &post("/~process@1.0/schedule", &def, None)).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let ping = Message::new()
+        .with("type", "Message")
+        .with("target", pid.as_str())
+        .with("action", "Ping");
+    for _ in 0..2 {
+        let r = send(
+            addr,
+            &post(&format!("/{pid}/schedule"), &ping, Some(&key1())),
+        )
+        .await;
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    let unchanged = async |what: &str| {
+        assert_eq!(current_slot(addr, &pid).await, 2, "after {what}");
+        assert!(
+            cache
+                .read_path(&format!("assignments/{pid}/3"))
+                .unwrap()
+                .is_none(),
+            "nothing stored after {what}"
+        );
+    };
+
+    // A message to a process nobody spawned: 404, whichever way it is addressed.
+    let unknown = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+    let stray = Message::new()
+        .with("type", "Message")
+        .with("target", unknown);
+    let r = send(
+        addr,
+        &post("/~scheduler@1.0/schedule", &stray, Some(&key1())),
+    )
+    .await;
+    assert_eq!(r.status, 404, "{}", r.text());
+    let r = send(
+        addr,
+        &post(&format!("/{unknown}/schedule"), &stray, Some(&key1())),
+    )
+    .await;
+    assert_eq!(r.status, 404, "{}", r.text());
+    assert!(
+        cache
+            .read_path(&format!("assignments/{unknown}/0"))
+            .unwrap()
+            .is_none()
+    );
+    unchanged("messages to an unknown process").await;
+
+    // A slot beyond the schedule: the documented 503, naming the phase and the slot.
+    let r = send(addr, &get(&format!("/{pid}/compute?slot=999999"))).await;
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert_eq!(r.header("phase"), Some("get-schedule"), "{:?}", r.headers);
+    assert_eq!(r.header("attempted-slot"), Some("3"), "{:?}", r.headers);
+    assert!(r.text().contains("No assignment found for next slot."));
+    unchanged("compute beyond the schedule").await;
+
+    // Slots that are not integers: 400, saying so.
+    for bad in ["abc", "1.5", "", "99999999999999999999"] {
+        let r = send(addr, &get(&format!("/{pid}/compute?slot={bad}"))).await;
+        assert_eq!(r.status, 400, "slot={bad}: {}", r.text());
+        assert!(
+            r.text().contains("`slot` must be an integer"),
+            "{}",
+            r.text()
+        );
+    }
+    // Before the initial state (-1): 400, not a server error.
+    let r = send(addr, &get(&format!("/{pid}/compute?slot=-5"))).await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(
+        r.text().contains("-1 (the initial state) or more"),
+        "{}",
+        r.text()
+    );
+    unchanged("compute with bad slots").await;
+
+    // A signed message whose signed field was changed on the way: 400.
+    let signed =
+        String::from_utf8(post(&format!("/{pid}/schedule"), &ping, Some(&key1()))).unwrap();
+    let tampered = signed.replace("action: Ping", "action: Pong");
+    assert_ne!(tampered, signed);
+    let r = send(addr, tampered.as_bytes()).await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains("does not verify"), "{}", r.text());
+    // Its signature fields garbled: 400.
+    let garbled = signed.replace("signature: ", "signature: (((");
+    let r = send(addr, garbled.as_bytes()).await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    // The same, tampered after signing, carried as the `body` of an unsigned request:
+    // the scheduler verifies it and refuses it.
+    let inner = hb_codec::httpsig_commit::commit(&ping, &key1())
+        .unwrap()
+        .with("action", "Pong");
+    let r = send(
+        addr,
+        &post(
+            &format!("/{pid}/schedule"),
+            &Message::new().with("body", inner),
+            None,
+        ),
+    )
+    .await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains("not valid"), "{}", r.text());
+    unchanged("tampered signatures").await;
+
+    // An assignment-like message naming its own slot and hash chain is a message like
+    // any other: it gets the next slot, and its keys stay in its body.
+    let forged = ping
+        .clone()
+        .with("slot", 999_999i64)
+        .with("hash-chain", "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA");
+    let r = send(
+        addr,
+        &post_with(&format!("/{pid}/schedule"), &forged, Some(&key1()), JSON),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let a = json(&r.body);
+    assert_eq!(int(&a["slot"]), 3);
+    assert_ne!(
+        a["hash-chain"],
+        "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
+    );
+    assert_eq!(int(&a["body"]["slot"]), 999_999);
+    assert_eq!(current_slot(addr, &pid).await, 3);
+    node.stop().await;
+}
