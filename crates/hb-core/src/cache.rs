@@ -131,6 +131,20 @@ pub trait Cache: Send + Sync + std::fmt::Debug {
         })
     }
 
+    /// [`Cache::store_message`] for several messages, in order, as one atomic write where
+    /// the cache can (a scheduler commits the assignments ready at once together: one
+    /// disk flush for many). The default stores them one by one: on an error, those
+    /// before the failing one may be stored.
+    ///
+    /// # Errors
+    /// As [`Cache::store_message`].
+    fn store_messages(&self, batch: &[(Message, Vec<String>)]) -> Result<(), CacheOpError> {
+        for (msg, aliases) in batch {
+            self.store_message(msg, aliases)?;
+        }
+        Ok(())
+    }
+
     /// The names directly under the group at `path` (links along it followed), sorted;
     /// `None` when there is no group there.
     ///

@@ -154,10 +154,34 @@ struct Server {
     pid: String,
     /// The next slot to hand out: the last slot taken and the chain after it.
     taken: Mutex<Chain>,
-    /// The last slot durably stored, and the chain after it.
-    stored: Mutex<Chain>,
+    /// The last slot durably stored, and the signed assignments waiting to be.
+    stored: Mutex<Stored>,
     /// Signalled whenever `stored` moves (or is reset).
     turn: Condvar,
+}
+
+/// What is durable, and what waits to be written in slot order.
+struct Stored {
+    /// The last slot durably stored and the chain after it.
+    at: Chain,
+    /// Signed assignments (or why signing failed) by slot, each with its chain.
+    ready: std::collections::BTreeMap<i64, (Chain, Result<Message, String>)>,
+    /// Whether a request is writing a batch now.
+    writing: bool,
+    /// For the last generations given up after a failure: the last slot they stored.
+    ended: Vec<(u64, i64)>,
+}
+
+impl Stored {
+    /// Whether slot `slot` taken in `generation` is durably stored; `None` while it
+    /// may still be.
+    fn outcome(&self, generation: u64, slot: i64) -> Option<bool> {
+        if self.at.generation == generation {
+            return (self.at.slot >= slot).then_some(true);
+        }
+        let end = self.ended.iter().find(|(g, _)| *g == generation);
+        Some(end.is_some_and(|(_, last)| slot <= *last))
+    }
 }
 
 /// A position in a schedule: a slot, the hash chain after it, and the generation of
@@ -445,7 +469,12 @@ impl Scheduler {
             Arc::new(Server {
                 pid: pid.to_owned(),
                 taken: Mutex::new(head.clone()),
-                stored: Mutex::new(head),
+                stored: Mutex::new(Stored {
+                    at: head,
+                    ready: std::collections::BTreeMap::new(),
+                    writing: false,
+                    ended: Vec::new(),
+                }),
                 turn: Condvar::new(),
             })
         });
@@ -567,7 +596,7 @@ impl Scheduler {
             Err(refusal) => return *refusal,
         };
         let current = match self.servers.lock().get(&pid) {
-            Some(s) => Ok(s.stored.lock().slot),
+            Some(s) => Ok(s.stored.lock().at.slot),
             None => stored_head(&pid, ctx).map(|c| c.slot),
         };
         let current = match current {
@@ -833,40 +862,94 @@ impl Server {
             .with("body", Value::Message(msg.clone()));
         let signed = httpsig_commit::commit(&assignment, wallet)
             .map_err(|e| format!("Cannot sign the assignment: {e}"));
-        // Wait for the slots before ours to be stored (or given up).
         let mut stored = self.stored.lock();
-        while stored.generation == mine.generation && stored.slot + 1 < mine.slot {
-            self.turn.wait(&mut stored);
+        if stored.at.generation != mine.generation {
+            return Err(stale());
         }
-        if stored.generation != mine.generation {
-            return Err(refuse(
-                503,
-                "An earlier assignment of this process could not be stored; send the message again.",
-            ));
-        }
-        let written = signed.and_then(|a| {
-            ctx.cache()
-                .store_message(&a, &[assignment_path(&self.pid, mine.slot)])
-                .map(|_| a)
-                .map_err(|e| format!("Cannot store the assignment: {e}"))
-        });
-        match written {
-            Ok(a) => {
-                *stored = mine;
-                self.turn.notify_all();
-                Ok(a)
+        stored
+            .ready
+            .insert(mine.slot, (mine.clone(), signed.clone()));
+        // Group commit: whoever finds the next slot ready and nobody writing writes every
+        // consecutive ready assignment in one batch (one disk flush); the others wait
+        // until their slot is stored. Bounded: each round stores a slot, fails, or waits
+        // for one of those.
+        loop {
+            match stored.outcome(mine.generation, mine.slot) {
+                Some(true) => return signed.map_err(|why| refuse(500, &why)),
+                Some(false) => return Err(stale()),
+                None => {}
             }
-            Err(why) => {
-                tracing::error!(process = %self.pid, slot = mine.slot, error = %why, "scheduling failed");
-                // Rewind to the last stored slot; later reservations are refused.
-                let mut taken = self.taken.lock();
-                stored.generation += 1;
-                *taken = stored.clone();
-                self.turn.notify_all();
-                Err(refuse(500, &why))
+            if stored.writing || !stored.ready.contains_key(&(stored.at.slot + 1)) {
+                self.turn.wait(&mut stored);
+                continue;
             }
+            let mut batch = Vec::new();
+            let mut last: Option<Chain> = None;
+            let mut failure: Option<String> = None;
+            let mut next = stored.at.slot + 1;
+            while let Some((chain, result)) = stored.ready.remove(&next) {
+                match result {
+                    Ok(a) => {
+                        batch.push((a, vec![assignment_path(&self.pid, next)]));
+                        last = Some(chain);
+                    }
+                    Err(why) => {
+                        failure = Some(why);
+                        break;
+                    }
+                }
+                next += 1;
+            }
+            stored.writing = true;
+            drop(stored);
+            let written = if batch.is_empty() {
+                Ok(())
+            } else {
+                ctx.cache()
+                    .store_messages(&batch)
+                    .map_err(|e| format!("Cannot store the assignments: {e}"))
+            };
+            stored = self.stored.lock();
+            stored.writing = false;
+            match (written, failure) {
+                (Ok(()), None) => {
+                    if let Some(chain) = last {
+                        stored.at = chain;
+                    }
+                }
+                (Ok(()), Some(why)) | (Err(why), _) => {
+                    tracing::error!(process = %self.pid, error = %why, "scheduling failed");
+                    // Rewind to what the store holds; later reservations are refused.
+                    let head = stored_head(&self.pid, ctx).unwrap_or_else(|_| stored.at.clone());
+                    let ended = (stored.at.generation, head.slot);
+                    stored.ended.push(ended);
+                    if stored.ended.len() > 16 {
+                        stored.ended.remove(0);
+                    }
+                    stored.at = Chain {
+                        generation: ended.0 + 1,
+                        ..head
+                    };
+                    stored.ready.clear();
+                    *self.taken.lock() = stored.at.clone();
+                    self.turn.notify_all();
+                    return match stored.outcome(mine.generation, mine.slot) {
+                        Some(true) => signed.map_err(|why| refuse(500, &why)),
+                        _ => Err(refuse(500, &why)),
+                    };
+                }
+            }
+            self.turn.notify_all();
         }
     }
+}
+
+/// The refusal of a request whose slot was given up after an earlier failure.
+fn stale() -> Refusal {
+    refuse(
+        503,
+        "An earlier assignment of this process could not be stored; send the message again.",
+    )
 }
 
 /// `next` (spec 04 §2.10): the assignment after the state's `at-slot`.
@@ -999,6 +1082,106 @@ mod tests {
     #![allow(clippy::unwrap_used, reason = "tests")]
 
     use super::*;
+
+    /// A message cache whose next batch write fails when `fail` is set.
+    #[derive(Debug)]
+    struct Flaky {
+        inner: hb_store::MessageCache,
+        fail: std::sync::atomic::AtomicBool,
+    }
+
+    impl hb_core::Cache for Flaky {
+        fn read_result(&self, h: &str) -> Option<Value> {
+            self.inner.read_result(h)
+        }
+        fn write_result(&self, h: &str, v: &Value) {
+            self.inner.write_result(h, v);
+        }
+        fn read_message(&self, id: &Id) -> Option<Message> {
+            hb_core::Cache::read_message(&self.inner, id)
+        }
+        fn write_message(&self, id: Id, m: &Message) {
+            hb_core::Cache::write_message(&self.inner, id, m);
+        }
+        fn read_path(&self, p: &str) -> Result<Option<Value>, hb_core::cache::CacheOpError> {
+            hb_core::Cache::read_path(&self.inner, p)
+        }
+        fn list(&self, p: &str) -> Result<Option<Vec<String>>, hb_core::cache::CacheOpError> {
+            hb_core::Cache::list(&self.inner, p)
+        }
+        fn store_message(
+            &self,
+            m: &Message,
+            a: &[String],
+        ) -> Result<Id, hb_core::cache::CacheOpError> {
+            hb_core::Cache::store_message(&self.inner, m, a)
+        }
+        fn store_messages(
+            &self,
+            batch: &[(Message, Vec<String>)],
+        ) -> Result<(), hb_core::cache::CacheOpError> {
+            if self.fail.swap(false, std::sync::atomic::Ordering::SeqCst) {
+                return Err(hb_core::cache::CacheOpError::Failed("disk full".into()));
+            }
+            hb_core::Cache::store_messages(&self.inner, batch)
+        }
+    }
+
+    /// A failed write takes no slot: the next message gets it, and the chain goes on
+    /// from the last stored assignment.
+    #[test]
+    fn a_failed_write_leaves_no_hole() {
+        let wallet = Arc::new(
+            Wallet::from_jwk_json(include_bytes!("../../../tests/fixtures/key-2.json")).unwrap(),
+        );
+        let cache = Arc::new(Flaky {
+            inner: hb_store::MessageCache::new(Arc::new(hb_store::MemoryStore::new())),
+            fail: std::sync::atomic::AtomicBool::new(false),
+        });
+        let ctx = Ctx::new(
+            Arc::new(crate::registry_with_wallet(Some(wallet.clone()))),
+            cache.clone(),
+            hb_core::NodeHandle::new(Message::new()),
+        );
+        let scheduler = Scheduler::new(Some(wallet.clone()));
+        let def = Message::new()
+            .with("type", "Process")
+            .with("scheduler", wallet.address().as_str());
+        let post = |body: &Message| {
+            let req = Message::new()
+                .with("method", "POST")
+                .with("body", Value::Message(body.clone()));
+            scheduler.post(&Message::new(), &req, &ctx)
+        };
+        let pid = id_all(&def).unwrap().to_human();
+        let slot = |o: &Outcome| o.value.as_message().and_then(|m| m.get("slot")).cloned();
+        assert_eq!(slot(&post(&def).unwrap()), Some(Value::Integer(0)));
+        let msg = |n: i64| {
+            Message::new()
+                .with("type", "Message")
+                .with("target", pid.as_str())
+                .with("n", n)
+        };
+        assert_eq!(slot(&post(&msg(1)).unwrap()), Some(Value::Integer(1)));
+        cache.fail.store(true, std::sync::atomic::Ordering::SeqCst);
+        let refused = post(&msg(2)).unwrap_err();
+        assert!(format!("{:?}", refused.value).contains("disk full"));
+        let next = post(&msg(3)).unwrap();
+        assert_eq!(slot(&next), Some(Value::Integer(2)));
+        // The chain links slot 2 to slot 1.
+        let one = read_assignment(&pid, 1, &ctx).unwrap().unwrap();
+        let prev = Id::from_human(one.get_str("hash-chain").unwrap().as_bytes()).unwrap();
+        let body = next.value.as_message().unwrap().get("body").unwrap();
+        let expected = next_chain(
+            &prev.0,
+            &id_all(body.as_message().unwrap()).unwrap().to_human(),
+        );
+        assert_eq!(
+            next.value.as_message().unwrap().get_str("hash-chain"),
+            Some(b64url(&expected).as_str())
+        );
+        assert!(read_assignment(&pid, 3, &ctx).unwrap().is_none());
+    }
 
     /// Spec 04 §2.5's vectors.
     #[test]
