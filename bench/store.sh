@@ -45,6 +45,8 @@ median() {
 }
 
 awk -v rs="$(median read_store)" -v rt="$(median read_tree)" -v dc="$(median decode)" \
+    -v rpk="$(median read_packed)" -v dpk="$(median decode_packed)" \
+    -v rgi="$(median raw_get_by_id)" \
     -v rh="$(median read_hot)" -v rg="$(median raw_get)" -v w="$(median write)" \
     -v rp="$(median raw_put)" -v tr="$TARGET_RATIO" -v treads="$TARGET_READS" \
     -v lb="$load_before" -v la="$load_after" -v cores="$(nproc 2>/dev/null || echo '?')" '
@@ -58,14 +60,19 @@ awk -v rs="$(median read_store)" -v rt="$(median read_tree)" -v dc="$(median dec
         printf "load average: %s (before), %s (after) on %s cores\n\n", lb, la, cores
         printf "%-52s %11s %14s\n", "operation (10-key message, LMDB, NO_SYNC)", "time", "rate"
         row("message read, store path (MessageCache::read)", rs)
-        row("  of which the store: read_tree (1 transaction)", rt)
-        row("  of which decoding: from_tabm", dc)
+        row("  of which the store: read_packed (1 lookup)", rpk)
+        row("  of which decoding the packed copy", dpk)
+        row("message read through its group (sum of the parts):", rt + dc)
+        row("  the store: read_tree (1 transaction)", rt)
+        row("  decoding: from_tabm", dc)
         row("message read, hot (front cache)", rh)
         row("raw LMDB get of the same bytes", rg)
+        row("  the same, keyed by ID, in read order (random)", rgi)
         row("message write (MessageCache::write)", w)
         row("raw LMDB put of the same bytes", rp)
         printf "\nstore-path reads / raw gets = %.3f (target >= %.2f)%s\n", rg / rs, tr, (rg / rs >= tr) ? "" : "  MISSED"
         printf "store-path reads/s = %.0f (target >= %d)%s\n", 1e9 / rs, treads, (1e9 / rs >= treads) ? "" : "  MISSED"
+        printf "(store-path reads / raw gets by ID in the same order = %.3f, for comparison)\n", rgi / rs
         printf "hot reads / raw gets = %.1f\n", rg / rh
         printf "writes / raw puts = %.3f\n", rp / w
     }'

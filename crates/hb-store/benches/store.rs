@@ -4,12 +4,19 @@
 //!
 //! * `read_store`: `MessageCache::read` of a typical 10-key message by its ID, the ID
 //!   not in the in-memory front cache (the reads cycle over more messages than it
-//!   holds): the store path — links, groups, values, decoding.
-//! * `read_tree`, `decode`: its two parts — the store's (one read transaction: links,
-//!   groups, values) and the structured codec's (TABM -> message).
+//!   holds, and than it remembers reads of): the store path — one read transaction,
+//!   the message's packed copy, its decoding, the front cache's miss.
+//! * `read_packed`, `decode_packed`: its two parts — the store's (`Store::read_packed`:
+//!   one read transaction, one lookup) and the packed copy's decoding.
+//! * `read_tree`, `decode`: the same read through the message's group (messages
+//!   without a packed copy: older stores, large messages, `ID/key` paths) — the
+//!   store's part (one read transaction: links, groups, values) and the structured
+//!   codec's (TABM -> message).
 //! * `read_hot`: the same read of an ID the front cache holds.
 //! * `raw_get`: one LMDB get (in its own read transaction) of a value holding the
-//!   same bytes as one message (its TABM's values), cycling over as many keys.
+//!   same bytes as one message (its TABM's values), cycling over as many keys — in
+//!   key order. `raw_get_by_id`, for comparison: the same with the values keyed by the
+//!   message IDs, visited in `read_store`'s order (random in key order).
 //! * `write`: `MessageCache::write` of a new 10-key message (IDs, encoding, one atomic
 //!   batch); `raw_put`: one LMDB put of the same bytes in its own write transaction.
 //!
@@ -109,18 +116,29 @@ fn reads(c: &mut Criterion) {
         std::fs::create_dir_all(&p).expect("raw dir");
         p
     });
+    let (env_by_id, db_by_id) = raw_env(&{
+        let p = dir.path().join("raw-by-id");
+        std::fs::create_dir_all(&p).expect("raw dir");
+        p
+    });
     let mut ids = Vec::with_capacity(MESSAGES);
     let mut keys = Vec::with_capacity(MESSAGES);
     let mut wtxn = env.write_txn().expect("a write transaction");
+    let mut wtxn_by_id = env_by_id.write_txn().expect("a write transaction");
     for n in 0..MESSAGES {
         let msg = message(n);
-        ids.push(writer.write(&msg).expect("write").to_human());
+        let id = writer.write(&msg).expect("write").to_human();
         let key = format!("raw/{n:08}");
         db.put(&mut wtxn, key.as_bytes(), &raw_bytes(&msg))
             .expect("raw put");
+        db_by_id
+            .put(&mut wtxn_by_id, id.as_bytes(), &raw_bytes(&msg))
+            .expect("raw put");
+        ids.push(id);
         keys.push(key);
     }
     wtxn.commit().expect("commit");
+    wtxn_by_id.commit().expect("commit");
     drop(writer);
     let reader = MessageCache::new(store.clone());
     let mut group = c.benchmark_group("store");
@@ -134,9 +152,11 @@ fn reads(c: &mut Criterion) {
                 .expect("found")
         })
     });
-    // The parts of `read_store`: the store's part alone (one read transaction: links,
-    // groups, values; no decoding, no front cache) and the decoding alone (the
-    // structured codec, TABM -> message).
+    // The read of a message through its group, as messages without a packed copy are
+    // read: the store's part alone (one read transaction: links, groups, values; no
+    // decoding, no front cache) and, below, the decoding alone (the structured codec,
+    // TABM -> message). Then the parts of `read_store`: the store's (the packed copy,
+    // one lookup) and the copy's decoding.
     let mut i = 0;
     let none = |_: &str| None;
     group.bench_function("read_tree", |b| {
@@ -148,11 +168,30 @@ fn reads(c: &mut Criterion) {
                 .expect("found")
         })
     });
+    let mut i = 0;
+    // (What the message cache prefers: a message's signed form.)
+    let prefer = |at: &str| (at.len() == 43 && !at.contains('/')).then(|| format!("signed/{at}"));
+    group.bench_function("read_packed", |b| {
+        b.iter(|| {
+            i = (i + 1) % MESSAGES;
+            store
+                .read_packed(black_box(&ids[i]), &prefer)
+                .expect("read")
+                .expect("found")
+        })
+    });
     let tabm = to_tabm(&message(1)).expect("a TABM");
     group.bench_function("decode", |b| {
         b.iter(|| hb_core::structured::from_tabm(black_box(&tabm)).expect("decodes"))
     });
+    let rich = hb_core::structured::from_tabm(&tabm).expect("decodes");
+    let copy = Bytes::from(hb_store::cache::packed::encode(&rich).expect("a packed copy"));
+    group.bench_function("decode_packed", |b| {
+        b.iter(|| hb_store::cache::packed::decode(black_box(&copy)).expect("decodes"))
+    });
     let hot = &ids[0];
+    // (The front cache takes what is read twice within a while.)
+    reader.read(hot).expect("read");
     reader.read(hot).expect("read");
     group.bench_function("read_hot", |b| {
         b.iter(|| reader.read(black_box(hot)).expect("read").expect("found"))
@@ -164,6 +203,21 @@ fn reads(c: &mut Criterion) {
             let rtxn = env.read_txn().expect("a read transaction");
             let v = db
                 .get(&rtxn, black_box(keys[i].as_bytes()))
+                .expect("get")
+                .expect("found");
+            Bytes::copy_from_slice(v)
+        })
+    });
+    // For comparison only (the targets are against `raw_get`): the same gets keyed by
+    // the message IDs, so in the order `read_store` visits them — random in the key
+    // order, where `raw_get` walks its keys in order (neighbours share pages).
+    let mut i = 0;
+    group.bench_function("raw_get_by_id", |b| {
+        b.iter(|| {
+            i = (i + 1) % MESSAGES;
+            let rtxn = env_by_id.read_txn().expect("a read transaction");
+            let v = db_by_id
+                .get(&rtxn, black_box(ids[i].as_bytes()))
                 .expect("get")
                 .expect("found");
             Bytes::copy_from_slice(v)

@@ -16,13 +16,28 @@
 //! hashpaths/<left>/<right> -> <U> or data/<hash>    computed results (engine cache)
 //! ```
 //!
+//! `U` and `W` also have a packed copy of the message they read as (the [`packed`]
+//! format, at most [`PACKED_MAX`] bytes), written in the same batch
+//! ([`Store::apply_packed`]) when the store keeps copies (LMDB: in a key space of their
+//! own, next to the paths, [`crate::kv`]). Reading a message by ID is then one lookup
+//! and a decoding with few allocations, instead of a walk over its group and the
+//! structured codec. The layout above stays whole — a copy is an addition, checked
+//! against what the group reads as when it is written, dropped when anything is placed
+//! below the group or over it, and kept for `U` only while `signed/<U>` is empty (the
+//! link methods here drop it when they fill it: `signed/` belongs to this cache).
+//! Groups without a copy (older stores, large messages, nested messages, `ID/key`
+//! paths) are read through the layout as before, as is a copy that does not decode.
+//!
 //! A message is written in one atomic batch: a reader sees all of it or nothing.
 //! [`MessageCache::write`] commits durably before it returns. The engine's own writes
 //! (the [`Cache`] trait: step messages and results, all recomputable) go through a
 //! write-behind queue that a background thread commits in groups, so a request never
 //! waits for a disk flush; until they are committed they are served from memory.
 
+pub mod packed;
+
 use std::collections::HashSet;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -39,7 +54,7 @@ use lru::LruCache;
 use parking_lot::Mutex;
 use thiserror::Error;
 
-use crate::store::{Op, Store, StoreError, Tree};
+use crate::store::{Op, Pack, Packed, Store, StoreError, Tree, normalize};
 
 /// Why the message cache could not read or write.
 #[derive(Debug, Error)]
@@ -78,6 +93,16 @@ pub enum CacheError {
 pub const MAX_DEPTH: usize = 64;
 /// Entries of the in-memory front cache.
 const HOT_ENTRIES: usize = 16 * 1024;
+/// A value read from the store enters the front cache when its path was read from the
+/// store before, among the last [`SEEN`] to [`SEEN`] × 2 paths read so (the first read
+/// of a path only notes it): one-off reads, such as a scan over many messages, do not
+/// evict what is read again and again, and cost no insert (a key allocated, a message
+/// evicted and dropped). A path read again only after more distinct paths than the
+/// front cache holds would have been evicted before it was read again anyway.
+const SEEN: usize = HOT_ENTRIES / 2;
+/// The largest packed copy kept with a message's group ([`packed`]): messages up to
+/// this size read in one lookup; larger ones are read through their group.
+pub const PACKED_MAX: usize = 4096;
 /// Pending engine writes; beyond that, engine cache writes are dropped (they are
 /// recomputable) rather than making requests wait.
 const QUEUE: usize = 64 * 1024;
@@ -102,7 +127,7 @@ pub trait MessageSource: Send + Sync + std::fmt::Debug {
 pub struct MessageCache {
     inner: Arc<Inner>,
     sources: Vec<Arc<dyn MessageSource>>,
-    queue: Mutex<Option<SyncSender<Vec<Op>>>>,
+    queue: Mutex<Option<SyncSender<Batch>>>,
     writer: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -110,21 +135,99 @@ pub struct MessageCache {
 struct Inner {
     store: Arc<dyn Store>,
     /// Recently written or read values by path (IDs, hashpaths, data paths).
-    hot: Mutex<LruCache<String, Value>>,
+    hot: Mutex<Hot>,
     /// Engine batches queued and not yet committed.
     pending: AtomicUsize,
 }
 
+/// The front cache: values by path, and the paths recently read from the store.
+#[derive(Debug)]
+struct Hot {
+    lru: LruCache<String, Value>,
+    /// Hashes of the paths read from the store lately, in two generations of up to
+    /// [`SEEN`] each ([`Hot::seen`]).
+    recent: HashSet<u64, BuildHasherDefault<Prehashed>>,
+    older: HashSet<u64, BuildHasherDefault<Prehashed>>,
+}
+
+impl Hot {
+    fn new() -> Self {
+        let entries = NonZeroUsize::new(HOT_ENTRIES).unwrap_or(NonZeroUsize::MIN);
+        Hot {
+            lru: LruCache::new(entries),
+            recent: HashSet::default(),
+            older: HashSet::default(),
+        }
+    }
+
+    /// Notes that `path` is being read from the store; true when it was lately, so
+    /// that what is read enters the front cache.
+    fn seen(&mut self, path: &str) -> bool {
+        let h = path_hash(path);
+        if self.recent.contains(&h) || self.older.contains(&h) {
+            return true;
+        }
+        if self.recent.len() >= SEEN {
+            std::mem::swap(&mut self.recent, &mut self.older);
+            self.recent.clear();
+        }
+        self.recent.insert(h);
+        false
+    }
+}
+
+/// A 64-bit hash of a path, well mixed (the sets of [`Hot`] use it as it is). Not
+/// keyed: a collision only lets a value into the front cache early.
+fn path_hash(path: &str) -> u64 {
+    let mut h: u64 = 0x243f_6a88_85a3_08d3 ^ path.len() as u64;
+    let mut chunks = path.as_bytes().chunks_exact(8);
+    for c in &mut chunks {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(c);
+        h = (h ^ u64::from_le_bytes(w)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        h ^= h >> 29;
+    }
+    for &b in chunks.remainder() {
+        h = (h ^ u64::from(b)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+    // SplitMix64's finaliser.
+    h = (h ^ (h >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    h = (h ^ (h >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    h ^ (h >> 31)
+}
+
+/// The hasher of sets of [`path_hash`]es: the value is the hash.
+#[derive(Debug, Default)]
+struct Prehashed(u64);
+
+impl Hasher for Prehashed {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 << 8) | u64::from(b);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+/// An engine write: ops, and the packed copies to keep with them.
+type Batch = (Vec<Op>, Vec<Pack>);
+
 impl MessageCache {
     /// A message cache over `store`, with its write-behind thread.
     pub fn new(store: Arc<dyn Store>) -> Self {
-        let entries = NonZeroUsize::new(HOT_ENTRIES).unwrap_or(NonZeroUsize::MIN);
         let inner = Arc::new(Inner {
             store,
-            hot: Mutex::new(LruCache::new(entries)),
+            hot: Mutex::new(Hot::new()),
             pending: AtomicUsize::new(0),
         });
-        let (tx, rx) = sync_channel::<Vec<Op>>(QUEUE);
+        let (tx, rx) = sync_channel::<Batch>(QUEUE);
         let worker = inner.clone();
         let writer = std::thread::Builder::new()
             .name("hb-cache-writer".into())
@@ -180,18 +283,47 @@ impl MessageCache {
     /// # Errors
     /// As [`MessageCache::write`].
     pub fn write_linked(&self, msg: &Message, aliases: &[String]) -> Result<Id, CacheError> {
-        let kept = kept_keys(msg);
-        let (id, mut ops) = message_ops(&kept)?;
-        ops.extend(aliases.iter().map(|a| Op::Link {
-            existing: id.to_human(),
-            new: a.clone(),
-        }));
-        self.inner.store.apply(&ops)?;
-        self.inner
-            .hot
-            .lock()
-            .put(id.to_human(), Value::Message(kept));
-        Ok(id)
+        let ids = self.write_batch(&[(msg.clone(), aliases.to_vec())])?;
+        ids.into_iter().next().ok_or_else(|| {
+            CacheError::Store(StoreError::Remote {
+                store: "message cache".into(),
+                reason: "a batch of one message wrote none".into(),
+            })
+        })
+    }
+
+    /// [`MessageCache::write_linked`] for several messages, in one atomic batch (one
+    /// commit, one disk flush); returns their uncommitted IDs in order.
+    ///
+    /// # Errors
+    /// As [`MessageCache::write`]: then nothing is written.
+    pub fn write_batch(&self, batch: &[(Message, Vec<String>)]) -> Result<Vec<Id>, CacheError> {
+        let mut all_ops = Vec::new();
+        let mut all_packs = Vec::new();
+        let mut written = Vec::with_capacity(batch.len());
+        for (msg, aliases) in batch {
+            let kept = kept_keys(msg);
+            let (id, ops, packs) = message_ops(&kept)?;
+            all_ops.extend(ops);
+            all_packs.extend(packs);
+            for a in aliases {
+                all_ops.push(Op::Link {
+                    existing: id.to_human(),
+                    new: a.clone(),
+                });
+                all_packs.extend(self.copy_dropped_by(a));
+            }
+            written.push((id, kept));
+        }
+        self.inner.store.apply_packed(&all_ops, &all_packs)?;
+        let mut hot = self.inner.hot.lock();
+        Ok(written
+            .into_iter()
+            .map(|(id, kept)| {
+                hot.lru.put(id.to_human(), Value::Message(kept));
+                id
+            })
+            .collect())
     }
 
     /// Links `new` to `existing` durably (spec 05 §6.4 `link`).
@@ -199,7 +331,30 @@ impl MessageCache {
     /// # Errors
     /// The store failed.
     pub fn link(&self, existing: &str, new: &str) -> Result<(), CacheError> {
-        Ok(self.inner.store.make_link(existing, new)?)
+        let op = Op::Link {
+            existing: existing.to_owned(),
+            new: new.to_owned(),
+        };
+        let packs: Vec<Pack> = self.copy_dropped_by(new).into_iter().collect();
+        Ok(self.inner.store.apply_packed(&[op], &packs)?)
+    }
+
+    /// The packed copy a link at `new` makes stale: that of the group `U` when the link
+    /// is `signed/<U>` (a reader of `U`'s copy does not look there).
+    fn copy_dropped_by(&self, new: &str) -> Option<Pack> {
+        let new = normalize(new);
+        let (parent, last) = new.rsplit_once('/')?;
+        preferred(last)?;
+        // (The link is placed under its parent with the links along that followed.)
+        // (Dropping a copy needlessly costs a read through the group only: when in
+        // doubt, drop.)
+        let signed = parent == "signed"
+            || self
+                .inner
+                .store
+                .resolve(parent)
+                .map_or(true, |p| p == "signed");
+        signed.then(|| Pack::Drop(last.to_owned()))
     }
 
     /// The value at `path` (an ID, a data path or any path through links): a message,
@@ -225,12 +380,16 @@ impl MessageCache {
     /// # Errors
     /// As [`MessageCache::read`].
     pub fn read_local(&self, path: &str) -> Result<Option<Value>, CacheError> {
-        if let Some(v) = self.inner.hot.lock().get(path) {
-            return Ok(Some(v.clone()));
-        }
+        let again = {
+            let mut hot = self.inner.hot.lock();
+            if let Some(v) = hot.lru.get(path) {
+                return Ok(Some(v.clone()));
+            }
+            hot.seen(path)
+        };
         let value = read_value(self.inner.store.as_ref(), path)?;
-        if let Some(v) = &value {
-            self.inner.hot.lock().put(path.to_owned(), v.clone());
+        if again && let Some(v) = &value {
+            self.inner.hot.lock().lru.put(path.to_owned(), v.clone());
         }
         Ok(value)
     }
@@ -252,6 +411,7 @@ impl MessageCache {
                     self.inner
                         .hot
                         .lock()
+                        .lru
                         .put(id.to_owned(), Value::Message(msg.clone()));
                     return Some(msg);
                 }
@@ -274,16 +434,16 @@ impl MessageCache {
     }
 
     /// Queues an engine write; dropped (with a debug log) when the queue is full.
-    fn enqueue(&self, ops: Vec<Op>) {
+    fn enqueue(&self, batch: Batch) {
         let guard = self.queue.lock();
         let Some(q) = guard.as_ref() else {
-            if let Err(e) = self.inner.store.apply(&ops) {
+            if let Err(e) = self.inner.store.apply_packed(&batch.0, &batch.1) {
                 tracing::warn!(error = %e, "cache write failed");
             }
             return;
         };
         self.inner.pending.fetch_add(1, Ordering::AcqRel);
-        if q.try_send(ops).is_err() {
+        if q.try_send(batch).is_err() {
             self.inner.pending.fetch_sub(1, Ordering::AcqRel);
             tracing::debug!("cache write queue full; a recomputable entry is not stored");
         }
@@ -301,21 +461,23 @@ impl Drop for MessageCache {
 }
 
 /// The write-behind loop: commits queued batches in groups of up to [`GROUP`].
-fn write_behind(inner: &Inner, rx: &Receiver<Vec<Op>>) {
+fn write_behind(inner: &Inner, rx: &Receiver<Batch>) {
     while let Ok(first) = rx.recv() {
-        let mut ops = first;
+        let (mut ops, mut packs) = first;
         let mut taken = 1;
         while taken < GROUP {
             match rx.try_recv() {
                 Ok(more) => {
-                    ops.extend(more);
+                    ops.extend(more.0);
+                    packs.extend(more.1);
                     taken += 1;
                 }
                 Err(_) => break,
             }
         }
+        // (Copies are checked against the whole group's result.)
         if !ops.is_empty()
-            && let Err(e) = inner.store.apply(&ops)
+            && let Err(e) = inner.store.apply_packed(&ops, &packs)
         {
             tracing::warn!(error = %e, entries = taken, "cache write failed");
         }
@@ -382,18 +544,22 @@ fn committed_keys(msg: &Message) -> Option<HashSet<String>> {
 /// each commitment ID is an alias of `W`, and `signed/<U>` links to the first `W`
 /// stored for `U`, which is what reading `U` returns (spec 05 §6.4: a signed message
 /// reads back by its uncommitted ID too).
-fn message_ops(kept: &Message) -> Result<(Id, Vec<Op>), CacheError> {
+///
+/// The packs keep a packed copy with `U` and with `W` (when small enough).
+fn message_ops(kept: &Message) -> Result<(Id, Vec<Op>, Vec<Pack>), CacheError> {
     let codec = |source| CacheError::Codec {
         path: String::new(),
         source,
     };
     let tabm = to_tabm(kept).map_err(codec)?;
     let mut ops = Vec::new();
-    let id = tabm_ops(&tabm.clone().without("commitments"), &mut ops, 0)?;
-    let Some(Value::Message(commitments)) = tabm.get("commitments") else {
-        return Ok((id, ops));
-    };
+    let content = tabm.clone().without("commitments");
+    let id = tabm_ops(&content, &mut ops, 0)?;
     let human = id.to_human();
+    let mut packs: Vec<Pack> = pack(&human, &content).into_iter().collect();
+    let Some(Value::Message(commitments)) = tabm.get("commitments") else {
+        return Ok((id, ops, packs));
+    };
     // U's own entries (links and inline bytes), replicated under W below.
     let entries: Vec<(String, Entry)> = {
         let own = format!("{human}/");
@@ -433,16 +599,75 @@ fn message_ops(kept: &Message) -> Result<(Id, Vec<Op>), CacheError> {
             });
         }
     }
+    packs.extend(pack(&whole, &tabm));
     ops.push(Op::Link {
         existing: whole,
         new: signed_path(&human),
     });
-    Ok((id, ops))
+    Ok((id, ops, packs))
+}
+
+/// The pack keeping a packed copy with `group`, written from `tabm`: what reading the
+/// group gives (the rich message of [`read_value`]), when small enough.
+fn pack(group: &str, tabm: &Message) -> Option<Pack> {
+    let expect = tree_of(tabm, 0)?;
+    let Tree::Group(children) = expect.clone() else {
+        return None;
+    };
+    // Exactly what a reader decodes from the group (not `tabm` itself: the codec
+    // normalises).
+    let rich = from_tabm(&tree_to_tabm(children)).ok()?;
+    let copy = packed::encode(&rich).filter(|c| c.len() <= PACKED_MAX)?;
+    Some(Pack::Keep {
+        group: group.to_owned(),
+        expect,
+        unless: preferred(group),
+        copy: Bytes::from(copy),
+    })
+}
+
+/// What a group written from `tabm` by [`tabm_ops`] reads as ([`Store::read_tree`]);
+/// `None` for what would not read back as one group per map (a key that is empty or
+/// holds a `/`), or when it is larger than a packed copy can be.
+fn tree_of(tabm: &Message, depth: usize) -> Option<Tree> {
+    if depth > MAX_DEPTH {
+        return None;
+    }
+    let mut children = Vec::with_capacity(tabm.len());
+    let mut size = 0;
+    for (k, v) in tabm.iter() {
+        if is_private(k) {
+            continue;
+        }
+        if k.is_empty() || k.contains('/') {
+            return None;
+        }
+        let tree = match v {
+            Value::Binary(b) => {
+                size += b.len();
+                Tree::Bytes(b.clone())
+            }
+            Value::Message(m) => tree_of(m, depth + 1)?,
+            _ => return None,
+        };
+        if size > PACKED_MAX {
+            return None;
+        }
+        children.push((k.to_string(), tree));
+    }
+    // (In the order of the keys, which is the store's: no key holds a `/`.)
+    Some(Tree::Group(children))
 }
 
 /// Where the first signed form of the message with uncommitted ID `u` is linked.
 fn signed_path(u: &str) -> String {
     format!("signed/{u}")
+}
+
+/// The path a read of `resolved` prefers: a message's uncommitted ID reads as its
+/// first signed form, if one was stored.
+fn preferred(resolved: &str) -> Option<String> {
+    (resolved.len() == 43 && !resolved.contains('/')).then(|| signed_path(resolved))
 }
 
 /// Keys a message's uncommitted ID leaves out (`commitments`, `signature`) or narrows
@@ -547,23 +772,43 @@ fn tabm_ops(tabm: &Message, ops: &mut Vec<Op>, depth: usize) -> Result<Id, Cache
     Ok(id)
 }
 
-/// Reads the value at `path`: a message (decoded from its TABM) or bytes.
+/// Reads the value at `path`: a message (its packed copy, or decoded from its TABM) or
+/// bytes.
 fn read_value(store: &dyn Store, path: &str) -> Result<Option<Value>, CacheError> {
-    // A message's uncommitted ID reads as its first signed form, if one was stored.
-    let prefer = |resolved: &str| {
-        (resolved.len() == 43 && !resolved.contains('/')).then(|| signed_path(resolved))
-    };
     // One consistent view of the whole message (one read transaction on LMDB).
-    match store.read_tree(path, &prefer)? {
+    match store.read_packed(path, &preferred)? {
         None => Ok(None),
-        Some(Tree::Bytes(b)) => Ok(Some(Value::Binary(b))),
-        Some(Tree::Group(children)) => {
+        Some(Packed::Tree(tree)) => tree_value(path, tree).map(Some),
+        Some(Packed::Copy(copy)) => match packed::decode(&copy) {
+            Ok(msg) => Ok(Some(Value::Message(msg))),
+            Err(e) => {
+                // The layout is whole: read the message from it.
+                tracing::warn!(error = %e, %path, "a corrupt packed copy; reading the group");
+                read_tree_value(store, path)
+            }
+        },
+    }
+}
+
+/// [`read_value`] without packed copies: the group walked, the TABM decoded.
+fn read_tree_value(store: &dyn Store, path: &str) -> Result<Option<Value>, CacheError> {
+    store
+        .read_tree(path, &preferred)?
+        .map(|tree| tree_value(path, tree))
+        .transpose()
+}
+
+/// The value a tree read from the store stands for.
+fn tree_value(path: &str, tree: Tree) -> Result<Value, CacheError> {
+    match tree {
+        Tree::Bytes(b) => Ok(Value::Binary(b)),
+        Tree::Group(children) => {
             let tabm = tree_to_tabm(children);
             let rich = from_tabm(&tabm).map_err(|source| CacheError::Codec {
                 path: path.to_owned(),
                 source,
             })?;
-            Ok(Some(Value::Message(rich)))
+            Ok(Value::Message(rich))
         }
     }
 }
@@ -612,14 +857,14 @@ impl Cache for MessageCache {
 
     fn write_result(&self, hashpath: &str, value: &Value) {
         let at = result_path(hashpath);
-        let ops = match value {
+        let batch: Batch = match value {
             Value::Message(m) => match message_ops(&kept_keys(m)) {
-                Ok((id, mut ops)) => {
+                Ok((id, mut ops, packs)) => {
                     ops.push(Op::Link {
                         existing: id.to_human(),
                         new: at.clone(),
                     });
-                    ops
+                    (ops, packs)
                 }
                 Err(e) => {
                     tracing::debug!(error = %e, %hashpath, "result not stored");
@@ -628,20 +873,21 @@ impl Cache for MessageCache {
             },
             Value::Binary(b) => {
                 let path = data_path(b);
-                vec![
+                let ops = vec![
                     Op::Write(path.clone(), b.clone()),
                     Op::Link {
                         existing: path,
                         new: at.clone(),
                     },
-                ]
+                ];
+                (ops, Vec::new())
             }
             // Other scalars have no store form of their own; they stay in memory.
-            _ => Vec::new(),
+            _ => (Vec::new(), Vec::new()),
         };
-        self.inner.hot.lock().put(at, value.clone());
-        if !ops.is_empty() {
-            self.enqueue(ops);
+        self.inner.hot.lock().lru.put(at, value.clone());
+        if !batch.0.is_empty() {
+            self.enqueue(batch);
         }
     }
 
@@ -664,15 +910,15 @@ impl Cache for MessageCache {
         let human = id.to_human();
         let kept = kept_keys(msg);
         match message_ops(&kept) {
-            Ok((u, mut ops)) => {
+            Ok((u, mut ops, packs)) => {
                 if u != id {
                     ops.push(Op::Link {
                         existing: u.to_human(),
                         new: human.clone(),
                     });
                 }
-                self.inner.hot.lock().put(human, Value::Message(kept));
-                self.enqueue(ops);
+                self.inner.hot.lock().lru.put(human, Value::Message(kept));
+                self.enqueue((ops, packs));
             }
             Err(e) => tracing::debug!(error = %e, %id, "message not stored"),
         }
@@ -695,6 +941,16 @@ impl Cache for MessageCache {
             .map_err(|e| op_error(e, aliases.first().map_or("", String::as_str)))
     }
 
+    fn store_messages(&self, batch: &[(Message, Vec<String>)]) -> Result<(), CacheOpError> {
+        let first = batch
+            .first()
+            .and_then(|(_, a)| a.first())
+            .map_or("", String::as_str);
+        MessageCache::write_batch(self, batch)
+            .map(|_| ())
+            .map_err(|e| op_error(e, first))
+    }
+
     fn list(&self, path: &str) -> Result<Option<Vec<String>>, CacheOpError> {
         let store = self.inner.store.as_ref();
         let at = store
@@ -713,5 +969,155 @@ fn op_error(e: CacheError, path: &str) -> CacheOpError {
             CacheOpError::InvalidPath { path, reason }
         }
         other => CacheOpError::Failed(format!("`{path}`: {other}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests")]
+
+    use super::*;
+    use crate::MemoryStore;
+    use crate::store::EntryType;
+
+    /// A memory store whose groups read as the packed copy it is given.
+    #[derive(Debug)]
+    struct WithCopies {
+        store: MemoryStore,
+        copy: Bytes,
+    }
+
+    impl Store for WithCopies {
+        fn name(&self) -> &str {
+            "with-copies"
+        }
+
+        fn read(&self, path: &str) -> Result<Option<Bytes>, StoreError> {
+            self.store.read(path)
+        }
+
+        fn kind(&self, path: &str) -> Result<Option<EntryType>, StoreError> {
+            self.store.kind(path)
+        }
+
+        fn list(&self, path: &str) -> Result<Option<Vec<String>>, StoreError> {
+            self.store.list(path)
+        }
+
+        fn resolve(&self, path: &str) -> Result<String, StoreError> {
+            self.store.resolve(path)
+        }
+
+        fn read_tree(
+            &self,
+            path: &str,
+            prefer: &dyn Fn(&str) -> Option<String>,
+        ) -> Result<Option<Tree>, StoreError> {
+            self.store.read_tree(path, prefer)
+        }
+
+        fn read_packed(
+            &self,
+            path: &str,
+            prefer: &dyn Fn(&str) -> Option<String>,
+        ) -> Result<Option<Packed>, StoreError> {
+            Ok(match self.store.read_tree(path, prefer)? {
+                Some(Tree::Group(_)) => Some(Packed::Copy(self.copy.clone())),
+                other => other.map(Packed::Tree),
+            })
+        }
+
+        fn apply(&self, ops: &[Op]) -> Result<(), StoreError> {
+            self.store.apply(ops)
+        }
+    }
+
+    fn sample() -> Message {
+        Message::new()
+            .with("action", "Transfer")
+            .with("quantity", 5i64)
+            .with("ok", true)
+            .with(
+                "items",
+                Value::list(vec![Value::text("a"), Value::Integer(1)]),
+            )
+            .with("nested", Message::new().with("k", "v").with("f", 0.5f64))
+    }
+
+    #[test]
+    fn a_corrupt_copy_is_read_around_never_trusted() {
+        let good = packed::encode(&sample()).unwrap();
+        let mut corrupt: Vec<Vec<u8>> = (0..good.len()).map(|n| good[..n].to_vec()).collect();
+        corrupt.push(vec![99, 0]);
+        corrupt.push(vec![packed::VERSION, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]);
+        let mut trailing = good.clone();
+        trailing.push(0);
+        corrupt.push(trailing);
+        for bad in corrupt {
+            let store = Arc::new(WithCopies {
+                store: MemoryStore::new(),
+                copy: Bytes::from(bad.clone()),
+            });
+            let cache = MessageCache::new(store.clone());
+            let id = cache.write(&sample()).unwrap().to_human();
+            let fresh = MessageCache::new(store);
+            assert_eq!(
+                fresh.read(&id).unwrap(),
+                Some(Value::Message(sample())),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn written_messages_keep_copies_of_what_they_read_as() {
+        let (id, _, packs) = message_ops(&kept_keys(&sample())).unwrap();
+        let [
+            Pack::Keep {
+                group,
+                expect,
+                unless,
+                copy,
+            },
+        ] = &packs[..]
+        else {
+            panic!("{packs:?}")
+        };
+        assert_eq!(*group, id.to_human());
+        assert_eq!(unless.as_deref(), Some(signed_path(group).as_str()));
+        let Tree::Group(children) = expect.clone() else {
+            unreachable!()
+        };
+        assert_eq!(
+            packed::decode(copy).unwrap(),
+            from_tabm(&tree_to_tabm(children)).unwrap()
+        );
+        assert_eq!(packed::decode(copy).unwrap(), sample());
+        // Too large for a copy: none.
+        let big = sample().with("data", Value::bin(vec![b'x'; PACKED_MAX + 1]));
+        assert!(message_ops(&big).unwrap().2.is_empty());
+    }
+
+    #[test]
+    fn the_front_cache_takes_what_is_read_twice() {
+        let store = Arc::new(MemoryStore::new());
+        let id = MessageCache::new(store.clone())
+            .write(&sample())
+            .unwrap()
+            .to_human();
+        let cache = MessageCache::new(store);
+        let cached = |c: &MessageCache| c.inner.hot.lock().lru.contains(&id);
+        assert_eq!(cache.read(&id).unwrap(), Some(Value::Message(sample())));
+        assert!(!cached(&cache), "a first read is only noted");
+        assert_eq!(cache.read(&id).unwrap(), Some(Value::Message(sample())));
+        assert!(cached(&cache), "a second read is kept");
+        // Notes of many other reads push the first ones out.
+        let mut hot = Hot::new();
+        assert!(!hot.seen("a"));
+        assert!(hot.seen("a"));
+        for i in 0..SEEN * 2 {
+            hot.seen(&i.to_string());
+        }
+        assert!(!hot.seen("a"));
     }
 }

@@ -4,14 +4,26 @@
 //!
 //! * key = the path (segments joined by `/`);
 //! * value = one tag byte and a payload: [`LINK`] + the target path, [`RAW`] + the
-//!   bytes, or [`GROUP`] alone.
+//!   bytes, or [`GROUP`] alone — or [`GROUP`] + [`HAS_COPY`] for a group that has a
+//!   packed copy ([`crate::Store::apply_packed`]).
 //!
 //! A group's children are the keys below `group/`, found by ordered seeks, so adding a
 //! child never rewrites the group (a group such as `data/` may hold millions).
+//!
+//! Packed copies (what a group reads as, in a form opaque here) are kept apart from the
+//! paths, at the key [`COPIES`] + the group's path: `0xff` starts no UTF-8 text, so no
+//! path can name them, and they sort after every path, together, so that reading one
+//! touches a compact part of the map rather than pages full of other groups'
+//! children. An empty value there is no copy. A copy is kept only while it is exact:
+//! anything placed below its group, or written over it, drops it.
 
 use bytes::Bytes;
 
-use crate::store::{EntryType, MAX_TREE_DEPTH, Op, StoreError, Tree, normalize, segments};
+use std::borrow::Cow;
+
+use crate::store::{
+    EntryType, MAX_TREE_DEPTH, Op, Pack, Packed, StoreError, Tree, normalize, segments,
+};
 
 /// Tag of a link entry.
 pub const LINK: u8 = 1;
@@ -19,6 +31,10 @@ pub const LINK: u8 = 1;
 pub const RAW: u8 = 2;
 /// Tag of a group entry.
 pub const GROUP: u8 = 3;
+/// The byte after [`GROUP`] in the entry of a group that has a packed copy.
+pub const HAS_COPY: u8 = 1;
+/// The first byte of the key of a packed copy (never the first byte of a path).
+pub const COPIES: u8 = 0xff;
 
 /// How many links a path may cross.
 const MAX_LINK_HOPS: usize = 64;
@@ -36,6 +52,24 @@ pub trait KvRead {
     /// # Errors
     /// The backend failed.
     fn seek(&self, prefix: &[u8], from: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// The packed copy of the group at path `group` (the copies' own key space; by
+    /// default the keys [`COPIES`] + the path of this map).
+    ///
+    /// # Errors
+    /// The backend failed.
+    fn get_copy(&self, group: &[u8]) -> Result<Option<Bytes>, StoreError> {
+        // (On the stack: this is every message read's one lookup.)
+        let mut key = [0u8; 256];
+        match key.get_mut(1..=group.len()) {
+            Some(rest) => {
+                rest.copy_from_slice(group);
+                key[0] = COPIES;
+                self.get(&key[..=group.len()])
+            }
+            None => self.get(&copy_key(group)),
+        }
+    }
 
     /// Visits, in order, the keys that start with `prefix` from `from` on, with their
     /// values; `visit` says where to go next. The default seeks and gets key by key;
@@ -96,6 +130,27 @@ pub trait KvWrite: KvRead {
     /// # Errors
     /// The backend failed (full, read-only, …).
     fn put(&mut self, key: &[u8], value: &[u8]) -> Result<(), StoreError>;
+
+    /// Sets `key` to `value` if `key` has no value; otherwise changes nothing and
+    /// returns the value it has. (One lookup where the backend can.)
+    ///
+    /// # Errors
+    /// As [`KvWrite::put`].
+    fn put_new(&mut self, key: &[u8], value: &[u8]) -> Result<Option<Bytes>, StoreError> {
+        match self.get(key)? {
+            Some(old) => Ok(Some(old)),
+            None => self.put(key, value).map(|()| None),
+        }
+    }
+
+    /// Sets the packed copy of the group at path `group`; an empty `copy` removes it
+    /// ([`KvRead::get_copy`]).
+    ///
+    /// # Errors
+    /// The backend failed.
+    fn put_copy(&mut self, group: &[u8], copy: &[u8]) -> Result<(), StoreError> {
+        self.put(&copy_key(group), copy)
+    }
 }
 
 /// A decoded entry.
@@ -124,11 +179,30 @@ pub fn decode(store: &str, path: &str, value: Bytes) -> Result<Entry, StoreError
             .map(Entry::Link)
             .map_err(|_| corrupt("a link target that is not UTF-8")),
         Some(&RAW) => Ok(Entry::Raw(value.slice(1..))),
-        Some(&GROUP) if value.len() == 1 => Ok(Entry::Group),
+        Some(&GROUP) if value.len() == 1 || value[1..] == [HAS_COPY] => Ok(Entry::Group),
         Some(&GROUP) => Err(corrupt("a group entry with a payload")),
         Some(other) => Err(corrupt(&format!("unknown entry tag {other}"))),
         None => Err(corrupt("an empty value")),
     }
+}
+
+/// True for the entry of a group that has a packed copy.
+fn has_copy(value: &[u8]) -> bool {
+    value == [GROUP, HAS_COPY]
+}
+
+/// The key of the packed copy of the group at `path` in a map that keeps copies among
+/// the paths ([`KvRead::get_copy`]'s default).
+fn copy_key(path: &[u8]) -> Vec<u8> {
+    let mut key = Vec::with_capacity(path.len() + 1);
+    key.push(COPIES);
+    key.extend_from_slice(path);
+    key
+}
+
+/// The packed copy of the group at `path`, if it has one.
+fn copy_of(view: &dyn KvRead, path: &str) -> Result<Option<Bytes>, StoreError> {
+    Ok(view.get_copy(path.as_bytes())?.filter(|c| !c.is_empty()))
 }
 
 /// The entry at `path` exactly (no link following).
@@ -207,6 +281,10 @@ pub fn list(view: &dyn KvRead, store: &str, path: &str) -> Result<Option<Vec<Str
     let mut from = prefix.clone();
     // Bounded: every round moves `from` past one key or one child's subtree.
     while let Some(key) = view.seek(&prefix, &from)? {
+        // Past the paths: the packed copies (only the root's listing gets there).
+        if key.first() == Some(&COPIES) {
+            break;
+        }
         // A seek never goes back, unless the database is corrupt: then stop rather
         // than loop (the bound above relies on it).
         if key < from || !key.starts_with(&prefix) {
@@ -260,45 +338,101 @@ pub fn read_tree(
     prefer: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Option<Tree>, StoreError> {
     let mut found = follow(view, store, path, true)?;
-    if let Some((at, _)) = &found
+    if let Some((at, ..)) = &found
         && let Some(alt) = prefer(at)
-        && let Some(preferred) = follow(view, store, &alt, false)?
+        && let Some((p, entry, value)) = follow(view, store, &alt, false)?
     {
-        found = Some(preferred);
+        found = Some((Cow::Owned(p.into_owned()), entry, value));
     }
     match found {
-        None | Some((_, Entry::Link(_))) => Ok(None),
-        Some((_, Entry::Raw(b))) => Ok(Some(Tree::Bytes(b))),
-        Some((at, Entry::Group)) => group_tree(view, store, &at, &mut Vec::new()).map(Some),
+        None | Some((_, Entry::Link(_), _)) => Ok(None),
+        Some((_, Entry::Raw(b), _)) => Ok(Some(Tree::Bytes(b))),
+        Some((at, Entry::Group, _)) => group_tree(view, store, &at, &mut Vec::new()).map(Some),
     }
 }
 
-/// The entry `path` names and where it is: a direct lookup (a link
-/// target the cache wrote is a path without links along it), links followed; when
-/// that finds nothing and `fallback` is set, resolved segment by segment (a link
-/// along the path).
-fn follow(
+/// [`read_tree`], with a group that has a packed copy answered by that copy
+/// ([`crate::Store::read_packed`]): a message the cache packed is one lookup (plus one
+/// per link on the way), with no look at the path `prefer` names for it.
+///
+/// # Errors
+/// As [`read_tree`].
+pub fn read_packed(
     view: &dyn KvRead,
     store: &str,
     path: &str,
+    prefer: &dyn Fn(&str) -> Option<String>,
+) -> Result<Option<Packed>, StoreError> {
+    // Most often `path` is the group itself (a message's ID): one lookup. (A copy is
+    // kept only for a group, and dropped when anything is written over it.)
+    let direct = normalized(Cow::Borrowed(path));
+    if let Some(copy) = copy_of(view, &direct)? {
+        return Ok(Some(Packed::Copy(copy)));
+    }
+    let mut found = follow(view, store, path, true)?;
+    if let Some((at, Entry::Group, value)) = &found
+        && has_copy(value)
+        && *at != direct
+        && let Some(copy) = copy_of(view, at)?
+    {
+        return Ok(Some(Packed::Copy(copy)));
+    }
+    if let Some((at, ..)) = &found
+        && let Some(alt) = prefer(at)
+        && let Some((p, entry, value)) = follow(view, store, &alt, false)?
+    {
+        found = Some((Cow::Owned(p.into_owned()), entry, value));
+    }
+    match found {
+        None | Some((_, Entry::Link(_), _)) => Ok(None),
+        Some((_, Entry::Raw(b), _)) => Ok(Some(Packed::Tree(Tree::Bytes(b)))),
+        Some((at, Entry::Group, value)) => match has_copy(&value) {
+            true => match copy_of(view, &at)? {
+                Some(copy) => Ok(Some(Packed::Copy(copy))),
+                None => {
+                    group_tree(view, store, &at, &mut Vec::new()).map(|t| Some(Packed::Tree(t)))
+                }
+            },
+            false => group_tree(view, store, &at, &mut Vec::new()).map(|t| Some(Packed::Tree(t))),
+        },
+    }
+}
+
+/// The entry `path` names, where it is, and its stored value: a direct lookup (a link
+/// target the cache wrote is a path without links along it), links followed; when
+/// that finds nothing and `fallback` is set, resolved segment by segment (a link
+/// along the path).
+fn follow<'p>(
+    view: &dyn KvRead,
+    store: &str,
+    path: &'p str,
     fallback: bool,
-) -> Result<Option<(String, Entry)>, StoreError> {
-    let mut at = normalized(path.to_owned());
+) -> Result<Option<(Cow<'p, str>, Entry, Bytes)>, StoreError> {
+    let mut at = normalized(Cow::Borrowed(path));
     let mut resolved = !fallback;
     for _ in 0..=MAX_LINK_HOPS {
-        match entry(view, store, &at)? {
-            Some(Entry::Link(next)) => {
-                at = normalized(next);
-                resolved = !fallback;
+        match view.get(at.as_bytes())? {
+            Some(value) => {
+                // (A group needs no decoding, nor a second handle on its value.)
+                let found = if value[..] == [GROUP] || has_copy(&value) {
+                    Entry::Group
+                } else {
+                    decode(store, &at, value.clone())?
+                };
+                if let Entry::Link(next) = found {
+                    at = normalized(Cow::Owned(next));
+                    resolved = !fallback;
+                } else {
+                    return Ok(Some((at, found, value)));
+                }
             }
-            Some(found) => return Ok(Some((at, found))),
             None if resolved || at.is_empty() => return Ok(None),
             None => {
                 let full = resolve(view, store, &at)?;
                 if full == at {
                     return Ok(None);
                 }
-                at = full;
+                at = Cow::Owned(full);
                 resolved = true;
             }
         }
@@ -310,9 +444,9 @@ fn follow(
 }
 
 /// `path` normalised, without a copy when it is already.
-fn normalized(path: String) -> String {
+fn normalized(path: Cow<'_, str>) -> Cow<'_, str> {
     if path.starts_with('/') || path.ends_with('/') || path.contains("//") {
-        normalize(&path)
+        Cow::Owned(normalize(&path))
     } else {
         path
     }
@@ -398,9 +532,9 @@ fn group_tree(
             Entry::Link(target) => match view.get(target.as_bytes())? {
                 Some(v) if v.first() == Some(&RAW) => Tree::Bytes(v.slice(1..)),
                 _ => match follow(view, store, &target, true)? {
-                    Some((_, Entry::Raw(b))) => Tree::Bytes(b),
-                    Some((p, Entry::Group)) => group_tree(view, store, &p, chain)?,
-                    Some((_, Entry::Link(_))) | None => {
+                    Some((_, Entry::Raw(b), _)) => Tree::Bytes(b),
+                    Some((p, Entry::Group, _)) => group_tree(view, store, &p, chain)?,
+                    Some((_, Entry::Link(_), _)) | None => {
                         return Err(StoreError::Corrupt {
                             store: store.to_owned(),
                             path: format!("{at}/{name}"),
@@ -443,12 +577,14 @@ fn check_path(store: &str, path: &str, limits: Limits) -> Result<(), StoreError>
 }
 
 /// The path at which to create `path`: its parent resolved through links, plus its
-/// last segment; the parent groups are created.
+/// last segment; the parent groups are created. The parent groups that have a packed
+/// copy are added to `copies` (whatever is put at the path must drop those).
 fn place(
     txn: &mut dyn KvWrite,
     store: &str,
     path: &str,
     limits: Limits,
+    copies: &mut Vec<String>,
 ) -> Result<String, StoreError> {
     let path = normalize(path);
     let (parent, last) = match path.rsplit_once('/') {
@@ -461,19 +597,25 @@ fn place(
             acc.push('/');
         }
         acc.push_str(seg);
-        match entry(txn, store, &acc)? {
+        let group = match txn.get(acc.as_bytes())? {
             None => {
                 check_path(store, &acc, limits)?;
                 txn.put(acc.as_bytes(), &[GROUP])?;
+                true
             }
-            Some(Entry::Group) => {}
-            Some(_) => {
-                return Err(StoreError::InvalidPath {
-                    store: store.to_owned(),
-                    path: path.clone(),
-                    reason: format!("`{acc}` is not a group"),
-                });
+            Some(v) if v[..] == [GROUP] => true,
+            Some(v) if has_copy(&v) => {
+                copies.push(acc.clone());
+                true
             }
+            Some(v) => decode(store, &acc, v)? == Entry::Group,
+        };
+        if !group {
+            return Err(StoreError::InvalidPath {
+                store: store.to_owned(),
+                path: path.clone(),
+                reason: format!("`{acc}` is not a group"),
+            });
         }
     }
     let at = if parent.is_empty() {
@@ -495,19 +637,38 @@ pub fn apply(
     ops: &[Op],
     limits: Limits,
 ) -> Result<(), StoreError> {
+    // Groups above the op's path that have a packed copy: what the op puts there
+    // makes the copy stale, so it is dropped.
+    let mut copies = Vec::new();
+    let drop_copies = |txn: &mut dyn KvWrite, copies: &mut Vec<String>| {
+        copies
+            .drain(..)
+            .try_for_each(|group| drop_copy(txn, &group))
+    };
     for op in ops {
+        copies.clear();
         match op {
             Op::Write(path, bytes) => {
-                let at = place(txn, store, path, limits)?;
+                let at = place(txn, store, path, limits, &mut copies)?;
                 let mut value = Vec::with_capacity(bytes.len() + 1);
                 value.push(RAW);
                 value.extend_from_slice(bytes);
-                txn.put(at.as_bytes(), &value)?;
+                if let Some(old) = txn.put_new(at.as_bytes(), &value)? {
+                    // Written over a group: its copy goes with it.
+                    if has_copy(&old) {
+                        txn.put_copy(at.as_bytes(), &[])?;
+                    }
+                    txn.put(at.as_bytes(), &value)?;
+                }
+                drop_copies(txn, &mut copies)?;
             }
             Op::Group(path) => {
-                let at = place(txn, store, path, limits)?;
+                let at = place(txn, store, path, limits, &mut copies)?;
                 match entry(txn, store, &at)? {
-                    None => txn.put(at.as_bytes(), &[GROUP])?,
+                    None => {
+                        txn.put(at.as_bytes(), &[GROUP])?;
+                        drop_copies(txn, &mut copies)?;
+                    }
                     Some(Entry::Group | Entry::Link(_)) => {}
                     Some(Entry::Raw(_)) => {
                         return Err(StoreError::InvalidPath {
@@ -523,7 +684,7 @@ pub fn apply(
                 if existing == new {
                     continue;
                 }
-                let at = place(txn, store, &new, limits)?;
+                let at = place(txn, store, &new, limits, &mut copies)?;
                 if entry(txn, store, &at)?.is_some() {
                     continue;
                 }
@@ -531,8 +692,310 @@ pub fn apply(
                 value.push(LINK);
                 value.extend_from_slice(existing.as_bytes());
                 txn.put(at.as_bytes(), &value)?;
+                drop_copies(txn, &mut copies)?;
             }
         }
     }
     Ok(())
+}
+
+/// [`apply`], then keeps or drops the packed copies `packs` name
+/// ([`crate::Store::apply_packed`]), in the same transaction.
+///
+/// # Errors
+/// As [`apply`].
+pub fn apply_packed(
+    txn: &mut dyn KvWrite,
+    store: &str,
+    ops: &[Op],
+    packs: &[Pack],
+    limits: Limits,
+) -> Result<(), StoreError> {
+    apply(txn, store, ops, limits)?;
+    for pack in packs {
+        keep_or_drop(txn, store, pack)?;
+    }
+    Ok(())
+}
+
+/// Drops the packed copy of the group at `group` (which has one).
+fn drop_copy(txn: &mut dyn KvWrite, group: &str) -> Result<(), StoreError> {
+    txn.put(group.as_bytes(), &[GROUP])?;
+    txn.put_copy(group.as_bytes(), &[])
+}
+
+/// Applies one [`Pack`].
+fn keep_or_drop(txn: &mut dyn KvWrite, store: &str, pack: &Pack) -> Result<(), StoreError> {
+    let (group, keep) = match pack {
+        Pack::Keep {
+            group,
+            expect,
+            unless,
+            copy,
+        } => (group, Some((expect, unless, copy))),
+        Pack::Drop(group) => (group, None),
+    };
+    let at = normalize(group);
+    let Some(value) = txn.get(at.as_bytes())? else {
+        return Ok(());
+    };
+    if value.first() != Some(&GROUP) {
+        return Ok(());
+    }
+    let copy = match keep {
+        Some((expect, unless, copy)) if !copy.is_empty() => {
+            // What cannot be read gets no copy (its reads keep failing as they do);
+            // the batch itself still applies.
+            let unreadable = |e: StoreError| match e {
+                StoreError::Corrupt { .. } | StoreError::LinkLoop { .. } => Ok(false),
+                e => Err(e),
+            };
+            let free = match unless {
+                Some(u) => {
+                    follow(txn, store, u, false).map_or_else(unreadable, |f| Ok(f.is_none()))?
+                }
+                None => true,
+            };
+            let exact = free
+                && group_tree(txn, store, &at, &mut Vec::new())
+                    .map_or_else(unreadable, |tree| Ok(tree == *expect))?;
+            exact.then_some(copy)
+        }
+        _ => None,
+    };
+    match copy {
+        Some(copy) => {
+            if !has_copy(&value) {
+                txn.put(at.as_bytes(), &[GROUP, HAS_COPY])?;
+            }
+            txn.put_copy(at.as_bytes(), copy)?;
+        }
+        None if has_copy(&value) => drop_copy(txn, &at)?,
+        None => {}
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests")]
+
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    /// An ordered map in memory, with the default copy key space ([`COPIES`] + path).
+    #[derive(Default)]
+    struct Map(BTreeMap<Vec<u8>, Bytes>);
+
+    impl KvRead for Map {
+        fn get(&self, key: &[u8]) -> Result<Option<Bytes>, StoreError> {
+            Ok(self.0.get(key).cloned())
+        }
+
+        fn seek(&self, prefix: &[u8], from: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+            Ok(self
+                .0
+                .range(from.to_vec()..)
+                .next()
+                .map(|(k, _)| k.clone())
+                .filter(|k| k.starts_with(prefix)))
+        }
+    }
+
+    impl KvWrite for Map {
+        fn put(&mut self, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
+            self.0.insert(key.to_vec(), Bytes::copy_from_slice(value));
+            Ok(())
+        }
+    }
+
+    const LIMITS: Limits = Limits { max_key: 511 };
+
+    fn no_preference(_: &str) -> Option<String> {
+        None
+    }
+
+    fn prefer_signed(at: &str) -> Option<String> {
+        (!at.contains('/')).then(|| format!("signed/{at}"))
+    }
+
+    /// A group `m` with two keys (one a link to a value), and the pack for it.
+    fn message(map: &mut Map) -> Pack {
+        let ops = [
+            Op::Write("data/h".into(), Bytes::from_static(b"big")),
+            Op::Group("m".into()),
+            Op::Write("m/a".into(), Bytes::from_static(b"1")),
+            Op::Link {
+                existing: "data/h".into(),
+                new: "m/b".into(),
+            },
+        ];
+        apply(map, "t", &ops, LIMITS).unwrap();
+        Pack::Keep {
+            group: "m".into(),
+            expect: Tree::Group(vec![
+                ("a".into(), Tree::Bytes(Bytes::from_static(b"1"))),
+                ("b".into(), Tree::Bytes(Bytes::from_static(b"big"))),
+            ]),
+            unless: Some("signed/m".into()),
+            copy: Bytes::from_static(b"COPY"),
+        }
+    }
+
+    fn read(map: &Map, path: &str) -> Option<Packed> {
+        read_packed(map, "t", path, &prefer_signed).unwrap()
+    }
+
+    /// The entry of the group `m`.
+    fn stored(map: &Map) -> Vec<u8> {
+        map.get(b"m").unwrap().unwrap().to_vec()
+    }
+
+    fn copy() -> Option<Packed> {
+        Some(Packed::Copy(Bytes::from_static(b"COPY")))
+    }
+
+    #[test]
+    fn a_copy_is_kept_only_when_exact_and_read_in_place_of_the_group() {
+        let mut map = Map::default();
+        let pack = message(&mut map);
+        let walked = read_tree(&map, "t", "m", &no_preference).unwrap();
+        apply_packed(&mut map, "t", &[], std::slice::from_ref(&pack), LIMITS).unwrap();
+        assert_eq!(stored(&map), [GROUP, HAS_COPY]);
+        assert_eq!(read(&map, "m"), copy());
+        assert_eq!(read(&map, "/m/"), copy());
+        // Through a link, too; the group itself still reads whole.
+        apply(
+            &mut map,
+            "t",
+            &[Op::Link {
+                existing: "m".into(),
+                new: "alias".into(),
+            }],
+            LIMITS,
+        )
+        .unwrap();
+        assert_eq!(read(&map, "alias"), copy());
+        assert_eq!(read_tree(&map, "t", "m", &no_preference).unwrap(), walked);
+        assert_eq!(kind(&map, "t", "m").unwrap(), Some(EntryType::Composite));
+        assert_eq!(
+            list(&map, "t", "m").unwrap(),
+            Some(vec!["a".into(), "b".into()])
+        );
+        // The copies are no paths.
+        assert_eq!(
+            list(&map, "t", "").unwrap(),
+            Some(vec!["alias".into(), "data".into(), "m".into()])
+        );
+
+        // Not what the group reads as: no copy (and an old one is dropped).
+        let Pack::Keep {
+            group,
+            unless,
+            copy: c,
+            ..
+        } = pack.clone()
+        else {
+            unreachable!()
+        };
+        let wrong = Pack::Keep {
+            group,
+            expect: Tree::Group(vec![]),
+            unless,
+            copy: c,
+        };
+        apply_packed(&mut map, "t", &[], &[wrong], LIMITS).unwrap();
+        assert_eq!(stored(&map), [GROUP]);
+        assert!(matches!(read(&map, "m"), Some(Packed::Tree(_))));
+
+        // Something at the preferred path: no copy, and the preferred entry is read.
+        apply_packed(&mut map, "t", &[], std::slice::from_ref(&pack), LIMITS).unwrap();
+        assert_eq!(read(&map, "m"), copy());
+        apply_packed(
+            &mut map,
+            "t",
+            &[Op::Link {
+                existing: "data/h".into(),
+                new: "signed/m".into(),
+            }],
+            &[Pack::Drop("m".into())],
+            LIMITS,
+        )
+        .unwrap();
+        assert_eq!(
+            read(&map, "m"),
+            Some(Packed::Tree(Tree::Bytes(Bytes::from_static(b"big"))))
+        );
+        apply_packed(&mut map, "t", &[], &[pack], LIMITS).unwrap();
+        assert_eq!(stored(&map), [GROUP]);
+    }
+
+    #[test]
+    fn what_changes_a_group_drops_its_copy() {
+        let changes: Vec<Vec<Op>> = vec![
+            vec![Op::Write("m/c".into(), Bytes::from_static(b"new"))],
+            vec![Op::Write("m/a".into(), Bytes::from_static(b"2"))],
+            vec![Op::Group("m/sub".into())],
+            vec![Op::Link {
+                existing: "data/h".into(),
+                new: "m/c".into(),
+            }],
+            // Through a link to the group.
+            vec![
+                Op::Link {
+                    existing: "m".into(),
+                    new: "alias".into(),
+                },
+                Op::Write("alias/c".into(), Bytes::from_static(b"new")),
+            ],
+            // Written over.
+            vec![Op::Write("m".into(), Bytes::from_static(b"bytes"))],
+        ];
+        for ops in changes {
+            let mut map = Map::default();
+            let pack = message(&mut map);
+            apply_packed(&mut map, "t", &[], &[pack], LIMITS).unwrap();
+            assert_eq!(read(&map, "m"), copy());
+            apply(&mut map, "t", &ops, LIMITS).unwrap();
+            assert_ne!(read(&map, "m"), copy(), "{ops:?}");
+            assert_eq!(
+                map.get(&copy_key(b"m")).unwrap().map(|c| c.len()),
+                Some(0),
+                "{ops:?}"
+            );
+        }
+        // What changes nothing keeps it: a link that exists, a group that exists,
+        // something elsewhere.
+        let mut map = Map::default();
+        let pack = message(&mut map);
+        apply_packed(&mut map, "t", &[], &[pack], LIMITS).unwrap();
+        let ops = [
+            Op::Link {
+                existing: "elsewhere".into(),
+                new: "m/b".into(),
+            },
+            Op::Group("m".into()),
+            Op::Write("n/a".into(), Bytes::from_static(b"1")),
+        ];
+        apply(&mut map, "t", &ops, LIMITS).unwrap();
+        assert_eq!(read(&map, "m"), copy());
+    }
+
+    #[test]
+    fn group_entries_with_and_without_a_copy_decode() {
+        let group = |v: &'static [u8]| decode("t", "g", Bytes::from_static(v));
+        assert_eq!(group(&[GROUP]).unwrap(), Entry::Group);
+        assert_eq!(group(&[GROUP, HAS_COPY]).unwrap(), Entry::Group);
+        assert!(group(&[GROUP, 7]).is_err());
+        assert!(group(&[GROUP, HAS_COPY, 0]).is_err());
+        // A flag without a copy: the group is walked.
+        let mut map = Map::default();
+        message(&mut map);
+        map.put(b"m", &[GROUP, HAS_COPY]).unwrap();
+        assert!(matches!(
+            read(&map, "m"),
+            Some(Packed::Tree(Tree::Group(_)))
+        ));
+    }
 }

@@ -18,7 +18,7 @@ use heed::types::Bytes as RawBytes;
 use heed::{Database, Env, EnvFlags, EnvOpenOptions, MdbError};
 
 use crate::kv::{self, KvRead, KvWrite, Limits, Scan, Visit};
-use crate::store::{EntryType, Op, Store, StoreError, Tree};
+use crate::store::{EntryType, Op, Pack, Packed, Store, StoreError, Tree};
 
 /// When commits reach the disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -342,12 +342,23 @@ impl KvRead for Writer<'_, '_> {
     fn seek(&self, prefix: &[u8], from: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         lmdb_seek(self.txn, self.db, self.name, prefix, from)
     }
+
+    fn scan(&self, prefix: &[u8], from: &[u8], visit: &mut Visit<'_>) -> Result<(), StoreError> {
+        lmdb_scan(self.txn, self.db, self.name, prefix, from, visit)
+    }
 }
 
 impl KvWrite for Writer<'_, '_> {
     fn put(&mut self, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
         self.db
             .put(self.txn, key, value)
+            .map_err(|e| heed_error(self.name, &String::from_utf8_lossy(key), e))
+    }
+
+    fn put_new(&mut self, key: &[u8], value: &[u8]) -> Result<Option<Bytes>, StoreError> {
+        self.db
+            .get_or_put(self.txn, key, value)
+            .map(|old| old.map(Bytes::copy_from_slice))
             .map_err(|e| heed_error(self.name, &String::from_utf8_lossy(key), e))
     }
 }
@@ -381,7 +392,19 @@ impl Store for LmdbStore {
         self.view(|v| kv::read_tree(v, &self.name, path, prefer))
     }
 
+    fn read_packed(
+        &self,
+        path: &str,
+        prefer: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Option<Packed>, StoreError> {
+        self.view(|v| kv::read_packed(v, &self.name, path, prefer))
+    }
+
     fn apply(&self, ops: &[Op]) -> Result<(), StoreError> {
+        self.apply_packed(ops, &[])
+    }
+
+    fn apply_packed(&self, ops: &[Op], packs: &[Pack]) -> Result<(), StoreError> {
         let mut wtxn = self
             .env
             .write_txn()
@@ -392,7 +415,7 @@ impl Store for LmdbStore {
             name: &self.name,
         };
         // On error the transaction is dropped, which aborts it: nothing is applied.
-        kv::apply(&mut writer, &self.name, ops, self.limits)?;
+        kv::apply_packed(&mut writer, &self.name, ops, packs, self.limits)?;
         wtxn.commit().map_err(|e| heed_error(&self.name, "", e))
     }
 }

@@ -190,12 +190,42 @@ pub trait Store: Send + Sync + fmt::Debug {
         }
     }
 
+    /// [`Store::read_tree`], except that a group (the one `path` leads to, or the one
+    /// `prefer` names) that has a packed copy kept with it ([`Store::apply_packed`]) is
+    /// returned as that copy instead of being read whole. A group with a copy is read
+    /// as it is, without looking at the path `prefer` names for it: the copy was kept
+    /// only while nothing was there ([`Pack::Keep`]'s `unless`). Stores that keep no
+    /// copies (the default) answer as [`Store::read_tree`].
+    ///
+    /// # Errors
+    /// As [`Store::read_tree`].
+    fn read_packed(
+        &self,
+        path: &str,
+        prefer: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Option<Packed>, StoreError> {
+        Ok(self.read_tree(path, prefer)?.map(Packed::Tree))
+    }
+
     /// Applies a batch of changes atomically and durably (unless the store was opened
     /// in a relaxed durability mode).
     ///
     /// # Errors
     /// The store is read-only, full, or failed; then nothing of the batch is applied.
     fn apply(&self, ops: &[Op]) -> Result<(), StoreError>;
+
+    /// [`Store::apply`], then, in the same atomic batch, keeps or drops packed copies of
+    /// groups as `packs` say. A copy is an addition to the layout, never a replacement:
+    /// a store keeps one only where it is exactly what the group reads as, and drops it
+    /// when anything is placed below the group afterwards. Stores that keep no copies
+    /// (the default) apply `ops` alone.
+    ///
+    /// # Errors
+    /// As [`Store::apply`].
+    fn apply_packed(&self, ops: &[Op], packs: &[Pack]) -> Result<(), StoreError> {
+        let _ = packs;
+        self.apply(ops)
+    }
 
     /// Writes one simple entry.
     ///
@@ -232,6 +262,37 @@ pub enum Tree {
     Bytes(Bytes),
     /// A group: its children by name, sorted.
     Group(Vec<(String, Tree)>),
+}
+
+/// What [`Store::read_packed`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Packed {
+    /// The entry read whole, as [`Store::read_tree`] reads it.
+    Tree(Tree),
+    /// The packed copy kept with the group (the bytes [`Pack::Keep`] gave).
+    Copy(Bytes),
+}
+
+/// What to do with the packed copy of a group ([`Store::apply_packed`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Pack {
+    /// Keep `copy` with the group at `group` — provided that, once the batch's ops are
+    /// applied, the group reads whole ([`Store::read_tree`], no preference) exactly as
+    /// `expect`, and that nothing is at `unless` (the path a reader prefers to the
+    /// group, if any). Otherwise any copy the group has is dropped.
+    Keep {
+        /// The group (a path without links along it).
+        group: String,
+        /// What the group must read as.
+        expect: Tree,
+        /// The path that must be empty: a reader of a group with a copy does not look
+        /// there. Whoever puts something there later drops the copy ([`Pack::Drop`]).
+        unless: Option<String>,
+        /// The copy (not empty).
+        copy: Bytes,
+    },
+    /// Drop the copy kept with the group at this path, if any.
+    Drop(String),
 }
 
 /// How deeply [`Store::read_tree`] follows nested groups.
