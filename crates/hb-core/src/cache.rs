@@ -219,7 +219,11 @@ impl Cache for MemoryCache {
     }
 
     fn write_result(&self, hashpath: &str, value: &Value) {
-        self.results.lock().put(hashpath.to_owned(), value.clone());
+        let kept = match value {
+            Value::Message(m) => Value::Message(m.without_private()),
+            other => other.clone(),
+        };
+        self.results.lock().put(hashpath.to_owned(), kept);
     }
 
     fn read_message(&self, id: &Id) -> Option<Message> {

@@ -472,9 +472,8 @@ impl Ctx {
         s.apply(CacheDirectives::of_message(msg2));
         let mut volatile = false;
         if let Value::Message(m3) = msg3 {
-            let own = CacheDirectives::of_message(m3);
-            volatile = own.store == Some(false);
-            s.apply(own);
+            volatile = is_volatile(m3);
+            s.apply(CacheDirectives::of_message(m3));
         }
         s.apply(self.opts.cache_control);
         if volatile || self.opts.hashpath == HashpathMode::Ignore || uncacheable(msg2) {
@@ -738,8 +737,7 @@ impl Ctx {
         // Stage 2: cache lookup.
         // A base that says `no-store` (a scheduler's `slot`, a status) is volatile: what
         // is read from it is neither looked up nor stored, or it would be read stale.
-        let volatile = matches!(&msg1, Value::Message(m1)
-            if CacheDirectives::of_message(m1).store == Some(false));
+        let volatile = matches!(&msg1, Value::Message(m1) if is_volatile(m1));
         let (lookup, only_if_cached) = match &msg1 {
             Value::Message(m1) => {
                 let s = self.lookup_settings(m1, &msg2);
@@ -854,6 +852,11 @@ impl Ctx {
             } else {
                 m3.remove_private("hashpath");
             }
+        }
+        // What is read from a volatile message is volatile too: its hashpath is as
+        // blind to the moment as its base's.
+        if volatile && let Value::Message(m3) = &mut out.value {
+            mark_volatile(m3);
         }
         // Stage 10: result caching.
         if out.is_ok() && !volatile && self.store_settings(&msg2, &out.value).store {
@@ -1061,6 +1064,23 @@ pub fn id_of(msg: &Message) -> Result<Id, ResolveError> {
     Ok(crate::httpsig::message_id(
         &crate::hyperpath::settle_inflight(msg),
     )?)
+}
+
+/// The private key that marks a message as volatile: see [`mark_volatile`].
+const VOLATILE: &str = "volatile";
+
+/// Marks `msg` as volatile: a device's answer that stands for a moment rather than for
+/// its request (a process's `now`, whose hashpath is the same at every slot). Neither
+/// it nor anything read from it is looked up in or stored to the result cache. The
+/// mark lives in the private area, so the message's IDs and encodings do not change.
+pub fn mark_volatile(msg: &mut Message) {
+    msg.set_private(VOLATILE, Value::atom("true"));
+}
+
+/// Whether `msg` is volatile: marked by [`mark_volatile`], or saying `no-store` itself
+/// (a scheduler's `slot`, a status).
+pub fn is_volatile(msg: &Message) -> bool {
+    msg.get_private(VOLATILE).is_some() || CacheDirectives::of_message(msg).store == Some(false)
 }
 
 /// Whether a step's result is kept out of the result cache (neither read nor written):

@@ -28,6 +28,9 @@ pub mod structured;
 pub mod test_device;
 pub mod upload;
 
+/// The WebAssembly devices live beside their engine, in hb-wasm.
+pub use hb_wasm::{genesis_wasm, json_iface, wasi, wasm_64};
+
 /// The preloaded devices of a node whose wallet is `wallet` (spec 05 §1.7), in one
 /// table. Without a wallet the node can verify commitments but not make them.
 pub fn preloaded(wallet: Option<Arc<Wallet>>) -> Vec<Arc<dyn Device>> {
@@ -40,10 +43,12 @@ pub fn preloaded(wallet: Option<Arc<Wallet>>) -> Vec<Arc<dyn Device>> {
         Arc::new(cron::Cron::default()),
         Arc::new(dedup::Dedup),
         Arc::new(flat::Flat),
+        Arc::new(genesis_wasm::GenesisWasm),
         Arc::new(HttpsigDevice {
             wallet: wallet.clone(),
         }),
         Arc::new(json::Json),
+        Arc::new(json_iface::JsonIface),
         Arc::new(meta::Meta),
         Arc::new(multipass::Multipass),
         Arc::new(patch::Patch),
@@ -56,6 +61,8 @@ pub fn preloaded(wallet: Option<Arc<Wallet>>) -> Vec<Arc<dyn Device>> {
         Arc::new(structured::Structured),
         Arc::new(test_device::TestDevice),
         Arc::new(upload::Upload { wallet }),
+        Arc::new(wasi::Wasi),
+        Arc::new(wasm_64::Wasm64),
     ]
 }
 

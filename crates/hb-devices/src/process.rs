@@ -31,6 +31,7 @@ use std::time::{Duration, Instant};
 
 use hb_core::device::{Call, DefaultHandler, Device, DeviceInfo, DeviceResult, Outcome};
 use hb_core::message::id_all;
+use hb_core::resolve::mark_volatile;
 use hb_core::{Ctx, Message, ResolveError, Value};
 use parking_lot::Mutex;
 
@@ -375,7 +376,11 @@ impl Process {
         let Some(slot) = req.get("slot") else {
             // The latest stored state, else compute to the current slot.
             return match ctx.blocking(|| latest(&pid, None, None, ctx)) {
-                Some((_, state)) => Ok(Outcome::ok(as_result(state))),
+                Some((_, state)) => {
+                    let mut state = as_result(state);
+                    mark_volatile(&mut state);
+                    Ok(Outcome::ok(state))
+                }
                 None => self.now(&base, ctx),
             };
         };
@@ -597,7 +602,13 @@ impl Process {
             ));
         }
         let pid = process_id(&base)?;
-        ctx.blocking(|| self.compute_to(&base, &pid, slot, ctx))
+        let mut out = ctx.blocking(|| self.compute_to(&base, &pid, slot, ctx))?;
+        // The state at this moment: the same request answers differently after the
+        // next message, so neither it nor what is read from it is cached.
+        if let Value::Message(state) = &mut out.value {
+            mark_volatile(state);
+        }
+        Ok(out)
     }
 
     /// The latest computed state (live, stored, or computed now).

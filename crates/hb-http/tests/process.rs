@@ -65,6 +65,24 @@ async fn a_process_computes_its_slots() {
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.text(), "5");
 
+    // `now` is the state of the moment: after one more message, the same request
+    // answers slot 6 (it is never served from the result cache), and so does
+    // `compute` without a slot.
+    let msg = Message::new()
+        .with("type", "Message")
+        .with("target", pid.as_str())
+        .with("n", 6i64);
+    let r = send(
+        addr,
+        &post(&format!("/{pid}/schedule"), &msg, Some(&key1())),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = send(addr, &get(&format!("/{pid}/now/results/assignment-slot"))).await;
+    assert_eq!(r.text(), "6");
+    let r = send(addr, &get(&format!("/{pid}/compute/at-slot"))).await;
+    assert_eq!(r.text(), "6");
+
     // Each computed slot is stored with a snapshot, under both cache paths.
     for slot in 0..=5i64 {
         let Some(Value::Message(state)) = cache
@@ -101,9 +119,9 @@ async fn a_process_computes_its_slots() {
     )
     .await;
     assert_eq!(r.status, 200, "{}", r.text());
-    assert_eq!(r.text(), "6");
+    assert_eq!(r.text(), "7");
     let r = send(addr, &get(&format!("/{pid}/slot/current"))).await;
-    assert_eq!(r.text(), "5");
+    assert_eq!(r.text(), "6");
 
     // Beyond the schedule: a clear error with the phase and the slot.
     let r = send(addr, &get(&format!("/{pid}/compute?slot=9"))).await;

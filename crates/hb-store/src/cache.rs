@@ -885,7 +885,13 @@ impl Cache for MessageCache {
             // Other scalars have no store form of their own; they stay in memory.
             _ => (Vec::new(), Vec::new()),
         };
-        self.inner.hot.lock().lru.put(at, value.clone());
+        // The private area (a live wasm instance, say) is never kept: it is not part of
+        // the result, and it may hold far more memory than the entry accounts for.
+        let kept = match value {
+            Value::Message(m) => Value::Message(m.without_private()),
+            other => other.clone(),
+        };
+        self.inner.hot.lock().lru.put(at, kept);
         if !batch.0.is_empty() {
             self.enqueue(batch);
         }

@@ -4,8 +4,11 @@
 //! and exceptions, the aos modules' legacy exception opcodes rewritten at load time,
 //! compiled modules cached in memory and on disk, every import bound, emscripten's
 //! `invoke_*` trampolines, per-call fuel (or wall-clock) budgets and a per-instance
-//! memory cap. The AO-Core devices (`wasm-64@1.0`, `wasi@1.0`, `json-iface@1.0`)
-//! are built on this API; nothing here knows about messages.
+//! memory cap; and, on top of it, the AO-Core devices that run WebAssembly processes:
+//! [`wasm_64`] (`wasm-64@1.0`), [`wasi`] (`wasi@1.0`), [`json_iface`]
+//! (`json-iface@1.0`) and [`genesis_wasm`] (`genesis-wasm@1.0`). The engine layer
+//! ([`Engine`], [`Instance`], [`Imports`]) knows nothing about messages; the device
+//! modules are where messages meet it.
 //!
 //! ## A tour
 //!
@@ -25,6 +28,27 @@
 //!   `ResourceLimiter`, and optionally a wall-clock deadline per call. Failures are
 //!   [`WasmError::Trap`] with a [`TrapKind`] and the trap text.
 //! * [`aos::handle`] — the aos JSON ABI in one call.
+//!
+//! ## The devices
+//!
+//! An AO process on the WASM stack is `[wasi@1.0, json-iface@1.0, wasm-64@1.0,
+//! multipass@1.0]` with two passes (spec 06 §2.6): WASI mounts itself as the stdlib of
+//! the WASI imports and keeps a virtual file system in the state; json-iface writes the
+//! message and the process as JSON into the module's memory (pass 1) and turns the
+//! JSON answer into `results` (pass 2); wasm-64 owns the instance and makes the call.
+//! `genesis-wasm@1.0` runs aoconnect's aos processes (`Module: <ID>`) on that stack.
+//!
+//! The live instance sits in the state's private area (`priv/wasm/instance`) as an
+//! [`wasm_64::InstanceRef`]: the shared instance plus the generation of its memory the
+//! state stands for, so that states sharing an instance never see each other's
+//! memory. Imports are routed by [`wasm_64::Router`] to the device mounted at
+//! `<out>/stdlib/<module>` of the state the call runs on (WASI natively, on the call's
+//! memory; other devices through AO-Core resolution). A trap or an exhausted budget
+//! rolls the memory back to the checkpoint taken before the slot and becomes the
+//! slot's error result, so the process carries on. One [`Engine`] per module-cache
+//! directory is shared by every instance of the node ([`wasm_64::engine`]); the node
+//! options `wasm_fuel_per_message`, `wasm_memory_limit` and `wasm_cache_dir` set the
+//! limits and the on-disk cache.
 //!
 //! ## Design notes
 //!
@@ -95,8 +119,12 @@ pub mod aos;
 pub mod eh;
 mod engine;
 mod error;
+pub mod genesis_wasm;
 pub mod imports;
 mod instance;
+pub mod json_iface;
+pub mod wasi;
+pub mod wasm_64;
 
 pub use engine::{Engine, EngineConfig, ExportKind, LoadSource, Module};
 pub use error::{Trap, TrapKind, WasmError};

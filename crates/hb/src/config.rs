@@ -286,6 +286,13 @@ impl NodeConfig {
                         .collect(),
                 ),
             );
+        if self.store == StoreKind::Lmdb {
+            // Compiled WebAssembly modules survive restarts beside the store.
+            m.insert(
+                "wasm_cache_dir",
+                Value::from(self.data_dir.join("wasm").display().to_string()),
+            );
+        }
         if let Some(op) = &self.operator {
             m.insert("operator", Value::text(op));
         }
