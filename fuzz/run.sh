@@ -15,5 +15,9 @@ if ! cargo +nightly fuzz --version >/dev/null 2>&1; then
 fi
 for target in $(cargo +nightly fuzz list); do
   echo "fuzz: $target for ${seconds}s"
-  cargo +nightly fuzz run "$target" -- -max_total_time="$seconds" -rss_limit_mb=2048
+  # Committed seeds (fuzz/seeds/<target>, when there are any) join the working corpus.
+  corpora=("corpus/$target")
+  mkdir -p "corpus/$target"
+  if [ -d "seeds/$target" ]; then corpora+=("seeds/$target"); fi
+  cargo +nightly fuzz run "$target" "${corpora[@]}" -- -max_total_time="$seconds" -rss_limit_mb=2048
 done

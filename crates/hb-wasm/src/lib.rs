@@ -116,7 +116,7 @@
 //! ```
 
 pub mod aos;
-pub mod eh;
+pub use hb_wasm_eh as eh;
 mod engine;
 mod error;
 pub mod genesis_wasm;

@@ -755,7 +755,7 @@ impl Rewriter<'_, '_> {
 #[allow(clippy::unwrap_used, reason = "tests")]
 mod tests {
     use super::*;
-    use crate::{Engine, EngineConfig, InstanceConfig, Stubs, Value};
+    use hb_wasm::{Engine, EngineConfig, InstanceConfig, Stubs, Value};
 
     fn parse(text: &str) -> Vec<u8> {
         wat::parse_str(text).unwrap()
