@@ -18,7 +18,7 @@ use hb_core::cache::CacheOpError;
 use hb_core::device::{Call, DefaultHandler, Device, DeviceInfo, DeviceResult, Outcome, Status};
 use hb_core::json_struct::json_struct;
 use hb_core::message::committers_of;
-use hb_core::{Ctx, Message, ResolveError, Value};
+use hb_core::{Ctx, Id, Message, ResolveError, Value};
 
 /// The `cache@1.0` device.
 #[derive(Debug, Clone, Copy, Default)]
@@ -81,7 +81,16 @@ fn read(req: &Message, ctx: &Ctx) -> Outcome {
     };
     // The message cache reads IDs, links and raw `data/` entries alike, so the
     // reference's fallback (a raw store read of `target`) is part of this one read.
-    let value = match ctx.cache().read_path(target) {
+    // A request that said `only-if-cached` (another node asking) reads an ID from
+    // this node's store alone, never from its remote sources.
+    let local_id = (!ctx.opts.remote_loads)
+        .then(|| Id::from_human(target.as_bytes()))
+        .flatten();
+    let read = match local_id {
+        Some(id) => Ok(ctx.cache().read_message(&id).map(Value::Message)),
+        None => ctx.cache().read_path(target),
+    };
+    let value = match read {
         Ok(Some(v)) => v,
         Ok(None) => return Outcome::not_found(),
         Err(e) => return failed(&e),
@@ -359,5 +368,54 @@ mod tests {
         let tags = j["Tags"].as_array().unwrap();
         assert!(tags.contains(&serde_json::json!({"name": "Block-Height", "value": "7"})));
         assert!(tags.iter().any(|t| t["name"] == "Ao-Types"));
+    }
+
+    /// A source that has one message, and counts the times it was asked.
+    #[derive(Debug)]
+    struct OneMessage(Message, std::sync::atomic::AtomicUsize);
+
+    impl hb_store::MessageSource for OneMessage {
+        fn name(&self) -> &str {
+            "one-message"
+        }
+        fn fetch(&self, id: &str) -> Result<Option<Message>, hb_store::StoreError> {
+            self.1.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let own = httpsig::message_id(&self.0).unwrap().to_human();
+            Ok((own == id).then(|| self.0.clone()))
+        }
+    }
+
+    #[test]
+    fn only_if_cached_reads_never_ask_the_remote_sources() {
+        let remote = Message::new().with("greeting", "from afar");
+        let id = httpsig::message_id(&remote).unwrap().to_human();
+        let source = Arc::new(OneMessage(remote, Default::default()));
+        let cache = hb_store::MessageCache::new(Arc::new(hb_store::MemoryStore::new()))
+            .with_sources(vec![source.clone()]);
+        let ctx = Ctx::new(
+            Arc::new(crate::registry()),
+            Arc::new(cache),
+            NodeHandle::new(Message::new()),
+        );
+        let req = Message::new().with("target", id.as_str());
+        // What another node sends (`only-if-cached`, which the HTTP layer turns into
+        // `remote_loads: false`): a miss, and the source is not asked.
+        let local = ctx.with_opts(hb_core::ResolveOpts {
+            remote_loads: false,
+            ..ctx.opts
+        });
+        assert_eq!(call(&local, "read", req.clone()), Outcome::not_found());
+        assert_eq!(source.1.load(std::sync::atomic::Ordering::SeqCst), 0);
+        // Anyone else: read through the source, and kept.
+        let out = call(&ctx, "read", req.clone());
+        let m = out.value.as_message().unwrap();
+        assert_eq!(m.get_str("greeting"), Some("from afar"));
+        assert_eq!(source.1.load(std::sync::atomic::Ordering::SeqCst), 1);
+        // Now local: `only-if-cached` finds it.
+        let again = call(&local, "read", req);
+        assert_eq!(
+            again.value.as_message().unwrap().get_str("greeting"),
+            Some("from afar")
+        );
     }
 }
