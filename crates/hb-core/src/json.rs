@@ -13,24 +13,71 @@ pub fn to_json(msg: &Message) -> Result<String, CodecError> {
 
 /// Encodes a TABM as JSON text (private keys are dropped).
 pub fn tabm_to_json_text(tabm: &Message) -> Result<String, CodecError> {
-    let obj = tabm_to_json(tabm)?;
+    let obj = tabm_to_json(tabm, NonUtf8::Refuse)?;
     serde_json::to_string(&obj).map_err(|e| CodecError::Other(e.to_string()))
 }
 
-fn tabm_to_json(tabm: &Message) -> Result<Json, CodecError> {
+/// The JSON of a TABM as a node's reply gives it: as [`tabm_to_json_text`], except
+/// that
+///
+/// * a binary inside `commitments` that is not UTF-8 (the raw `owner` and `signature`
+///   of an ANS-104 commitment, spec 03 §7.7) is written in base64url, where the codec
+///   alone cannot write it (§10) — so that a state holding a process signed as a data
+///   item (every process aoconnect spawns) can be a JSON reply;
+/// * extra top-level keys whose values are JSON texts are embedded as they are
+///   (parsed, so an object stays an object with its keys' own case). A key the TABM
+///   has already is left as the TABM gives it.
+///
+/// # Errors
+/// A binary outside `commitments` is not UTF-8, or an embedded value is not JSON.
+pub fn reply_json_text(tabm: &Message, embedded: &[(&str, &[u8])]) -> Result<String, CodecError> {
+    let mut obj = tabm_to_json(tabm, NonUtf8::InCommitmentsAsBase64url(false))?;
+    if let Json::Object(map) = &mut obj {
+        for (key, text) in embedded {
+            if map.contains_key(*key) {
+                continue;
+            }
+            let value: Json = serde_json::from_slice(text)
+                .map_err(|e| CodecError::Other(format!("`{key}` is not JSON: {e}")))?;
+            map.insert((*key).to_owned(), value);
+        }
+    }
+    serde_json::to_string(&obj).map_err(|e| CodecError::Other(e.to_string()))
+}
+
+/// What becomes of a binary that is not UTF-8.
+#[derive(Clone, Copy)]
+enum NonUtf8 {
+    /// An error (the codec, spec 03 §10).
+    Refuse,
+    /// base64url inside `commitments` (the flag: inside them already), else an error.
+    InCommitmentsAsBase64url(bool),
+}
+
+fn tabm_to_json(tabm: &Message, bytes: NonUtf8) -> Result<Json, CodecError> {
     let mut obj = Map::new();
     for (k, v) in tabm.public() {
         let j = match v {
-            Value::Binary(b) => Json::String(
-                std::str::from_utf8(b)
-                    .map_err(|_| {
-                        CodecError::Other(format!(
-                            "key `{k}` is not valid UTF-8 and cannot be JSON"
-                        ))
-                    })?
-                    .to_owned(),
-            ),
-            Value::Message(m) => tabm_to_json(m)?,
+            Value::Binary(b) => match (std::str::from_utf8(b), bytes) {
+                (Ok(text), _) => Json::String(text.to_owned()),
+                (Err(_), NonUtf8::InCommitmentsAsBase64url(true)) => {
+                    Json::String(crate::id::b64url(b))
+                }
+                (Err(_), _) => {
+                    return Err(CodecError::Other(format!(
+                        "key `{k}` is not valid UTF-8 and cannot be JSON"
+                    )));
+                }
+            },
+            Value::Message(m) => {
+                let inner = match bytes {
+                    NonUtf8::InCommitmentsAsBase64url(inside) => {
+                        NonUtf8::InCommitmentsAsBase64url(inside || k.as_ref() == "commitments")
+                    }
+                    NonUtf8::Refuse => NonUtf8::Refuse,
+                };
+                tabm_to_json(m, inner)?
+            }
             other => {
                 return Err(CodecError::Unencodable(format!(
                     "{k} ({})",
@@ -146,6 +193,51 @@ mod tests {
         );
         let back = crate::structured::from_tabm(&from_json(text.as_bytes()).unwrap()).unwrap();
         assert_eq!(back, m);
+    }
+
+    #[test]
+    fn embedded_json_keeps_its_shape() {
+        let tabm = Message::new().with("a", "1").with("b", "2");
+        let text = reply_json_text(
+            &tabm,
+            &[
+                (
+                    "raw",
+                    br#"{"Output":{"data":"20"},"Messages":[]}"#.as_slice(),
+                ),
+                ("a", b"\"not this\"".as_slice()),
+            ],
+        )
+        .unwrap();
+        assert_eq!(
+            text,
+            r#"{"a":"1","b":"2","raw":{"Output":{"data":"20"},"Messages":[]}}"#
+        );
+        assert!(reply_json_text(&tabm, &[("raw", b"{nope".as_slice())]).is_err());
+    }
+
+    #[test]
+    fn reply_json_writes_commitment_bytes_in_base64url() {
+        let commitment = Message::new()
+            .with("committer", "abc")
+            .with("signature", Value::bin(vec![0xff, 0x00, 0xfe]));
+        let tabm = Message::new().with(
+            "process",
+            Message::new()
+                .with("a", "1")
+                .with("commitments", Message::new().with("id1", commitment)),
+        );
+        assert!(
+            tabm_to_json_text(&tabm).is_err(),
+            "the codec cannot write the bytes"
+        );
+        assert_eq!(
+            reply_json_text(&tabm, &[]).unwrap(),
+            r#"{"process":{"a":"1","commitments":{"id1":{"committer":"abc","signature":"_wD-"}}}}"#
+        );
+        // Outside `commitments`, bytes that are not UTF-8 still cannot be JSON.
+        let bad = Message::new().with("x", Value::bin(vec![0xff]));
+        assert!(reply_json_text(&bad, &[]).is_err());
     }
 
     #[test]

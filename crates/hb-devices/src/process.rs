@@ -24,6 +24,10 @@
 //! storing anything: `POST compute` with a `dryrun` message, and aoconnect's
 //! `/<pid>~process@1.0/as=execution/compute&K=V` (the `as` key answers the latest
 //! state prepared for the named role, on which the next step runs directly).
+//!
+//! `results` on a computed state reads its results; with `results: <slot or message
+//! ID>` in the request (aoconnect's `/<pid>~process@1.0/compute/results=N`) it answers
+//! that slot's results instead, computed if need be.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -42,6 +46,9 @@ pub const NAME: &str = "process@1.0";
 
 /// How many live workers a node keeps at most; the least recently used goes first.
 const MAX_WORKERS: usize = 1024;
+
+/// How many of a process's latest slots `results=<message ID>` looks through.
+const RESULTS_SEARCH_SLOTS: usize = 4096;
 
 /// The `process@1.0` device of one node: its live workers.
 #[derive(Default)]
@@ -116,7 +123,7 @@ impl Device for Process {
 
     fn functions(&self) -> &'static [&'static str] {
         &[
-            "compute", "now", "schedule", "slot", "push", "snapshot", "as",
+            "compute", "now", "schedule", "slot", "push", "snapshot", "as", "results",
         ]
     }
 
@@ -128,6 +135,7 @@ impl Device for Process {
             "compute" => self.compute(base, req, ctx),
             "now" => self.now(base, ctx),
             "as" => self.prepared_as(base, req, ctx),
+            "results" => self.results(base, req, ctx),
             other => Err(ResolveError::call(NAME, other, "no such function")),
         }
     }
@@ -666,6 +674,81 @@ impl Process {
         prepared.remove("results");
         Ok(Outcome::ok(prepared))
     }
+
+    /// `results` of a computed state. With `results` in the request — aoconnect's
+    /// `result` asks for `/<pid>~process@1.0/compute/results=<slot or message ID>`
+    /// (spec 07 §1.2; `results=N` is `{path: results, results: N}`) — the results of
+    /// that slot, or of the slot that holds that message, computed if need be: the
+    /// `compute` before it, without a slot, stands for the latest state, whose results
+    /// are another slot's once the process has moved on. Without it, the state's own
+    /// `results`, read as any other key.
+    fn results(&self, base: &Message, req: &Message, ctx: &Ctx) -> DeviceResult {
+        let Some(wanted) = req.get("results") else {
+            let plain = base.clone().with("device", "message@1.0");
+            return ctx.internal().resolve_step(
+                Value::Message(plain),
+                Value::Message(Message::new().with("path", "results")),
+            );
+        };
+        let process = match base.get("process") {
+            Some(Value::Message(def)) => ensure_process_key(def, ctx),
+            _ => ensure_process_key(base, ctx),
+        };
+        let pid = process_id(&process)?;
+        let slot = match wanted.as_int() {
+            Some(n) => n,
+            None => {
+                let id = String::from_utf8_lossy(&wanted.to_display_bytes()).into_owned();
+                match ctx.blocking(|| slot_of_message(&pid, id.trim(), ctx)) {
+                    Some(n) => n,
+                    None => {
+                        return Ok(Outcome::error_status(
+                            404,
+                            &format!(
+                                "`results={id}`: no slot among the latest {RESULTS_SEARCH_SLOTS} of {pid} holds that message."
+                            ),
+                        ));
+                    }
+                }
+            }
+        };
+        if base.get("at-slot").and_then(Value::as_int) == Some(slot)
+            && let Some(results) = base.get("results")
+        {
+            return Ok(Outcome::ok(results.clone()));
+        }
+        let out = self.compute(&process, &Message::new().with("slot", slot), ctx)?;
+        match out.value {
+            Value::Message(state) if out.is_ok() => Ok(match state.get("results") {
+                Some(r) => Outcome::ok(r.clone()),
+                None => {
+                    Outcome::error_status(404, &format!("Slot {slot} of {pid} has no results."))
+                }
+            }),
+            _ => Ok(out),
+        }
+    }
+}
+
+/// The slot that holds the message `id` (its ID, or one of its commitments'), among
+/// the latest [`RESULTS_SEARCH_SLOTS`] assignments of `pid`.
+fn slot_of_message(pid: &str, id: &str, ctx: &Ctx) -> Option<i64> {
+    let names = ctx.cache().list(&format!("assignments/{pid}")).ok()??;
+    let mut slots: Vec<i64> = names.iter().filter_map(|n| n.parse().ok()).collect();
+    slots.sort_unstable_by(|a, b| b.cmp(a));
+    slots.into_iter().take(RESULTS_SEARCH_SLOTS).find(|slot| {
+        let path = crate::scheduler::assignment_path(pid, *slot);
+        let Ok(Some(Value::Message(assignment))) = ctx.cache().read_path(&path) else {
+            return false;
+        };
+        let Some(Value::Message(body)) = assignment.get("body") else {
+            return false;
+        };
+        body.get("commitments")
+            .and_then(Value::as_message)
+            .is_some_and(|c| c.contains(id))
+            || id_all(body).is_ok_and(|own| own.to_human() == id)
+    })
 }
 
 /// A computed state as answered: with the process device, without its snapshot.

@@ -99,6 +99,9 @@ impl Push {
             return Outcome::error_status(400, "The base is not a process.");
         };
         let depth = req.get("result-depth").and_then(Value::as_int).unwrap_or(1);
+        // The ID of the message this request scheduled, if it scheduled one: the reply
+        // names it (`id`), as aoconnect's `message({returnMessageId})` reads it.
+        let mut message_id = None;
         let slot = match req.get("slot") {
             Some(s) => match s.as_int() {
                 Some(s) => s,
@@ -131,6 +134,7 @@ impl Push {
                 if kind.eq_ignore_ascii_case("process") {
                     return Outcome::ok(assignment);
                 }
+                message_id = scheduled_id(&assignment);
                 match assignment.get("slot").and_then(Value::as_int) {
                     Some(s) => s,
                     None => return Outcome::error_status(500, "The assignment has no slot."),
@@ -159,14 +163,22 @@ impl Push {
             if let Err(e) = spawned {
                 return Outcome::error_status(503, &format!("Cannot start the push: {e}"));
             }
-            return Outcome::ok(
+            return Outcome::ok(with_id(
                 Message::new()
                     .with("slot", slot)
                     .with("process", pid.as_str())
                     .with("push-mode", "async"),
-            );
+                message_id.as_deref(),
+            ));
         }
-        ctx.blocking(|| self.push_slot(&process, &pid, slot, depth, 0, ctx))
+        let out = ctx.blocking(|| self.push_slot(&process, &pid, slot, depth, 0, ctx));
+        match out {
+            Outcome {
+                status: Status::Ok,
+                value: Value::Message(reply),
+            } => Outcome::ok(with_id(reply, message_id.as_deref())),
+            other => other,
+        }
     }
 
     /// Pushes slot `slot` of `process` (spec 04 §5.2).
@@ -289,12 +301,7 @@ impl Push {
             return entry;
         };
         let slot = assignment.get("slot").and_then(Value::as_int).unwrap_or(-1);
-        let id = assignment
-            .get("body")
-            .and_then(Value::as_message)
-            .and_then(|b| id_all(b).ok())
-            .map(|id| id.to_human())
-            .unwrap_or_default();
+        let id = scheduled_id(&assignment).unwrap_or_default();
         let Some(target_pid) = pid_of(&target_process) else {
             return failed("The target is not a process.");
         };
@@ -305,6 +312,25 @@ impl Push {
             .with("slot", slot)
             .with("resulted-in", resulted.value)
     }
+}
+
+/// The ID of the message an assignment schedules.
+fn scheduled_id(assignment: &Message) -> Option<String> {
+    assignment
+        .get("body")
+        .and_then(Value::as_message)
+        .and_then(|b| id_all(b).ok())
+        .map(|id| id.to_human())
+}
+
+/// `reply` naming the pushed message (`id`), unless it has an `id` of its own.
+fn with_id(mut reply: Message, id: Option<&str>) -> Message {
+    if let Some(id) = id
+        && !reply.contains("id")
+    {
+        reply.insert("id", Value::text(id));
+    }
+    reply
 }
 
 /// The assignment a schedule request answered, if it answered one.

@@ -208,7 +208,11 @@ fn encode_httpsig(msg: &Message) -> Result<Encoded, String> {
 
 fn encode_json(msg: &Message) -> Result<Encoded, String> {
     let tabm = structured::to_tabm(msg).map_err(|e| e.to_string())?;
-    let body = json::tabm_to_json_text(&tabm).map_err(|e| e.to_string())?;
+    let raw: Vec<(&str, &[u8])> = process_answer(msg)
+        .map(|a| ("raw", a))
+        .into_iter()
+        .collect();
+    let body = json::reply_json_text(&tabm, &raw).map_err(|e| e.to_string())?;
     let mut headers = vec![
         ("codec-device".to_owned(), Bytes::from_static(b"json@1.0")),
         (
@@ -224,6 +228,29 @@ fn encode_json(msg: &Message) -> Result<Encoded, String> {
         }
     }
     Ok((headers, Bytes::from(body)))
+}
+
+/// The JSON answer of an AO process that a result carries (`json`, or `results/json`,
+/// of content type `application/json`: what `json-iface@1.0` and the reference's
+/// delegated compute keep), when it is a JSON object. A JSON reply also gives it,
+/// parsed, as `raw`: aoconnect 0.0.98 reads a `result`, `results` or `dryrun` from
+/// `raw` (`Output`, `Messages`, `Spawns`, `Assignments`, `Error` in their own case;
+/// spec 07 §1.2, §7 item 4), which the TABM form (lower-case keys, no arrays) cannot
+/// give.
+fn process_answer(msg: &Message) -> Option<&[u8]> {
+    fn answer(m: &Message) -> Option<&[u8]> {
+        let json = m.get("json")?.as_message()?;
+        let is_json = json
+            .get_str("content-type")
+            .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"));
+        match json.get("body") {
+            Some(Value::Binary(b)) if is_json && b.trim_ascii_start().starts_with(b"{") => {
+                Some(b.as_ref())
+            }
+            _ => None,
+        }
+    }
+    answer(msg).or_else(|| answer(msg.get("results")?.as_message()?))
 }
 
 /// The data item of a message (spec 05 §2.6): only its signers' commitments travel.
@@ -243,7 +270,10 @@ fn encode_ans104(msg: &Message) -> Result<Encoded, String> {
 }
 
 /// Header fields that frame an HTTP/1.1 message or its connection: the server writes
-/// them for each reply, never from a message's keys.
+/// them for each reply, never from a message's keys. (`host` is not one of them: in a
+/// reply it frames nothing, and a message stored from an unsigned request keeps it,
+/// so a reply without it would not be that message — another node reading it by ID
+/// could not match the ID.)
 const FRAMING: &[&str] = &[
     "content-length",
     "transfer-encoding",
@@ -253,7 +283,6 @@ const FRAMING: &[&str] = &[
     "upgrade",
     "te",
     "trailer",
-    "host",
 ];
 
 fn build(code: StatusCode, fields: Vec<(String, Bytes)>, body: Bytes) -> Response<Full<Bytes>> {

@@ -127,10 +127,29 @@ fn ans104_singleton(body: &Bytes) -> Result<Message, RequestError> {
     Ok(ans104::item_to_tabm(&item)?)
 }
 
+/// Header fields that concern one connection only (RFC 9110 §7.6.1).
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
 /// The singleton of an httpsig request: header fields and body, signatures checked.
 fn httpsig_singleton(parts: &Parts, body: Bytes) -> Result<Message, RequestError> {
     let mut http = HttpMessage::default();
+    let signed = parts.headers.contains_key("signature");
     for name in parts.headers.keys() {
+        // Hop-by-hop fields (RFC 9110 §7.6.1) are about this connection, not the
+        // message: an unsigned request does not keep them as keys (a reply, which
+        // frames its own connection, could never give them back). A signer who
+        // covered one keeps it.
+        if !signed && HOP_BY_HOP.contains(&name.as_str()) {
+            continue;
+        }
         let mut values = parts.headers.get_all(name).iter();
         let value = match (values.next(), values.next()) {
             (Some(one), None) => Bytes::copy_from_slice(one.as_bytes()),

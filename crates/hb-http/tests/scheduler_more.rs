@@ -93,7 +93,7 @@ async fn data_items_are_scheduled_and_the_process_is_their_id() {
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.header("process"), Some(pid2.as_str()));
     let msg2 = msg.clone().with("target", pid2.as_str());
-    let (_, mut req) = post_item(&format!("/{pid2}~process@1.0/push"), &msg2, &key1());
+    let (msg2_id, mut req) = post_item(&format!("/{pid2}~process@1.0/push"), &msg2, &key1());
     let head_end = req.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
     req.splice(head_end + 2..head_end + 2, JSON.bytes());
     let r = send(addr, &req).await;
@@ -101,6 +101,8 @@ async fn data_items_are_scheduled_and_the_process_is_their_id() {
     let pushed = json(&r.body);
     assert_eq!(pushed["slot"], "1", "{pushed}");
     assert_eq!(pushed["process"], pid2.as_str());
+    // The pushed message's ID (aoconnect's `message({returnMessageId})` reads `id`).
+    assert_eq!(pushed["id"], msg2_id.as_str(), "{pushed}");
     node.stop().await;
 }
 

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use common::{Reply, get, key1, key2, post, send};
 use hb_core::message::id_all;
-use hb_core::{Cache, Message, Value};
+use hb_core::{Cache, Id, Message, Value};
 use hb_store::{MemoryStore, MessageCache};
 
 const AOS: &str = concat!(
@@ -255,5 +255,167 @@ async fn restart_from_snapshot_and_genesis_wasm() {
     assert_eq!(r.text(), "42");
     let r = send(addr, &get(&format!("/{a}/compute/at-slot?slot=2"))).await;
     assert_eq!(r.text(), "2");
+    node.stop().await;
+}
+
+/// A POST of a data item signed by key 1 with the tags exactly as given (aoconnect's
+/// mixed case, so the item keeps `original-tags`); the item's ID and the request.
+fn aoconnect_item(
+    target_path: &str,
+    to: Option<&str>,
+    tags: &[(&str, &str)],
+    data: &str,
+) -> (String, Vec<u8>) {
+    let mut item = hb_codec::ans104::DataItem {
+        target: to.map(|t| Id::from_human(t.as_bytes()).unwrap().0),
+        tags: tags
+            .iter()
+            .map(|(k, v)| (k.as_bytes().to_vec(), v.as_bytes().to_vec()))
+            .collect(),
+        data: Bytes::from(data.to_owned()),
+        ..Default::default()
+    };
+    item.sign(&key1()).unwrap();
+    let body = item.to_bytes();
+    let mut req = format!(
+        "POST {target_path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\ncontent-type: application/ans104\r\ncodec-device: ans104@1.0\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    req.extend_from_slice(&body);
+    (item.id().to_human(), req)
+}
+
+/// The tags aoconnect 0.0.98 puts on a message, result or dry-run item (spec 07 §1.2).
+const AOCONNECT_JSON: [(&str, &str); 6] = [
+    ("signing-format", "ans104"),
+    ("accept-bundle", "true"),
+    ("require-codec", "application/json"),
+    ("Data-Protocol", "ao"),
+    ("Type", "Message"),
+    ("Variant", "ao.N.1"),
+];
+
+fn json_of(r: &Reply) -> serde_json::Value {
+    assert_eq!(r.status, 200, "{}", r.text());
+    serde_json::from_slice(&r.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", r.text()))
+}
+
+/// aoconnect's mainnet calls on a `genesis-wasm@1.0` aos process (spec 07 §1.2): the
+/// pushed message's `id`; `compute/results=<slot or message ID>` answering that slot's
+/// result as `raw` (`Output`, `Error` in their own case), also for an earlier slot;
+/// and a dry run (`as=execution/compute&Action=Eval`, the tag only in the path) that
+/// sees the state, takes no slot and answers a JSON reply although the state holds a
+/// process signed as a data item.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn aoconnect_calls_on_a_genesis_wasm_process() {
+    let cache = new_cache();
+    let module = cache
+        .write(&Message::new().with("body", aos_bytes()))
+        .unwrap()
+        .to_human();
+    let node = common::start_node(Message::new(), cache.clone(), key2()).await;
+    let addr = node.addr;
+    let scheduler = key2().address();
+    let (pid, req) = aoconnect_item(
+        "/push",
+        None,
+        &[
+            ("device", "process@1.0"),
+            ("scheduler-device", "scheduler@1.0"),
+            ("push-device", "push@1.0"),
+            ("execution-device", "genesis-wasm@1.0"),
+            ("Authority", scheduler.as_str()),
+            ("Scheduler", scheduler.as_str()),
+            ("Module", module.as_str()),
+            ("signing-format", "ans104"),
+            ("accept-bundle", "true"),
+            ("accept-codec", "httpsig@1.0"),
+            ("Data-Protocol", "ao"),
+            ("Type", "Process"),
+            ("Variant", "ao.N.1"),
+        ],
+        "1984",
+    );
+    let r = send(addr, &req).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("process"), Some(pid.as_str()));
+
+    let push = format!("/{pid}~process@1.0/push");
+    let message = |code: &str| {
+        let mut tags = vec![("Action", "Eval")];
+        tags.extend(AOCONNECT_JSON);
+        aoconnect_item(&push, Some(&pid), &tags, code)
+    };
+    let mut ids = Vec::new();
+    for (n, code) in ["X = 10", "return X", "X = X * 2"].iter().enumerate() {
+        let (id, req) = message(code);
+        let pushed = json_of(&send(addr, &req).await);
+        assert_eq!(pushed["slot"], (n + 1).to_string(), "{pushed}");
+        assert_eq!(pushed["id"], id.as_str(), "{pushed}");
+        ids.push(id);
+    }
+
+    let result = |path: String| {
+        let (_, req) = aoconnect_item(&path, Some(&pid), &AOCONNECT_JSON, "1984");
+        async move { json_of(&send(addr, &req).await) }
+    };
+    // The latest slot, then an earlier one by slot and by message ID: each its own.
+    let r = result(format!("/{pid}~process@1.0/compute/results=3")).await;
+    assert!(r["raw"]["Output"].is_object(), "{r}");
+    assert!(r["raw"].get("Error").is_none(), "{r}");
+    let r = result(format!("/{pid}~process@1.0/compute/results=2")).await;
+    assert_eq!(r["raw"]["Output"]["data"], "10", "{r}");
+    let r = result(format!("/{pid}~process@1.0/compute/results={}", ids[1])).await;
+    assert_eq!(r["raw"]["Output"]["data"], "10", "{r}");
+    // `results()`: the path without the device.
+    let r = result(format!("/{pid}/compute/results=2")).await;
+    assert_eq!(r["raw"]["Output"]["data"], "10", "{r}");
+    let (_, req) = aoconnect_item(
+        &format!("/{pid}~process@1.0/compute/results=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"),
+        Some(&pid),
+        &AOCONNECT_JSON,
+        "1984",
+    );
+    assert_eq!(send(addr, &req).await.status, 404);
+
+    // The dry run: the tag is in the path only, the code in the item's data.
+    let dry = |code: &str| {
+        let (_, req) = aoconnect_item(
+            &format!("/{pid}~process@1.0/as=execution/compute&Action=Eval"),
+            Some(&pid),
+            &AOCONNECT_JSON,
+            code,
+        );
+        async move { json_of(&send(addr, &req).await) }
+    };
+    let r = dry("return X").await;
+    assert_eq!(r["raw"]["Output"]["data"], "20", "{r}");
+    let r = dry("X = 99 return X").await;
+    assert_eq!(r["raw"]["Output"]["data"], "99", "{r}");
+    assert_eq!(
+        send(addr, &get(&format!("/{pid}/slot/current")))
+            .await
+            .text(),
+        "3"
+    );
+    let (_, req) = message("return X");
+    assert_eq!(json_of(&send(addr, &req).await)["slot"], "4");
+    let r = result(format!("/{pid}~process@1.0/compute/results=4")).await;
+    assert_eq!(
+        r["raw"]["Output"]["data"], "20",
+        "a dry run changes nothing: {r}"
+    );
+
+    // A Lua error reaches `raw` as `Error`.
+    let (_, req) = message(r#"error("boom")"#);
+    assert_eq!(json_of(&send(addr, &req).await)["slot"], "5");
+    let r = result(format!("/{pid}~process@1.0/compute/results=5")).await;
+    assert!(
+        r["raw"]["Error"]
+            .as_str()
+            .is_some_and(|e| e.ends_with("boom")),
+        "{r}"
+    );
     node.stop().await;
 }

@@ -19,6 +19,9 @@
 //! state. The stack's configuration is taken off the state again afterwards (the state
 //! keeps its own `device`, prefixes and `image`), so the process's state has the shape
 //! of any other process's.
+//!
+//! A `compute` request without a message at `body` (not an assignment) is a dry run of
+//! the request itself, as aoconnect's `dryrun` sends it (see [`dry_run_request`]).
 
 use hb_core::device::{Call, Device, DeviceResult, Outcome, Status};
 use hb_core::{Ctx, Message, ResolveError, Value};
@@ -72,7 +75,11 @@ impl Device for GenesisWasm {
             ));
         };
         let stack = as_stack(base, image);
-        let req = req.clone().with("path", key);
+        let req = if key == "compute" && !matches!(req.get("body"), Some(Value::Message(_))) {
+            dry_run_request(base, req)
+        } else {
+            req.clone().with("path", key)
+        };
         let out = ctx
             .internal()
             .resolve_step(Value::Message(stack), Value::Message(req))?;
@@ -101,6 +108,36 @@ fn module_of(base: &Message) -> Option<String> {
             .and_then(Value::as_message)
             .and_then(own)
     })
+}
+
+/// A `compute` request that is not an assignment (no message at `body`) is a dry run:
+/// the reference hands such a request to its compute unit's `/dry-run`, with the
+/// request itself as the message. aoconnect's `dryrun` sends exactly that:
+/// `POST /<pid>~process@1.0/as=execution/compute&Action=Eval` with a signed data item
+/// whose tags lack the `Action` its path adds. So the message is the request (its
+/// signer is the message's `From`), evaluated as the next slot; its `Tags` are all its
+/// keys rather than the item's signed tags alone (the ANS-104 `original-tags` are
+/// dropped from this copy, which is never stored or scheduled).
+fn dry_run_request(base: &Message, req: &Message) -> Message {
+    let at = base.get("at-slot").and_then(Value::as_int).unwrap_or(-1);
+    let mut message = req.clone().without("path").without("method");
+    if let Some(Value::Message(commitments)) = message.get("commitments") {
+        let commitments: Message = commitments
+            .iter()
+            .map(|(id, c)| match c {
+                Value::Message(c) if c.get_str("commitment-device") == Some("ans104@1.0") => (
+                    id.clone(),
+                    Value::Message(c.clone().without("original-tags")),
+                ),
+                other => (id.clone(), other.clone()),
+            })
+            .collect();
+        message.insert("commitments", Value::Message(commitments));
+    }
+    Message::new()
+        .with("path", "compute")
+        .with("slot", at + 1)
+        .with("body", Value::Message(message))
 }
 
 /// The state as the stack of legacy processes.

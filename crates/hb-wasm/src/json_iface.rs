@@ -15,7 +15,11 @@
 //! * **pass 2** (results): the JSON at the returned pointer becomes `results`:
 //!   `data` (`Output.data`, or `Error`), `outbox` (`"1"`…`"N"`: each message of
 //!   `Messages` with its keys lower-cased, one key per tag, `from-process` and
-//!   `from-image`) and `patches` (the tags of each of `patches` as a message).
+//!   `from-image`), `patches` (the tags of each of `patches` as a message) and, as the
+//!   reference's delegated compute keeps it, `json` = `{content-type:
+//!   application/json, body: <the module's response as JSON text>}` (`Output`,
+//!   `Messages`, `Error`, … with their own case; the HTTP layer gives it to aoconnect
+//!   as `raw`).
 //!
 //! A failed evaluation — a trap or an exhausted budget in pass 1 (`results/<out>/type =
 //! error`), an answer that is not JSON, `ok: false`, or JSON of no known shape — is the
@@ -239,9 +243,26 @@ fn prepare(base: &Message, req: &Message, ctx: &Ctx) -> Outcome {
     }
 }
 
-/// The state with the slot's error results (see the module docs).
+/// `results/json`: the module's answer as JSON text, marked as such.
+fn answer_json(answer: &Json) -> Message {
+    Message::new()
+        .with("content-type", "application/json")
+        .with("body", answer.to_string())
+}
+
+/// The state with the slot's error results (see the module docs); `results/json` says
+/// what failed as an answer's `Error`.
 fn failed(mut state: Message, body: &str, detail: Option<Value>) -> Outcome {
-    let mut results = Message::new().with("status", 500i64).with("body", body);
+    let error = match text_of(detail.as_ref()) {
+        Some(d) => format!("{body} ({d})"),
+        None => body.to_owned(),
+    };
+    let mut answer = serde_json::Map::new();
+    answer.insert("Error".into(), Json::String(error));
+    let mut results = Message::new()
+        .with("status", 500i64)
+        .with("body", body)
+        .with("json", answer_json(&Json::Object(answer)));
     if let Some(d) = detail {
         results.insert("error", d);
     }
@@ -414,7 +435,8 @@ fn results(base: &Message, _ctx: &Ctx) -> Outcome {
             "patches",
             Value::list(patches.iter().map(tags_to_map).collect()),
         )
-        .with("data", json_to_value(&data));
+        .with("data", json_to_value(&data))
+        .with("json", answer_json(&json["response"]));
     let mut state = state;
     merge_results(&mut state, results);
     Outcome::ok(state)

@@ -68,6 +68,10 @@ pub struct NodeConfig {
     pub host: String,
     /// Arweave gateway (`gateway`).
     pub gateway: String,
+    /// Other nodes asked for IDs this node's store lacks (`remote_nodes`: base URLs
+    /// separated by commas or spaces), after the gateway. They are asked with
+    /// `cache-control: only-if-cached`, so a miss never bounces between nodes.
+    pub remote_nodes: Vec<String>,
     /// `debug` or `prod` (`mode`, env `HB_MODE`).
     pub mode: String,
     /// The node's operator address, or `unclaimed` (`operator`).
@@ -103,6 +107,7 @@ impl Default for NodeConfig {
             wallet: None,
             host: "localhost".into(),
             gateway: "https://arweave.net".into(),
+            remote_nodes: Vec::new(),
             mode: "debug".into(),
             operator: None,
             initialized: Initialized::True,
@@ -159,6 +164,24 @@ impl NodeConfig {
             "priv_key_location" | "wallet" => self.wallet = Some(PathBuf::from(value)),
             "host" => self.host = value.into(),
             "gateway" => self.gateway = value.into(),
+            "remote_nodes" => {
+                self.remote_nodes = value
+                    .split([',', ' '])
+                    .filter(|u| !u.is_empty())
+                    .map(str::to_owned)
+                    .collect();
+                if let Some(bad) = self
+                    .remote_nodes
+                    .iter()
+                    .find(|u| !u.starts_with("http://") && !u.starts_with("https://"))
+                {
+                    return Err(ConfigError::BadValue {
+                        key,
+                        value: bad.clone(),
+                        expected: "http:// or https:// URLs separated by commas",
+                    });
+                }
+            }
             "mode" => match value {
                 "debug" | "prod" => self.mode = value.into(),
                 _ => {
@@ -293,6 +316,12 @@ impl NodeConfig {
                 Value::from(self.data_dir.join("wasm").display().to_string()),
             );
         }
+        if !self.remote_nodes.is_empty() {
+            m.insert(
+                "remote_nodes",
+                Value::list(self.remote_nodes.iter().map(|u| Value::text(u)).collect()),
+            );
+        }
         if let Some(op) = &self.operator {
             m.insert("operator", Value::text(op));
         }
@@ -355,5 +384,26 @@ mod tests {
         );
         assert!(c.set("mode", "fast").is_err());
         assert!(c.set("initialized", "maybe").is_err());
+    }
+
+    #[test]
+    fn remote_nodes_are_urls() {
+        let mut c = NodeConfig::default();
+        c.set("remote-nodes", "http://127.0.0.1:9001, https://b.example")
+            .unwrap();
+        assert_eq!(
+            c.remote_nodes,
+            vec!["http://127.0.0.1:9001", "https://b.example"]
+        );
+        let m = c.node_message(None);
+        assert_eq!(
+            m.get("remote_nodes"),
+            Some(&Value::list(vec![
+                Value::text("http://127.0.0.1:9001"),
+                Value::text("https://b.example")
+            ]))
+        );
+        let e = c.set("remote_nodes", "127.0.0.1:9001").unwrap_err();
+        assert!(e.to_string().contains("`127.0.0.1:9001`"), "{e}");
     }
 }

@@ -252,23 +252,26 @@ fn context(
 
 /// The node's cache: the message cache over LMDB in the data directory (the default),
 /// or a bounded in-memory cache.
+/// Either way, IDs the store lacks are asked of the gateway, then of `remote_nodes`.
 fn open_cache(cfg: &NodeConfig) -> anyhow::Result<Arc<dyn hb_core::Cache>> {
-    Ok(match cfg.store {
-        config::StoreKind::Memory => Arc::new(hb_store::MessageCache::new(Arc::new(
-            hb_store::MemoryStore::new(),
-        ))),
+    let store: Arc<dyn hb_store::Store> = match cfg.store {
+        config::StoreKind::Memory => Arc::new(hb_store::MemoryStore::new()),
         config::StoreKind::Lmdb => {
             let durability = if cfg.store_sync {
                 hb_store::Durability::Sync
             } else {
                 hb_store::Durability::Relaxed
             };
-            let store = hb_store::LmdbStore::open(cfg.store_dir(), durability)
-                .context("cannot open the node's store")?;
-            let sources = hb_store::sources(Some(&cfg.gateway), &[]);
-            Arc::new(hb_store::MessageCache::new(Arc::new(store)).with_sources(sources))
+            Arc::new(
+                hb_store::LmdbStore::open(cfg.store_dir(), durability)
+                    .context("cannot open the node's store")?,
+            )
         }
-    })
+    };
+    let sources = hb_store::sources(Some(&cfg.gateway), &cfg.remote_nodes);
+    Ok(Arc::new(
+        hb_store::MessageCache::new(store).with_sources(sources),
+    ))
 }
 
 /// An in-memory context for the offline commands.

@@ -697,3 +697,59 @@ fn serve_resumes_stored_cron_tasks() {
     assert!(resumed, "the stored task runs after the restart");
     assert!(stop.starts_with("HTTP/1.1 200"), "{stop}");
 }
+
+/// `remote_nodes`: a node asks another for the IDs its own store lacks. A process
+/// spawned on node A is read by its ID at node B, which was started with
+/// `--set remote_nodes=http://<A>`; a node without the setting answers 404.
+#[test]
+fn remote_nodes_are_read_through() {
+    let dir_a = store_test_dir("remote-a");
+    let dir_b = store_test_dir("remote-b");
+    let dir_c = store_test_dir("remote-c");
+    let (mut a, addr_a) = serve(&["--data-dir".as_ref(), dir_a.as_os_str()]);
+    let remote = format!("remote_nodes=http://{addr_a}");
+    let (mut b, addr_b) = serve(&[
+        "--data-dir".as_ref(),
+        dir_b.as_os_str(),
+        "--set".as_ref(),
+        remote.as_ref(),
+    ]);
+    let (mut c, addr_c) = serve(&["--data-dir".as_ref(), dir_c.as_os_str()]);
+
+    let info = http_get(&addr_a, "/~meta@1.0/info/address");
+    let scheduler = info.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    let mut s = TcpStream::connect(&addr_a).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let req = format!(
+        "POST /~process@1.0/schedule HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\
+         device: process@1.0\r\ntype: Process\r\nexecution-device: test-device@1.0\r\n\
+         scheduler: {scheduler}\r\nnonce: remote-nodes\r\n\r\n"
+    );
+    s.write_all(req.as_bytes()).expect("write");
+    let mut spawned = String::new();
+    s.read_to_string(&mut spawned).expect("read");
+    let pid = spawned
+        .lines()
+        .find_map(|l| l.strip_prefix("process: "))
+        .map(str::trim)
+        .map(str::to_owned);
+    let at_b = pid
+        .as_ref()
+        .map(|p| http_get(&addr_b, &format!("/{p}/execution-device")));
+    let at_c = pid
+        .as_ref()
+        .map(|p| http_get(&addr_c, &format!("/{p}/type")));
+    for child in [&mut a, &mut b, &mut c] {
+        child.kill().expect("stop hb by pid");
+        let _ = child.wait();
+    }
+    for d in [&dir_a, &dir_b, &dir_c] {
+        let _ = std::fs::remove_dir_all(d);
+    }
+    assert!(spawned.starts_with("HTTP/1.1 200"), "{spawned}");
+    let (at_b, at_c) = (at_b.expect("a process ID"), at_c.expect("a process ID"));
+    assert!(at_b.starts_with("HTTP/1.1 200"), "{at_b}");
+    assert!(at_b.ends_with("\r\n\r\ntest-device@1.0"), "{at_b}");
+    assert!(at_c.starts_with("HTTP/1.1 404"), "{at_c}");
+}
