@@ -24,7 +24,8 @@
 #    ours >= 2x ao-loader's evaluations/s.
 # 2. End to end: a release `hb serve` on a fresh data directory (LMDB with durable
 #    commits, the default), bound to 127.0.0.1, listing key-1 in `cache_writers`, with
-#    a snapshot every SNAPSHOT_SLOTS slots (and always at the requested slot).
+#    the node's default snapshot policy (docs/adr/0006), or a snapshot every
+#    SNAPSHOT_SLOTS slots when that is set.
 #    harness/bench/aos-node.mjs uploads the module, spawns an aos process on
 #    `[wasi@1.0, json-iface@1.0, wasm-64@1.0, multipass@1.0]`, schedules and computes
 #    `X = 0`; signs N Eval messages (key-1, httpsig), POSTs them to /<pid>/schedule
@@ -42,7 +43,13 @@ N="${N:-1000}"
 ROUNDS="${ROUNDS:-5}"
 PASSES="${PASSES:-3}"
 CONCURRENCY="${CONCURRENCY:-8}"
-SNAPSHOT_SLOTS="${SNAPSHOT_SLOTS:-1000}"
+SNAPSHOT_SLOTS="${SNAPSHOT_SLOTS:-}"
+snapshot_args=()
+policy="the default snapshot policy"
+if [[ -n "$SNAPSHOT_SLOTS" ]]; then
+    snapshot_args=(--set process_snapshot_slots="$SNAPSHOT_SLOTS")
+    policy="a snapshot every $SNAPSHOT_SLOTS slots"
+fi
 OPENSSL_SECONDS="${OPENSSL_SECONDS:-3}"
 TARGET_RATIO=2
 TARGET_E2E=1000
@@ -151,12 +158,12 @@ dsync="$(dd if=/dev/zero of="$work/dsync.bin" bs=4k count=500 oflag=dsync 2>&1 |
     awk -F', ' '/copied/ { split($3, t, " "); printf "%.0f\n", 500 / t[1] }')"
 rm -f "$work/dsync.bin"
 
-log "starting hb serve (fresh data directory, LMDB, snapshot every $SNAPSHOT_SLOTS slots)..."
+log "starting hb serve (fresh data directory, LMDB, $policy)..."
 : >"$work/hb.out"
 env -C "$work" "$hb_bin" serve --bind 127.0.0.1 --port 0 --gateway none \
     --data-dir "$work/hb-data" --set request_timeout=3600000 \
     --set cache_writers="$key1_address" \
-    --set process_snapshot_slots="$SNAPSHOT_SLOTS" \
+    "${snapshot_args[@]}" \
     >"$work/hb.out" 2>"$work/hb.err" &
 hb_pid="$!"
 addr=""
@@ -189,7 +196,7 @@ awk -v lb="$load_before" -v la="$load_after" -v cores="$cores" -v n="$N" \
     -v lload="$(ms loader load)" -v linit="$(ms loader init)" \
     -v oload="$(ms ours load)" -v oinit="$(ms ours init)" \
     -v target="$TARGET_RATIO" -v target_e2e="$TARGET_E2E" -v conns="$CONCURRENCY" \
-    -v snap="$SNAPSHOT_SLOTS" -v ss="$sched_secs" -v cs="$comp_secs" \
+    -v policy="$policy" -v ss="$sched_secs" -v cs="$comp_secs" \
     -v first="$first_slot" -v last="$last_slot" -v x="$final_x" \
     -v start="$(field start "$work/e2e.out")" -v signs="$(field sign "$work/e2e.out")" \
     -v again="$(field again "$work/e2e.out")" -v sign_all="$sign_all" -v dsync="$dsync" \
@@ -208,7 +215,7 @@ awk -v lb="$load_before" -v la="$load_after" -v cores="$cores" -v n="$N" \
         printf "ours / ao-loader = %.2f (first %d evaluations; target >= %.0f)%s\n", oc / lc, n, target, verdict(oc / lc >= target)
         printf "ours / ao-loader = %.2f (warm)%s\n", ow / lw, verdict(ow / lw >= target)
         printf "set-up: ao-loader %.0f ms to load + %.0f ms for X = 0; ours %.0f ms to compile + %.0f ms to instantiate and run X = 0\n", lload, linit, oload, oinit
-        printf "\nend to end through hb serve (LMDB, durable commits; a snapshot every %d slots and at the requested one):\n", snap
+        printf "\nend to end through hb serve (LMDB, durable commits; %s):\n", policy
         printf "  scheduled: %d signed Eval messages (slots %d..%d) in %.2f s = %.0f msg/s (%d connections)\n", n, first, last, ss, n / ss, conns
         printf "  computed: one cold GET /<pid>/compute/results/data?slot=%d: %d slots in %.2f s = %.0f slots/s\n", last, n, cs, n / cs
         printf "  end to end: %d / (%.2f + %.2f) s = %.0f msg/s (target >= %d)%s\n", n, ss, cs, n / (ss + cs), target_e2e, verdict(n / (ss + cs) >= target_e2e)

@@ -10,15 +10,18 @@
 //! slot. Each process has a *worker* here: the live state kept in memory between
 //! requests (so computing slot *n + 1* after slot *n* runs one slot), one computation
 //! at a time per process. Every computed slot is written to the process cache
-//! (`computed/<PID>/slot/<n>` and `computed/<PID>/<state ID>`, §1.10), with a
-//! `snapshot` of the execution state when the snapshot policy says so; a worker idle for
-//! longer than `process_worker_max_idle` is dropped and, like after a restart, its
-//! process later continues from its latest stored snapshot.
+//! (`computed/<PID>/slot/<n>` and `computed/<PID>/<state ID>`, §1.10), and a
+//! snapshot of the execution state (`computed/<PID>/snapshot/<n>`) when the snapshot
+//! policy says so; a worker idle for longer than `process_worker_max_idle` stores a
+//! snapshot of its live state and is dropped, and, like after a restart, its process
+//! later continues from its latest stored snapshot.
 //!
-//! Options (node message): `process_cache_frequency` (snapshot every N slots, default
-//! 1), `process_snapshot_slots` (the seed tutorial's name for the same), and
-//! `process_snapshot_time` (seconds: also snapshot when that long has passed since the
-//! last one), `process_worker_max_idle` (milliseconds, default 300000).
+//! Options (node message): `process_snapshot_slots` (snapshot every N slots; the
+//! reference's `process_cache_frequency` is read too), `process_snapshot_time`
+//! (seconds: also snapshot when that long has passed since the last one); without
+//! them a snapshot is taken when the slots since the last one cost ten times what it
+//! did, or a minute has passed ([`SnapshotPolicy`]). `process_worker_max_idle`
+//! (milliseconds, default 300000).
 //!
 //! Dry runs compute a request against the latest state without scheduling it or
 //! storing anything: `POST compute` with a `dryrun` message, and aoconnect's
@@ -70,8 +73,112 @@ struct Worker {
     state: Option<Message>,
     /// When the worker was last used.
     used: Instant,
-    /// When a snapshot was last stored.
+    /// The slot of the latest snapshot stored of (or restored into) the live state.
+    snapshot_slot: Option<i64>,
+    /// When that snapshot was stored or restored.
     snapshot_at: Instant,
+    /// What the latest snapshot cost to take and store.
+    snapshot_cost: Duration,
+    /// The computing time spent on slots since then.
+    since_snapshot: Duration,
+}
+
+impl Worker {
+    fn new() -> Worker {
+        Worker {
+            state: None,
+            used: Instant::now(),
+            snapshot_slot: None,
+            snapshot_at: Instant::now(),
+            snapshot_cost: Duration::ZERO,
+            since_snapshot: Duration::ZERO,
+        }
+    }
+
+    /// Takes a snapshot of `state` (at slot `n`) and stores it at
+    /// `computed/<pid>/snapshot/<n>`; the cost is measured for the policy.
+    fn store_snapshot(&mut self, pid: &str, n: i64, state: &Message, ctx: &Ctx) {
+        let started = Instant::now();
+        let stored = snapshot(state, ctx).and_then(|snap| {
+            ctx.cache()
+                .store_message(&snap, &[snapshot_path(pid, n)])
+                .map_err(|e| ResolveError::call(NAME, "snapshot", e.to_string()))
+        });
+        match stored {
+            Ok(_) => {
+                self.snapshot_slot = Some(n);
+                self.snapshot_at = Instant::now();
+                self.snapshot_cost = started.elapsed();
+                self.since_snapshot = Duration::ZERO;
+            }
+            Err(e) => tracing::warn!(process = %pid, slot = n, error = %e, "no snapshot"),
+        }
+    }
+
+    /// Stores a snapshot of the live state if it is newer than the latest one (a
+    /// worker about to be dropped: the process later continues from there).
+    fn flush(&mut self, pid: &str, ctx: &Ctx) {
+        let Some(state) = self.state.take() else {
+            return;
+        };
+        let at = state.get("at-slot").and_then(Value::as_int).unwrap_or(-1);
+        if at >= 0 && self.snapshot_slot.is_none_or(|s| s < at) {
+            self.store_snapshot(pid, at, &state, ctx);
+        }
+    }
+}
+
+/// When a computed slot's snapshot is taken (§1.8; docs/adr/0006).
+///
+/// With `process_snapshot_slots` (or the reference's `process_cache_frequency`) set,
+/// at every slot that it divides, and when `process_snapshot_time` seconds have
+/// passed since the last one, if that is set too. By default the cost decides: a
+/// snapshot when the slots computed since the last one took [`SNAPSHOT_COST_RATIO`]
+/// times what that snapshot cost, or when [`DEFAULT_SNAPSHOT_SECS`] (or
+/// `process_snapshot_time`) have passed; and the first slot a worker computes. So a
+/// small state is kept at nearly every slot, while a 12 MiB aos memory is not copied,
+/// hashed and written at every one, and snapshots take at most about a tenth of the
+/// computing time. A worker dropped (idle, or the least recently used) stores its
+/// live state's snapshot first.
+#[derive(Debug, Clone, Copy)]
+struct SnapshotPolicy {
+    every: Option<i64>,
+    every_secs: Option<Duration>,
+}
+
+/// See [`SnapshotPolicy`].
+const SNAPSHOT_COST_RATIO: u32 = 10;
+
+/// See [`SnapshotPolicy`].
+const DEFAULT_SNAPSHOT_SECS: u64 = 60;
+
+impl SnapshotPolicy {
+    fn of(ctx: &Ctx) -> SnapshotPolicy {
+        SnapshotPolicy {
+            every: int_opt(ctx, "process_snapshot_slots")
+                .or_else(|| int_opt(ctx, "process_cache_frequency"))
+                .map(|n| n.max(1)),
+            every_secs: int_opt(ctx, "process_snapshot_time")
+                .and_then(|s| u64::try_from(s).ok())
+                .map(Duration::from_secs),
+        }
+    }
+
+    /// Whether slot `n`, just computed by `worker`, is snapshotted.
+    fn due(&self, n: i64, worker: &Worker) -> bool {
+        let elapsed = worker.snapshot_at.elapsed();
+        match self.every {
+            Some(every) => n % every == 0 || self.every_secs.is_some_and(|d| elapsed >= d),
+            None => {
+                worker.snapshot_slot.is_none()
+                    || worker.since_snapshot >= worker.snapshot_cost * SNAPSHOT_COST_RATIO
+                    || elapsed
+                        >= self
+                            .every_secs
+                            .unwrap_or(Duration::from_secs(DEFAULT_SNAPSHOT_SECS))
+            }
+        }
+    }
 }
 
 /// The roles a process delegates to (§1.3) and their default devices.
@@ -282,6 +389,42 @@ fn slot_path(pid: &str, slot: i64) -> String {
     format!("computed/{pid}/slot/{slot}")
 }
 
+/// Where the snapshot of a slot is stored (the seed tutorial's path; the reference
+/// keeps it inside the slot's state instead).
+fn snapshot_path(pid: &str, slot: i64) -> String {
+    format!("computed/{pid}/snapshot/{slot}")
+}
+
+/// The latest stored snapshot at or below `limit`, in the state of its slot (under
+/// `snapshot`, as §1.8 stores it). Data stored before snapshots had their own path
+/// kept them inside the slot's state: those are found too.
+fn latest_snapshot(pid: &str, limit: i64, ctx: &Ctx) -> Option<(i64, Message)> {
+    let names = ctx
+        .cache()
+        .list(&format!("computed/{pid}/snapshot"))
+        .ok()
+        .flatten()
+        .unwrap_or_default();
+    let mut slots: Vec<i64> = names
+        .iter()
+        .filter_map(|n| n.parse().ok())
+        .filter(|n| *n <= limit)
+        .collect();
+    slots.sort_unstable_by(|a, b| b.cmp(a));
+    // Bounded: two reads per stored snapshot at most.
+    for slot in slots {
+        let snap = match ctx.cache().read_path(&snapshot_path(pid, slot)) {
+            Ok(Some(Value::Message(m))) => m,
+            _ => continue,
+        };
+        if let Some(mut state) = read_slot(pid, slot, ctx) {
+            state.insert("snapshot", Value::Message(snap));
+            return Some((slot, state));
+        }
+    }
+    latest(pid, Some("snapshot"), Some(limit), ctx)
+}
+
 /// The stored state of `slot`, if any.
 fn read_slot(pid: &str, slot: i64, ctx: &Ctx) -> Option<Message> {
     match ctx.cache().read_path(&slot_path(pid, slot)) {
@@ -324,16 +467,13 @@ fn latest(
     None
 }
 
-/// Writes the state of `slot` to the process cache, durably, in one batch.
+/// Writes the state of `slot` to the process cache, durably, in one batch. Its
+/// snapshot, if one is taken, is stored apart ([`snapshot_path`]): the state's ID does
+/// not depend on the snapshot policy.
 fn store_state(pid: &str, slot: i64, state: &Message, ctx: &Ctx) -> Result<(), String> {
     let stored = state.without_private();
     let id = id_all(&stored).map_err(|e| e.to_string())?.to_human();
-    let mut aliases = vec![slot_path(pid, slot), format!("computed/{pid}/{id}")];
-    if stored.get("snapshot").is_some() {
-        // The seed tutorial's path of a slot's snapshot (an extension: the reference
-        // keeps snapshots only inside the slot's state).
-        aliases.push(format!("computed/{pid}/snapshot/{slot}"));
-    }
+    let aliases = [slot_path(pid, slot), format!("computed/{pid}/{id}")];
     ctx.cache()
         .store_message(&stored, &aliases)
         .map(|_| ())
@@ -347,31 +487,40 @@ impl Process {
             int_opt(ctx, "process_worker_max_idle")
                 .map_or(300_000, |v| u64::try_from(v).unwrap_or(0)),
         );
-        let mut workers = self.workers.lock();
-        // Drop idle workers' live states (their stored snapshots remain), skipping busy
-        // ones; and keep the map bounded.
-        workers
-            .retain(|id, w| id == pid || w.try_lock().is_none_or(|w| w.used.elapsed() < max_idle));
-        if workers.len() >= MAX_WORKERS
-            && let Some(oldest) = workers
+        let mut dropped = Vec::new();
+        let worker = {
+            let mut workers = self.workers.lock();
+            // Drop idle workers, skipping busy ones; and keep the map bounded.
+            let idle: Vec<String> = workers
                 .iter()
-                .filter(|(id, _)| id.as_str() != pid)
-                .filter_map(|(id, w)| w.try_lock().map(|w| (id.clone(), w.used)))
-                .min_by_key(|(_, used)| *used)
-                .map(|(id, _)| id)
-        {
-            workers.remove(&oldest);
+                .filter(|(id, w)| {
+                    id.as_str() != pid && w.try_lock().is_some_and(|w| w.used.elapsed() >= max_idle)
+                })
+                .map(|(id, _)| id.clone())
+                .collect();
+            for id in idle {
+                dropped.extend(workers.remove_entry(&id));
+            }
+            if workers.len() >= MAX_WORKERS
+                && let Some(oldest) = workers
+                    .iter()
+                    .filter(|(id, _)| id.as_str() != pid)
+                    .filter_map(|(id, w)| w.try_lock().map(|w| (id.clone(), w.used)))
+                    .min_by_key(|(_, used)| *used)
+                    .map(|(id, _)| id)
+            {
+                dropped.extend(workers.remove_entry(&oldest));
+            }
+            workers
+                .entry(pid.to_owned())
+                .or_insert_with(|| Arc::new(Mutex::new(Worker::new())))
+                .clone()
+        };
+        // Outside the map's lock: their snapshots take a while.
+        for (id, w) in dropped {
+            w.lock().flush(&id, ctx);
         }
-        workers
-            .entry(pid.to_owned())
-            .or_insert_with(|| {
-                Arc::new(Mutex::new(Worker {
-                    state: None,
-                    used: Instant::now(),
-                    snapshot_at: Instant::now(),
-                }))
-            })
-            .clone()
+        worker
     }
 
     /// `compute` (§1.5).
@@ -436,7 +585,15 @@ impl Process {
             .take_if(|_| live_at.is_none_or(|at| at < target))
         {
             Some(state) if live_at.is_some() => state,
-            _ => self.load(base, pid, target, ctx)?,
+            _ => {
+                let (state, restored) = self.load(base, pid, target, ctx)?;
+                if let Some(slot) = restored {
+                    worker.snapshot_slot = Some(slot);
+                    worker.snapshot_at = Instant::now();
+                    worker.since_snapshot = Duration::ZERO;
+                }
+                state
+            }
         };
         let result = self.run_slots(&mut state, &mut worker, pid, target, ctx);
         if worker.state.is_none() {
@@ -449,22 +606,22 @@ impl Process {
     }
 
     /// The state to start computing from (§1.5 step 4): the latest stored snapshot at
-    /// or below `target`, normalised, else the initialised process.
+    /// or below `target`, normalised (and its slot), else the initialised process.
     fn load(
         &self,
         base: &Message,
         pid: &str,
         target: i64,
         ctx: &Ctx,
-    ) -> Result<Message, ResolveError> {
-        if let Some((_, mut state)) = latest(pid, Some("snapshot"), Some(target), ctx) {
+    ) -> Result<(Message, Option<i64>), ResolveError> {
+        if let Some((slot, mut state)) = latest_snapshot(pid, target, ctx) {
             let req = Message::new().with("path", "normalize");
             let out = run_as(Role::Execution, &state, &req, ctx)?;
             if let (true, Value::Message(m)) = (out.is_ok(), out.value) {
                 state = m;
             }
             state.remove("snapshot");
-            return Ok(state);
+            return Ok((state, Some(slot)));
         }
         let req = Message::new().with("path", "init");
         let out = run_as(Role::Execution, base, &req, ctx)?;
@@ -475,7 +632,7 @@ impl Process {
         };
         state.insert("initialized", Value::text("true"));
         state.insert("at-slot", Value::Integer(-1));
-        Ok(state)
+        Ok((state, None))
     }
 
     /// Runs slots until `state` is at `target` (§1.5 steps 5–6), storing each.
@@ -487,13 +644,7 @@ impl Process {
         target: i64,
         ctx: &Ctx,
     ) -> Result<(), Outcome> {
-        let every = int_opt(ctx, "process_snapshot_slots")
-            .or_else(|| int_opt(ctx, "process_cache_frequency"))
-            .unwrap_or(1)
-            .max(1);
-        let every_secs = int_opt(ctx, "process_snapshot_time")
-            .and_then(|s| u64::try_from(s).ok())
-            .map(Duration::from_secs);
+        let policy = SnapshotPolicy::of(ctx);
         // Bounded: every round applies one slot, and the slot number only grows.
         loop {
             let cur = state.get("at-slot").and_then(Value::as_int).unwrap_or(-1);
@@ -552,6 +703,7 @@ impl Process {
                 req.insert("path", Value::text("compute"));
             }
             state.remove("results");
+            let started = Instant::now();
             let out = run_as(Role::Execution, state, &req, ctx).map_err(|e| {
                 phase_error(Outcome::error_status(500, &e.to_string()), "compute", n)
             })?;
@@ -563,25 +715,16 @@ impl Process {
                 other => return Err(phase_error(other, "compute", n)),
             }
             state.insert("at-slot", Value::Integer(n));
-            let due = n % every == 0
-                || n == target
-                || every_secs.is_some_and(|d| worker.snapshot_at.elapsed() >= d);
-            let mut stored = state.clone();
-            if due {
-                match snapshot(state, ctx) {
-                    Ok(snap) => {
-                        stored.insert("snapshot", Value::Message(snap));
-                        worker.snapshot_at = Instant::now();
-                    }
-                    Err(e) => tracing::warn!(process = %pid, slot = n, error = %e, "no snapshot"),
-                }
-            }
-            if let Err(e) = store_state(pid, n, &stored, ctx) {
+            worker.since_snapshot += started.elapsed();
+            if let Err(e) = store_state(pid, n, state, ctx) {
                 return Err(phase_error(
                     Outcome::error_status(500, &format!("Cannot store the state: {e}")),
                     "compute",
                     n,
                 ));
+            }
+            if policy.due(n, worker) {
+                worker.store_snapshot(pid, n, state, ctx);
             }
         }
     }
@@ -715,11 +858,15 @@ impl Process {
         if base.get("at-slot").and_then(Value::as_int) == Some(slot)
             && let Some(results) = base.get("results")
         {
-            return Ok(Outcome::ok(results.clone()));
+            return Ok(Outcome::ok(match results {
+                Value::Message(r) => Value::Message(computed_results(r)),
+                other => other.clone(),
+            }));
         }
         let out = self.compute(&process, &Message::new().with("slot", slot), ctx)?;
         match out.value {
             Value::Message(state) if out.is_ok() => Ok(match state.get("results") {
+                Some(Value::Message(r)) => Outcome::ok(Value::Message(computed_results(r))),
                 Some(r) => Outcome::ok(r.clone()),
                 None => {
                     Outcome::error_status(404, &format!("Slot {slot} of {pid} has no results."))
@@ -749,6 +896,19 @@ fn slot_of_message(pid: &str, id: &str, ctx: &Ctx) -> Option<i64> {
             .is_some_and(|c| c.contains(id))
             || id_all(body).is_ok_and(|own| own.to_human() == id)
     })
+}
+
+/// The results of a computed slot as `results=<slot>` answers them. A slot whose
+/// evaluation failed (a trap, an exhausted budget: `json-iface@1.0`'s `status: 500`
+/// results) was computed all the same, and its AO answer (`json`) says so in `Error`:
+/// the answer is a success, as a compute unit gives it (aoconnect's `result()` throws
+/// on an error status instead of returning the `Error`).
+fn computed_results(results: &Message) -> Message {
+    if results.get("json").is_some() {
+        results.clone().without("status")
+    } else {
+        results.clone()
+    }
 }
 
 /// A computed state as answered: with the process device, without its snapshot.

@@ -25,7 +25,9 @@ fn process_def(scheduler: &str) -> Message {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_process_computes_its_slots() {
     let cache = Arc::new(MessageCache::new(Arc::new(MemoryStore::new())));
-    let node = common::start_node(Message::new(), cache.clone(), key2()).await;
+    // A snapshot at every slot, as the reference's tests set it.
+    let every_slot = Message::new().with("process_snapshot_slots", 1i64);
+    let node = common::start_node(every_slot, cache.clone(), key2()).await;
     let addr = node.addr;
     let def = hb_codec::httpsig_commit::commit(&process_def(&key2().address()), &key1()).unwrap();
     let pid = id_all(&def).unwrap().to_human();
@@ -83,7 +85,7 @@ async fn a_process_computes_its_slots() {
     let r = send(addr, &get(&format!("/{pid}/compute/at-slot"))).await;
     assert_eq!(r.text(), "6");
 
-    // Each computed slot is stored with a snapshot, under both cache paths.
+    // Each computed slot is stored under both cache paths, its snapshot apart.
     for slot in 0..=5i64 {
         let Some(Value::Message(state)) = cache
             .read_path(&format!("computed/{pid}/slot/{slot}"))
@@ -92,8 +94,12 @@ async fn a_process_computes_its_slots() {
             panic!("slot {slot} not stored");
         };
         assert_eq!(state.get("at-slot"), Some(&Value::Integer(slot)));
+        assert!(state.get("snapshot").is_none());
         assert!(
-            state.get("snapshot").is_some(),
+            cache
+                .read_path(&format!("computed/{pid}/snapshot/{slot}"))
+                .unwrap()
+                .is_some(),
             "slot {slot} has a snapshot"
         );
         let id = id_all(&state).unwrap().to_human();
@@ -256,7 +262,9 @@ async fn push_delivers_outboxes_recursively_sync_and_async() {
 async fn a_stack_of_two_test_devices_and_evicted_workers() {
     let cache = Arc::new(MessageCache::new(Arc::new(MemoryStore::new())));
     let node = common::start_node(
-        Message::new().with("process_worker_max_idle", 0i64),
+        Message::new()
+            .with("process_worker_max_idle", 0i64)
+            .with("process_snapshot_slots", 1i64),
         cache.clone(),
         key2(),
     )

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::{Reply, get, key1, key2, post, send};
+use common::{Reply, get, get_with, key1, key2, post, send};
 use hb_core::message::id_all;
 use hb_core::{Cache, Id, Message, Value};
 use hb_store::{MemoryStore, MessageCache};
@@ -112,7 +112,9 @@ async fn aos_evaluations_over_http() {
     let options = Message::new()
         // About 0.1 s of wasm per message, and at most 32 MiB of memory.
         .with("wasm_fuel_per_message", 1_000_000_000i64)
-        .with("wasm_memory_limit", 32i64 << 20);
+        .with("wasm_memory_limit", 32i64 << 20)
+        // A snapshot at every slot: the memory bomb's is measured below.
+        .with("process_snapshot_slots", 1i64);
     let node = common::start_node(options, cache.clone(), key2()).await;
     let addr = node.addr;
     let pid = spawn(addr, &aos_process(&image, "evals")).await;
@@ -160,6 +162,18 @@ async fn aos_evaluations_over_http() {
     )
     .await;
     assert!(r.text().contains("fuel"), "{}", r.text());
+    // Asked for as aoconnect's `result()` asks: a computed slot, its `Error` in `raw`.
+    let r = send(
+        addr,
+        &get_with(
+            &format!("/{pid}~process@1.0/compute/results={slot}"),
+            "accept: application/json\r\n",
+        ),
+    )
+    .await;
+    let answer = json_of(&r);
+    let error = answer["raw"]["Error"].as_str().unwrap_or_default();
+    assert!(error.contains("fuel"), "{answer}");
     // The next message works, on the memory from before the loop (X = 20, not 0).
     let slot = eval(addr, &pid, "return X").await;
     assert_eq!(data_at(addr, &pid, slot).await.text(), "20");
@@ -172,16 +186,14 @@ async fn aos_evaluations_over_http() {
     eprintln!("memory bomb stopped in {:?}", t.elapsed());
     assert_eq!(r.status, 200, "{}", r.text());
     assert!(r.text().contains("not enough memory"), "{}", r.text());
-    let Some(Value::Message(stored)) = cache
-        .read_path(&format!("computed/{pid}/slot/{slot}"))
+    let Some(Value::Message(snapshot)) = cache
+        .read_path(&format!("computed/{pid}/snapshot/{slot}"))
         .unwrap()
     else {
-        panic!("slot {slot} stored");
+        panic!("slot {slot}'s snapshot stored");
     };
-    let memory = stored
-        .get("snapshot")
-        .and_then(Value::as_message)
-        .and_then(|s| s.get("3"))
+    let memory = snapshot
+        .get("3")
         .and_then(Value::as_message)
         .and_then(|w| w.get("body"))
         .and_then(Value::as_bytes)
@@ -219,14 +231,14 @@ async fn restart_from_snapshot_and_genesis_wasm() {
     eval(addr, &a, "X = 42").await;
     let r = now_data(addr, &a).await;
     assert_eq!(r.status, 200, "{}", r.text());
-    let Some(Value::Message(stored)) = cache.read_path(&format!("computed/{a}/slot/1")).unwrap()
-    else {
-        panic!("slot 1 stored");
+    let snapshot_of = |slot: i64| {
+        cache
+            .read_path(&format!("computed/{a}/snapshot/{slot}"))
+            .unwrap()
+            .is_some()
     };
-    assert!(
-        stored.get("snapshot").is_some(),
-        "slot 1 stored with a snapshot"
-    );
+    // The default policy: the worker's first slot; slot 1 cost far less than that.
+    assert!(snapshot_of(0) && !snapshot_of(1));
 
     // A genesis-wasm process, as aoconnect spawns it (`module`, no stack): computing
     // it evicts A's worker.
@@ -247,6 +259,11 @@ async fn restart_from_snapshot_and_genesis_wasm() {
     let r = now_data(addr, &b).await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.text(), "2");
+    // A's worker, dropped, stored its live state's snapshot first.
+    assert!(
+        snapshot_of(1),
+        "slot 1's snapshot stored when A's worker was dropped"
+    );
 
     // A again: its state comes back from the snapshot of slot 1.
     let slot = eval(addr, &a, "return X").await;

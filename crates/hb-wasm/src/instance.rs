@@ -735,6 +735,15 @@ impl<I: Imports> Instance<I> {
         Ok(self.memory()?.data(&self.store).to_vec())
     }
 
+    /// [`Instance::snapshot`] into `out` (replacing what it held): a buffer reused from
+    /// one copy to the next has its pages already mapped.
+    pub fn snapshot_into(&self, out: &mut Vec<u8>) -> Result<(), WasmError> {
+        let data = self.memory()?.data(&self.store);
+        out.clear();
+        out.extend_from_slice(data);
+        Ok(())
+    }
+
     /// Writes `snapshot` over the memory from offset 0, first growing the memory to
     /// the snapshot's size when it is smaller (spec 06 §2.2.4; the memory cap
     /// applies). Bytes past the snapshot's end, if the memory is larger, are zeroed.

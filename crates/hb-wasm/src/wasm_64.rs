@@ -515,7 +515,18 @@ impl Slot {
             .as_ref()
             .is_none_or(|(g, _)| *g != generation)
         {
-            let memory = memory_of(self.live()?)?;
+            // The previous checkpoint's buffer, unless a snapshot still shares it.
+            let mut buffer = match self.checkpoint.take() {
+                Some((_, Checkpoint::Memory(old))) => {
+                    old.try_into_mut().map(Vec::from).unwrap_or_default()
+                }
+                _ => Vec::new(),
+            };
+            let memory = match self.live()?.snapshot_into(&mut buffer) {
+                Ok(()) => Bytes::from(buffer),
+                Err(WasmError::NoMemory) => Bytes::new(),
+                Err(e) => return Err(e.into()),
+            };
             self.checkpoint = Some((generation, checkpoint_of(memory)));
         }
         let token = next_generation();
@@ -572,18 +583,23 @@ pub struct CallFailed {
 
 impl InstanceRef {
     /// A new instance of `image` (its memory restored from `snapshot` if given), with
-    /// the node's engine and limits; its imports resolve under `<out>/stdlib`.
+    /// the node's engine and limits (the memory cap lowered to the module's
+    /// `Memory-Limit`, if it gives a lower one); its imports resolve under
+    /// `<out>/stdlib`.
     ///
     /// # Errors
     /// The image does not load, or the instance cannot be created or restored.
-    pub fn start(
+    pub(crate) fn start(
         ctx: &Ctx,
-        image: &[u8],
+        image: &Image,
         out: &str,
         snapshot: Option<Bytes>,
     ) -> Result<InstanceRef, SlotError> {
-        let module = engine(ctx)?.load(image)?;
-        let config = instance_config(ctx);
+        let module = engine(ctx)?.load(&image.bytes)?;
+        let mut config = instance_config(ctx);
+        if let Some(limit) = image.memory_limit {
+            config.memory_limit = config.memory_limit.min(limit);
+        }
         let router = Router {
             prefix: out.to_owned(),
             scope: None,
@@ -919,14 +935,60 @@ pub(crate) fn resolve_import(
 // ---------------------------------------------------------------------------------
 // The keys.
 
-/// The image bytes (spec 06 §2.2.1 step 1).
-pub(crate) fn image(base: &Message, ctx: &Ctx) -> Result<Bytes, Outcome> {
+/// A module to instantiate: its bytes, and the `Memory-Limit` its message gives (aos
+/// modules are published with tags such as `Memory-Limit: 1-gb`).
+pub(crate) struct Image {
+    bytes: Bytes,
+    memory_limit: Option<u64>,
+}
+
+impl Image {
+    fn bytes(bytes: Bytes) -> Image {
+        Image {
+            bytes,
+            memory_limit: None,
+        }
+    }
+
+    /// The image a module message holds in its `body` (or `data`).
+    fn of_message(m: &Message) -> Option<Image> {
+        Some(Image {
+            bytes: body_of(m)?,
+            memory_limit: m.get_ci("memory-limit").and_then(memory_limit),
+        })
+    }
+}
+
+/// A `Memory-Limit` value in bytes: a number of bytes, or a number and a unit (`b`,
+/// `kb`, `mb`, `gb`, `tb`, powers of 1,024; `1-gb`, `512-mb`, `16mb`).
+fn memory_limit(v: &Value) -> Option<u64> {
+    if let Some(n) = v.as_int() {
+        return u64::try_from(n).ok().filter(|n| *n > 0);
+    }
+    let text = text_of(Some(v))?.trim().to_ascii_lowercase();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    let n: u64 = digits.parse().ok()?;
+    let shift = match unit.trim_start_matches(['-', ' ', '_']) {
+        "" | "b" => 0,
+        "kb" | "k" | "kib" => 10,
+        "mb" | "m" | "mib" => 20,
+        "gb" | "g" | "gib" => 30,
+        "tb" | "t" | "tib" => 40,
+        _ => return None,
+    };
+    n.checked_mul(1u64 << shift).filter(|n| *n > 0)
+}
+
+/// The image (spec 06 §2.2.1 step 1).
+pub(crate) fn image(base: &Message, ctx: &Ctx) -> Result<Image, Outcome> {
     let inp = input_prefix(base);
     match lookup(base, &join(&[&inp, "image"])) {
         Some(Value::Binary(b)) => image_from_binary(b, ctx),
-        Some(Value::Message(m)) => {
-            body_of(m).ok_or_else(|| Outcome::error_status(400, "The image message has no `body`."))
-        }
+        Some(Value::Message(m)) => Image::of_message(m)
+            .ok_or_else(|| Outcome::error_status(400, "The image message has no `body`.")),
         Some(other) => Err(Outcome::error_status(
             400,
             &format!(
@@ -936,7 +998,7 @@ pub(crate) fn image(base: &Message, ctx: &Ctx) -> Result<Bytes, Outcome> {
             ),
         )),
         None => match base.get_ci("body") {
-            Some(Value::Binary(b)) => Ok(b.clone()),
+            Some(Value::Binary(b)) => Ok(Image::bytes(b.clone())),
             _ => Err(Outcome::error_status(
                 400,
                 &format!("No viable image found in {inp}/image."),
@@ -947,9 +1009,9 @@ pub(crate) fn image(base: &Message, ctx: &Ctx) -> Result<Bytes, Outcome> {
 
 /// A binary `image`: module bytes, or an ID (or cache path such as `data/<hash>`) to
 /// read the module from.
-fn image_from_binary(b: &Bytes, ctx: &Ctx) -> Result<Bytes, Outcome> {
+fn image_from_binary(b: &Bytes, ctx: &Ctx) -> Result<Image, Outcome> {
     if b.starts_with(b"\0asm") {
-        return Ok(b.clone());
+        return Ok(Image::bytes(b.clone()));
     }
     let reference = std::str::from_utf8(b)
         .ok()
@@ -957,7 +1019,7 @@ fn image_from_binary(b: &Bytes, ctx: &Ctx) -> Result<Bytes, Outcome> {
         .filter(|t| (t.len() == 43 && Id::from_human(t.as_bytes()).is_some()) || t.contains('/'));
     match reference {
         Some(r) => read_image(r, ctx),
-        None => Ok(b.clone()),
+        None => Ok(Image::bytes(b.clone())),
     }
 }
 
@@ -969,7 +1031,7 @@ fn body_of(m: &Message) -> Option<Bytes> {
 }
 
 /// Reads an image from the node's cache (which reads through to its remote sources).
-fn read_image(path: &str, ctx: &Ctx) -> Result<Bytes, Outcome> {
+fn read_image(path: &str, ctx: &Ctx) -> Result<Image, Outcome> {
     let found = match ctx.blocking(|| ctx.cache().read_path(path)) {
         Ok(Some(v)) => Some(v),
         Ok(None) => ctx.load(path.as_bytes()).map(Value::Message),
@@ -981,8 +1043,8 @@ fn read_image(path: &str, ctx: &Ctx) -> Result<Bytes, Outcome> {
         }
     };
     match found {
-        Some(Value::Binary(b)) => Ok(b),
-        Some(Value::Message(m)) => body_of(&m).ok_or_else(|| {
+        Some(Value::Binary(b)) => Ok(Image::bytes(b)),
+        Some(Value::Message(m)) => Image::of_message(&m).ok_or_else(|| {
             Outcome::error_status(400, &format!("The WASM image `{path}` has no `body`."))
         }),
         _ => Err(Outcome::error_status(
@@ -1225,6 +1287,21 @@ fn import(base: &Message, req: &Message, ctx: &Ctx) -> Outcome {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn memory_limits() {
+        let limit = |t: &str| memory_limit(&Value::text(t));
+        assert_eq!(limit("1-gb"), Some(1 << 30));
+        assert_eq!(limit("512-mb"), Some(512 << 20));
+        assert_eq!(limit("16MB"), Some(16 << 20));
+        assert_eq!(limit("4-GiB"), Some(4 << 30));
+        assert_eq!(limit("65536"), Some(65536));
+        assert_eq!(memory_limit(&Value::Integer(4096)), Some(4096));
+        for bad in ["", "gb", "1-zb", "-1-gb", "0", "99999999999999999999-tb"] {
+            assert_eq!(limit(bad), None, "{bad}");
+        }
+        assert_eq!(memory_limit(&Value::Integer(-5)), None);
+    }
 
     #[test]
     fn paths() {

@@ -477,6 +477,11 @@ fn full_stack_evaluates_return_1_plus_1() {
 /// A signed aos process on the stack (the reference's `test_aos_process`), with
 /// `patch@1.0` in the stack when `patch` is set.
 fn aos_process(node: &Node, nonce: &str, patch: bool) -> (Message, String) {
+    aos_process_of(node, &node.image("aos-2-pure-xs.wasm"), nonce, patch)
+}
+
+/// [`aos_process`] on the module stored at `image`.
+fn aos_process_of(node: &Node, image: &str, nonce: &str, patch: bool) -> (Message, String) {
     let mut stack = STACK.to_vec();
     if patch {
         stack.insert(3, "patch@1.0");
@@ -495,7 +500,7 @@ fn aos_process(node: &Node, nonce: &str, patch: bool) -> (Message, String) {
             list(&["init", "compute", "snapshot", "normalize"]),
         )
         .with("patch-from", "/results/outbox")
-        .with("image", node.image("aos-2-pure-xs.wasm"))
+        .with("image", image)
         .with("nonce", nonce);
     let def = commit(&def, &key1()).unwrap();
     let pid = node.spawn(&def);
@@ -524,31 +529,108 @@ fn aos_process_slots_now_and_lua_errors() {
 }
 
 /// Checklist 38: a cold node (fresh devices over the same cache) continues from the
-/// stored snapshot.
+/// stored snapshot (a snapshot at every slot, as the reference's tests set it).
 #[test]
 fn restore_from_the_stored_snapshot() {
-    let node = Node::new(Message::new());
+    let every_slot = Message::new().with("process_snapshot_slots", 1i64);
+    let node = Node::new(every_slot.clone());
     let (def, pid) = aos_process(&node, "restore", false);
     node.schedule(&def, eval(&pid, "X = 42"));
     node.schedule(&def, eval(&pid, "X = 1337"));
     node.schedule(&def, eval(&pid, "return X"));
     let s2 = node.compute(&def, 2);
     assert_eq!(get(&s2, "at-slot"), Some(&Value::Integer(2)));
-    let stored = node
+    // The state's ID does not depend on the snapshot: it is stored apart.
+    let state = node
         .cache
         .read_path(&format!("computed/{pid}/slot/2"))
         .unwrap();
-    let Some(Value::Message(stored)) = stored else {
+    let Some(Value::Message(state)) = state else {
         panic!("slot 2 stored");
     };
-    let memory = get(&stored, "snapshot/3/body")
-        .and_then(Value::as_bytes)
+    assert!(state.get("snapshot").is_none());
+    let snapshot = node
+        .cache
+        .read_path(&format!("computed/{pid}/snapshot/2"))
         .unwrap();
+    let Some(Value::Message(snapshot)) = snapshot else {
+        panic!("snapshot of slot 2 stored");
+    };
+    let memory = get(&snapshot, "3/body").and_then(Value::as_bytes).unwrap();
     assert_eq!(memory.len() % 65536, 0);
 
-    let cold = Node::with_cache(Message::new(), node.cache.clone());
+    let cold = Node::with_cache(every_slot, node.cache.clone());
     let s3 = cold.compute(&def, 3);
     assert_eq!(text(&s3, "results/data"), "1337");
+}
+
+/// The default snapshot policy: the first slot a worker computes is snapshotted,
+/// later ones only when they have cost ten times that snapshot; a worker dropped for
+/// idleness stores its live state's snapshot, from which a cold node continues.
+#[test]
+fn default_policy_and_dropped_workers_snapshot() {
+    let idle = Message::new().with("process_worker_max_idle", 0i64);
+    let node = Node::new(idle.clone());
+    let (def, pid) = aos_process(&node, "policy", false);
+    node.schedule(&def, eval(&pid, "X = 42"));
+    node.schedule(&def, eval(&pid, "X = 1337"));
+    node.compute(&def, 2);
+    let snapshots = |node: &Node| -> Vec<i64> {
+        let mut slots: Vec<i64> = node
+            .cache
+            .list(&format!("computed/{pid}/snapshot"))
+            .unwrap()
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|n| n.parse().ok())
+            .collect();
+        slots.sort_unstable();
+        slots
+    };
+    // Slot 0 (the first computed); slots 1 and 2 cost far less than a 12 MiB snapshot.
+    assert_eq!(snapshots(&node), vec![0]);
+
+    // Another process's request drops the idle worker, which stores slot 2 first.
+    let (other, _) = aos_process(&node, "policy-other", false);
+    node.compute(&other, 0);
+    assert_eq!(snapshots(&node), vec![0, 2]);
+
+    node.schedule(&def, eval(&pid, "return X"));
+    let cold = Node::with_cache(idle, node.cache.clone());
+    assert_eq!(text(&cold.compute(&def, 3), "results/data"), "1337");
+}
+
+/// A module message's `Memory-Limit` tag (aos modules are published with one) caps
+/// its instances' memory below the node's `wasm_memory_limit`.
+#[test]
+fn the_modules_memory_limit_caps_its_memory() {
+    let node = Node::new(Message::new().with("process_snapshot_slots", 1i64));
+    let module = Message::new()
+        .with("body", Bytes::from(fixture("aos-2-pure-xs.wasm")))
+        .with("memory-limit", "16-mb");
+    let image = node.cache.write(&module).unwrap().to_human();
+    let (def, pid) = aos_process_of(&node, &image, "memory-limit", false);
+    node.schedule(&def, eval(&pid, "X = 7"));
+    let bomb = node.schedule(
+        &def,
+        eval(&pid, r#"local s = "x" while true do s = s .. s end"#),
+    );
+    let state = node.compute(&def, bomb);
+    assert!(
+        text(&state, "results/data").contains("not enough memory"),
+        "{state:?}"
+    );
+    let Some(Value::Message(snapshot)) = node
+        .cache
+        .read_path(&format!("computed/{pid}/snapshot/{bomb}"))
+        .unwrap()
+    else {
+        panic!("the bomb's slot has a snapshot");
+    };
+    let memory = get(&snapshot, "3/body").and_then(Value::as_bytes).unwrap();
+    assert!(memory.len() <= 16 << 20, "{} bytes", memory.len());
+    let next = node.schedule(&def, eval(&pid, "return X"));
+    assert_eq!(text(&node.compute(&def, next), "results/data"), "7");
 }
 
 /// Checklist 39.
