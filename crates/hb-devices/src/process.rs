@@ -467,16 +467,33 @@ fn latest(
     None
 }
 
-/// Writes the state of `slot` to the process cache, durably, in one batch. Its
-/// snapshot, if one is taken, is stored apart ([`snapshot_path`]): the state's ID does
-/// not depend on the snapshot policy.
-fn store_state(pid: &str, slot: i64, state: &Message, ctx: &Ctx) -> Result<(), String> {
+/// How many computed states [`Process::run_slots`] writes in one batch at most: a run
+/// of many slots pays one disk flush per batch, not per slot (states are derived
+/// data: a crash mid-run loses only states a later request computes again).
+const STATE_BATCH: usize = 64;
+
+/// Computed states not yet written, with their cache paths.
+type Pending = Vec<(Message, Vec<String>)>;
+
+/// Queues the state of `slot` for the process cache (§1.10). Its snapshot, if one is
+/// taken, is stored apart ([`snapshot_path`]): the state's ID does not depend on the
+/// snapshot policy.
+fn queue_state(pid: &str, slot: i64, state: &Message, pending: &mut Pending) -> Result<(), String> {
     let stored = state.without_private();
     let id = id_all(&stored).map_err(|e| e.to_string())?.to_human();
-    let aliases = [slot_path(pid, slot), format!("computed/{pid}/{id}")];
+    let aliases = vec![slot_path(pid, slot), format!("computed/{pid}/{id}")];
+    pending.push((stored, aliases));
+    Ok(())
+}
+
+/// Writes the queued states, durably, in one batch.
+fn store_states(pending: &mut Pending, ctx: &Ctx) -> Result<(), String> {
+    if pending.is_empty() {
+        return Ok(());
+    }
+    let batch = std::mem::take(pending);
     ctx.cache()
-        .store_message(&stored, &aliases)
-        .map(|_| ())
+        .store_messages(&batch)
         .map_err(|e| e.to_string())
 }
 
@@ -635,7 +652,8 @@ impl Process {
         Ok((state, None))
     }
 
-    /// Runs slots until `state` is at `target` (§1.5 steps 5–6), storing each.
+    /// Runs slots until `state` is at `target` (§1.5 steps 5–6), storing each: every
+    /// state computed is stored when this returns, whether it succeeded or not.
     fn run_slots(
         &self,
         state: &mut Message,
@@ -643,6 +661,30 @@ impl Process {
         pid: &str,
         target: i64,
         ctx: &Ctx,
+    ) -> Result<(), Outcome> {
+        let mut pending = Pending::new();
+        let result = self.run_slots_queued(state, worker, pid, target, ctx, &mut pending);
+        let at = state.get("at-slot").and_then(Value::as_int).unwrap_or(-1);
+        match (store_states(&mut pending, ctx), result) {
+            (Err(e), Ok(())) => Err(phase_error(
+                Outcome::error_status(500, &format!("Cannot store the state: {e}")),
+                "compute",
+                at,
+            )),
+            (_, result) => result,
+        }
+    }
+
+    /// [`Process::run_slots`], the states queued in `pending` (written every
+    /// [`STATE_BATCH`] slots and before a snapshot).
+    fn run_slots_queued(
+        &self,
+        state: &mut Message,
+        worker: &mut Worker,
+        pid: &str,
+        target: i64,
+        ctx: &Ctx,
+        pending: &mut Pending,
     ) -> Result<(), Outcome> {
         let policy = SnapshotPolicy::of(ctx);
         // Bounded: every round applies one slot, and the slot number only grows.
@@ -716,14 +758,22 @@ impl Process {
             }
             state.insert("at-slot", Value::Integer(n));
             worker.since_snapshot += started.elapsed();
-            if let Err(e) = store_state(pid, n, state, ctx) {
+            let due = policy.due(n, worker);
+            let queued = queue_state(pid, n, state, pending).and_then(|()| {
+                if due || pending.len() >= STATE_BATCH {
+                    store_states(pending, ctx)
+                } else {
+                    Ok(())
+                }
+            });
+            if let Err(e) = queued {
                 return Err(phase_error(
                     Outcome::error_status(500, &format!("Cannot store the state: {e}")),
                     "compute",
                     n,
                 ));
             }
-            if policy.due(n, worker) {
+            if due {
                 worker.store_snapshot(pid, n, state, ctx);
             }
         }

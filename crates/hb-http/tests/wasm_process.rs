@@ -112,9 +112,7 @@ async fn aos_evaluations_over_http() {
     let options = Message::new()
         // About 0.1 s of wasm per message, and at most 32 MiB of memory.
         .with("wasm_fuel_per_message", 1_000_000_000i64)
-        .with("wasm_memory_limit", 32i64 << 20)
-        // A snapshot at every slot: the memory bomb's is measured below.
-        .with("process_snapshot_slots", 1i64);
+        .with("wasm_memory_limit", 32i64 << 20);
     let node = common::start_node(options, cache.clone(), key2()).await;
     let addr = node.addr;
     let pid = spawn(addr, &aos_process(&image, "evals")).await;
@@ -186,18 +184,10 @@ async fn aos_evaluations_over_http() {
     eprintln!("memory bomb stopped in {:?}", t.elapsed());
     assert_eq!(r.status, 200, "{}", r.text());
     assert!(r.text().contains("not enough memory"), "{}", r.text());
-    let Some(Value::Message(snapshot)) = cache
-        .read_path(&format!("computed/{pid}/snapshot/{slot}"))
-        .unwrap()
-    else {
-        panic!("slot {slot}'s snapshot stored");
-    };
-    let memory = snapshot
-        .get("3")
-        .and_then(Value::as_message)
-        .and_then(|w| w.get("body"))
-        .and_then(Value::as_bytes)
-        .map_or(0, <[u8]>::len);
+    // The memory as it is now (the process's snapshot of its latest state).
+    let r = send(addr, &get(&format!("/{pid}/now/snapshot/3/body"))).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let memory = r.body.len();
     assert!(
         memory > 12 << 20 && memory <= 32 << 20,
         "the memory grew up to the cap: {memory} bytes"
