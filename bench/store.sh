@@ -49,6 +49,7 @@ awk -v rs="$(median read_store)" -v rt="$(median read_tree)" -v dc="$(median dec
     -v rgi="$(median raw_get_by_id)" \
     -v rh="$(median read_hot)" -v rg="$(median raw_get)" -v w="$(median write)" \
     -v rp="$(median raw_put)" -v tr="$TARGET_RATIO" -v treads="$TARGET_READS" \
+    -v crc="$(median check_crc32)" -v sha="$(median check_sha256)" \
     -v lb="$load_before" -v la="$load_after" -v cores="$(nproc 2>/dev/null || echo '?')" '
     function t(ns) {
         if (ns >= 1e6) return sprintf("%8.3f ms", ns / 1e6)
@@ -70,6 +71,7 @@ awk -v rs="$(median read_store)" -v rt="$(median read_tree)" -v dc="$(median dec
         row("  the same, keyed by ID, in read order (random)", rgi)
         row("message write (MessageCache::write)", w)
         row("raw LMDB put of the same bytes", rp)
+        printf "\nchecking a 64 KiB value: CRC-32 %s (%.1f GB/s), SHA-256 %s (%.2f GB/s)\n", t(crc), 65536 / crc, t(sha), 65536 / sha
         printf "\nstore-path reads / raw gets = %.3f (target >= %.2f)%s\n", rg / rs, tr, (rg / rs >= tr) ? "" : "  MISSED"
         printf "store-path reads/s = %.0f (target >= %d)%s\n", 1e9 / rs, treads, (1e9 / rs >= treads) ? "" : "  MISSED"
         printf "(store-path reads / raw gets by ID in the same order = %.3f, for comparison)\n", rgi / rs

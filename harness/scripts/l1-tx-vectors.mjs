@@ -1,6 +1,7 @@
 // Prints the Arweave v2 transaction vectors that crates/hb-store/src/upload.rs tests
 // against (hardcoded there): data_root for a few payload sizes and the deep hash of a
-// transaction with fixed fields, all computed by arweave-js. Run from harness/:
+// transaction with fixed fields and the chunk proofs of a few payloads, all computed
+// by arweave-js. Run from harness/:
 //   node scripts/l1-tx-vectors.mjs
 // The payload of size n is the bytes (i * 7 + 3) % 251 for i in 0..n.
 
@@ -21,6 +22,17 @@ const payload = (n) => {
 for (const n of [1, 1000, 262144, 263144, 600000]) {
   const root = await merkle.computeRootHash(payload(n))
   console.log(`data_root ${n} ${b64u(root)}`)
+}
+
+// Chunk proofs (POST /chunk): for each chunk, its offset (last byte) and the SHA-256
+// of its data_path.
+for (const n of [1000, 263144, 600000, 1310720]) {
+  const { chunks, proofs } = await merkle.generateTransactionChunks(payload(n))
+  for (let i = 0; i < chunks.length; i++) {
+    const path = proofs[i].proof
+    const h = Buffer.from(await crypto.subtle.digest('SHA-256', path)).toString('base64url')
+    console.log(`chunk ${n} ${i} ${chunks[i].minByteRange}..${chunks[i].maxByteRange} offset ${proofs[i].offset} path ${path.length} ${h}`)
+  }
 }
 
 const jwk = loadJwk('key-1')

@@ -11,10 +11,14 @@
 //    to our node's `upload@1.0` (`POST /~upload@1.0/item`, started with `--gateway
 //    <arlocal>`), which posts it to arlocal in an ANS-104 bundle in an L1 transaction
 //    signed with the node's wallet; after `GET /mine` arlocal's GraphQL finds it by its
-//    tag, and a second node with an empty store serves it through its gateway store.
+//    tag, and a second node with an empty store serves it through its gateway store;
+//    an item over 10 MiB goes up the same way with the bundle's data in chunks
+//    (`POST /chunk`, merkle proofs) after the transaction header, and is served whole.
 //
-// With HB_ARLOCAL_CARGO=1 the Rust check crates/hb-store/tests/gateway_arlocal.rs also
-// runs against this arlocal (GatewaySource alone and behind an in-process node).
+// With HB_ARLOCAL_CARGO=1 the Rust checks crates/hb-store/tests/gateway_arlocal.rs
+// (GatewaySource alone and behind an in-process node) and upload_arlocal.rs (a chunked
+// upload of more than 10 MiB read back through GatewaySource) also run against this
+// arlocal.
 
 import { describe, it, before, after } from 'node:test'
 import assert from 'node:assert/strict'
@@ -206,12 +210,71 @@ describe('arweave: arlocal and the gateway store', () => {
     }
   })
 
+  it('an item over 10 MiB POSTed to our upload@1.0 goes up in chunks and is served back', async () => {
+    const tag = `big-${Date.now()}-${Math.random().toString(36).slice(2, 10)}`
+    // ~10.5 MiB, not a multiple of the 256 KiB chunk size, incompressible.
+    const BIG = Buffer.alloc(10 * 1024 * 1024 + 500_000 + 4321)
+    let x = 0x12345678
+    for (let i = 0; i < BIG.length; i++) {
+      x = (Math.imul(x, 1103515245) + 12345) >>> 0
+      BIG[i] = x >>> 24
+    }
+    const signed = await arbundlesSignedItem(loadJwk('key-1'), BIG, {
+      tags: [
+        { name: 'App-Name', value: APP },
+        { name: 'Upload-Tag', value: tag },
+      ],
+    })
+    const arweave = Arweave.init({ host: '127.0.0.1', port: ar.port, protocol: 'http' })
+    await mint(ar.url, await arweave.wallets.jwkToAddress(loadJwk('key-2')))
+    const uploader = await startNode({ extraArgs: ['--gateway', ar.url] })
+    let reader
+    try {
+      const res = await fetchT(
+        `${uploader.url}/~upload@1.0/item`,
+        { method: 'POST', headers: { 'content-type': 'application/ans104' }, body: signed.raw },
+        120000,
+      )
+      const text = await res.text()
+      assert.equal(res.status, 200, text.slice(0, 2000))
+      assert.equal(res.headers.get('id'), signed.id, text.slice(0, 2000))
+      const tx = res.headers.get('tx')
+      // The L1 transaction went up without inline data: its header says how much.
+      const l1json = await (await fetchT(`${ar.url}/tx/${tx}`)).json()
+      assert.equal(Number(l1json.data_size), signed.raw.length + 96)
+      // arlocal unpacks the bundle once all its chunks are there; a block shows it.
+      let found = []
+      for (let i = 0; i < 60 && found.length === 0; i++) {
+        if (i > 0) await sleep(500)
+        await mine(ar.url)
+        const byTag = await graphql(
+          ar.url,
+          `query($v: [String!]!) { transactions(tags: [{ name: "Upload-Tag", values: $v }]) { edges { node { id } } } }`,
+          { v: [tag] },
+        )
+        found = byTag.transactions.edges.map((e) => e.node)
+      }
+      assert.deepEqual(found.map((n) => n.id), [signed.id])
+      // A node with an empty store, same gateway, serves it whole.
+      reader = await startNode({ extraArgs: ['--gateway', ar.url] })
+      const got = await fetchT(`${reader.url}/${signed.id}/data`, {}, 60000)
+      assert.equal(got.status, 200)
+      const body = Buffer.from(await got.arrayBuffer())
+      assert.equal(body.length, BIG.length)
+      assert.ok(body.equals(BIG), 'the data read back through the gateway differs')
+    } finally {
+      await reader?.stop()
+      await uploader.stop()
+    }
+  })
+
   it('the Rust gateway check passes against this arlocal (HB_ARLOCAL_CARGO=1)', async (t) => {
     if (process.env.HB_ARLOCAL_CARGO !== '1') {
-      t.skip('set HB_ARLOCAL_CARGO=1 to run cargo test -p hb-store --test gateway_arlocal here')
+      t.skip('set HB_ARLOCAL_CARGO=1 to run cargo test -p hb-store --test gateway_arlocal --test upload_arlocal here')
       return
     }
-    const r = spawnSync('cargo', ['test', '-p', 'hb-store', '--test', 'gateway_arlocal', '--', '--nocapture'], {
+    const args = ['test', '-p', 'hb-store', '--test', 'gateway_arlocal', '--test', 'upload_arlocal', '--', '--nocapture']
+    const r = spawnSync('cargo', args, {
       cwd: REPO_DIR,
       timeout: 600000,
       encoding: 'utf8',

@@ -20,6 +20,10 @@
 //! * `write`: `MessageCache::write` of a new 10-key message (IDs, encoding, one atomic
 //!   batch); `raw_put`: one LMDB put of the same bytes in its own write transaction.
 //!
+//! * `check_crc32`, `check_sha256`: what checking a stored 64 KiB value costs — the
+//!   CRC-32 every entry carries (key and value), or the SHA-256 a `data/<hash>` name
+//!   would allow (docs/adr/0004: why the CRC is the check on every read).
+//!
 //! Both sides run with `NO_SYNC` (`Durability::Relaxed`): the rates are those of the
 //! code, not of the disk's flushes.
 
@@ -258,9 +262,24 @@ fn writes(c: &mut Criterion) {
     group.finish();
 }
 
+/// The two checks a stored value could get, on 64 KiB.
+fn checks(c: &mut Criterion) {
+    use sha2::Digest as _;
+    let value: Vec<u8> = (0..64 * 1024u32).map(|i| (i * 7 + 3) as u8).collect();
+    let key = b"data/0123456789012345678901234567890123456789012";
+    let mut group = c.benchmark_group("store");
+    group.bench_function("check_crc32", |b| {
+        b.iter(|| hb_store::kv::checksum(black_box(key), black_box(&value)))
+    });
+    group.bench_function("check_sha256", |b| {
+        b.iter(|| sha2::Sha256::digest(black_box(&value)))
+    });
+    group.finish();
+}
+
 criterion_group! {
     name = benches;
     config = config();
-    targets = reads, writes
+    targets = reads, writes, checks
 }
 criterion_main!(benches);

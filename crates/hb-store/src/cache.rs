@@ -26,7 +26,14 @@
 //! below the group or over it, and kept for `U` only while `signed/<U>` is empty (the
 //! link methods here drop it when they fill it: `signed/` belongs to this cache).
 //! Groups without a copy (older stores, large messages, nested messages, `ID/key`
-//! paths) are read through the layout as before, as is a copy that does not decode.
+//! paths) are read through the layout as before, as is a copy that does not decode or
+//! fails its checksum. A message too large for a copy keeps a digest of its group's
+//! shape instead ([`crate::kv`]), checked when it is read whole: a key lost below it
+//! is an error, not a smaller message.
+//!
+//! Integrity: on LMDB and in memory every stored entry carries a checksum of its key
+//! and value, checked on every read ([`crate::kv`]); a corrupt value is an error
+//! naming its path (`StoreError::Corrupt`), never a different value.
 //!
 //! A message is written in one atomic batch: a reader sees all of it or nothing.
 //! [`MessageCache::write`] commits durably before it returns. The engine's own writes
@@ -608,33 +615,39 @@ fn message_ops(kept: &Message) -> Result<(Id, Vec<Op>, Vec<Pack>), CacheError> {
 }
 
 /// The pack keeping a packed copy with `group`, written from `tabm`: what reading the
-/// group gives (the rich message of [`read_value`]), when small enough.
+/// group gives (the rich message of [`read_value`]), when small enough; else an empty
+/// copy, for which the store keeps a digest of the group, checked when it is read.
 fn pack(group: &str, tabm: &Message) -> Option<Pack> {
-    let expect = tree_of(tabm, 0)?;
+    let mut size = 0;
+    let expect = tree_of(tabm, 0, &mut size)?;
     let Tree::Group(children) = expect.clone() else {
         return None;
     };
     // Exactly what a reader decodes from the group (not `tabm` itself: the codec
     // normalises).
-    let rich = from_tabm(&tree_to_tabm(children)).ok()?;
-    let copy = packed::encode(&rich).filter(|c| c.len() <= PACKED_MAX)?;
+    let copy = (size <= PACKED_MAX)
+        .then(|| from_tabm(&tree_to_tabm(children)).ok())
+        .flatten()
+        .and_then(|rich| packed::encode(&rich))
+        .filter(|c| c.len() <= PACKED_MAX)
+        .map(Bytes::from)
+        .unwrap_or_default();
     Some(Pack::Keep {
         group: group.to_owned(),
         expect,
         unless: preferred(group),
-        copy: Bytes::from(copy),
+        copy,
     })
 }
 
-/// What a group written from `tabm` by [`tabm_ops`] reads as ([`Store::read_tree`]);
-/// `None` for what would not read back as one group per map (a key that is empty or
-/// holds a `/`), or when it is larger than a packed copy can be.
-fn tree_of(tabm: &Message, depth: usize) -> Option<Tree> {
+/// What a group written from `tabm` by [`tabm_ops`] reads as ([`Store::read_tree`]),
+/// adding the size of its binaries to `size`; `None` for what would not read back as
+/// one group per map (a key that is empty or holds a `/`).
+fn tree_of(tabm: &Message, depth: usize, size: &mut usize) -> Option<Tree> {
     if depth > MAX_DEPTH {
         return None;
     }
     let mut children = Vec::with_capacity(tabm.len());
-    let mut size = 0;
     for (k, v) in tabm.iter() {
         if is_private(k) {
             continue;
@@ -644,15 +657,12 @@ fn tree_of(tabm: &Message, depth: usize) -> Option<Tree> {
         }
         let tree = match v {
             Value::Binary(b) => {
-                size += b.len();
+                *size += b.len();
                 Tree::Bytes(b.clone())
             }
-            Value::Message(m) => tree_of(m, depth + 1)?,
+            Value::Message(m) => tree_of(m, depth + 1, size)?,
             _ => return None,
         };
-        if size > PACKED_MAX {
-            return None;
-        }
         children.push((k.to_string(), tree));
     }
     // (In the order of the keys, which is the store's: no key holds a `/`.)
@@ -776,7 +786,17 @@ fn tabm_ops(tabm: &Message, ops: &mut Vec<Op>, depth: usize) -> Result<Id, Cache
 /// bytes.
 fn read_value(store: &dyn Store, path: &str) -> Result<Option<Value>, CacheError> {
     // One consistent view of the whole message (one read transaction on LMDB).
-    match store.read_packed(path, &preferred)? {
+    let found = match store.read_packed(path, &preferred) {
+        Ok(found) => found,
+        // A packed copy (or an entry on the way to it) that fails its check: the layout
+        // is whole, read it (which reports what is corrupt there, if anything).
+        Err(e @ StoreError::Corrupt { .. }) => {
+            tracing::warn!(error = %e, %path, "a corrupt entry; reading the group");
+            return read_tree_value(store, path);
+        }
+        Err(e) => return Err(e.into()),
+    };
+    match found {
         None => Ok(None),
         Some(Packed::Tree(tree)) => tree_value(path, tree).map(Some),
         Some(Packed::Copy(copy)) => match packed::decode(&copy) {
@@ -1099,9 +1119,13 @@ mod tests {
             from_tabm(&tree_to_tabm(children)).unwrap()
         );
         assert_eq!(packed::decode(copy).unwrap(), sample());
-        // Too large for a copy: none.
+        // Too large for a copy: an empty one (the store keeps a digest).
         let big = sample().with("data", Value::bin(vec![b'x'; PACKED_MAX + 1]));
-        assert!(message_ops(&big).unwrap().2.is_empty());
+        let packs = message_ops(&big).unwrap().2;
+        assert!(
+            matches!(&packs[..], [Pack::Keep { copy, .. }] if copy.is_empty()),
+            "{packs:?}"
+        );
     }
 
     #[test]

@@ -3,9 +3,12 @@
 //! encoding).
 //!
 //! * key = the path (segments joined by `/`);
-//! * value = one tag byte and a payload: [`LINK`] + the target path, [`RAW`] + the
-//!   bytes, or [`GROUP`] alone — or [`GROUP`] + [`HAS_COPY`] for a group that has a
-//!   packed copy ([`crate::Store::apply_packed`]).
+//! * value = one tag byte, a payload and a checksum: [`LINK`] + the target path,
+//!   [`RAW`] + the bytes, or [`GROUP`] alone — or [`GROUP`] + [`HAS_COPY`] for a group
+//!   that has a packed copy ([`crate::Store::apply_packed`]), [`GROUP`] +
+//!   [`HAS_DIGEST`] for one that keeps a digest — each tag with
+//!   [`CHECKED`] set and followed by the CRC-32 of the key and of the value before it
+//!   (4 bytes, little-endian; [`checksum`]).
 //!
 //! A group's children are the keys below `group/`, found by ordered seeks, so adding a
 //! child never rewrites the group (a group such as `data/` may hold millions).
@@ -14,8 +17,19 @@
 //! paths, at the key [`COPIES`] + the group's path: `0xff` starts no UTF-8 text, so no
 //! path can name them, and they sort after every path, together, so that reading one
 //! touches a compact part of the map rather than pages full of other groups'
-//! children. An empty value there is no copy. A copy is kept only while it is exact:
-//! anything placed below its group, or written over it, drops it.
+//! children. An empty value there is no copy; a copy is [`COPY`] + the copy + the
+//! checksum of the key and what comes before it; a group too large for a copy may keep
+//! a [`DIGEST`] of what it reads as there instead. A copy or digest is kept only while
+//! it is exact: anything placed below its group, or written over it, drops it.
+//!
+//! **Integrity.** Every value read is checked against its checksum, which also covers
+//! its key: a value changed on the disk, moved to another key or cut short is a
+//! [`StoreError::Corrupt`] naming the path, never a different answer. Stores written
+//! before checksums (format 1: the same tags without [`CHECKED`], copies without a
+//! tag) stay readable: a map whose [`KvRead::format`] is 1 also accepts those unchecked
+//! entries, and checks those that hold a binary by its hash (`data/<hash>`) against
+//! their name instead. A map of format 2 (every store created since) refuses them: a
+//! tag changed on the disk is an error too.
 
 use bytes::Bytes;
 
@@ -31,10 +45,77 @@ pub const LINK: u8 = 1;
 pub const RAW: u8 = 2;
 /// Tag of a group entry.
 pub const GROUP: u8 = 3;
+/// Set in the tag of an entry that ends with its checksum (format 2).
+pub const CHECKED: u8 = 0x10;
+/// The first byte of a packed copy that ends with its checksum (format 2; a copy of
+/// format 1 starts with the copy itself).
+pub const COPY: u8 = 0x14;
+/// The first byte of a digest kept in place of a packed copy: a group too large for a
+/// copy keeps the digest of what it reads as ([`tree_digest`]), checked when it is
+/// read whole, so that an entry lost below it (its key damaged, its page gone) is an
+/// error rather than a message with a key less.
+pub const DIGEST: u8 = 0x15;
 /// The byte after [`GROUP`] in the entry of a group that has a packed copy.
 pub const HAS_COPY: u8 = 1;
+/// The byte after [`GROUP`] in the entry of a group that keeps a [`DIGEST`] instead.
+pub const HAS_DIGEST: u8 = 2;
 /// The first byte of the key of a packed copy (never the first byte of a path).
 pub const COPIES: u8 = 0xff;
+/// The key of the map's format marker ([`format_marker`]): after every copy's key
+/// (`0xff` is in no path).
+pub const FORMAT_KEY: &[u8] = b"\xff\xffformat";
+/// The format of the entries this module writes.
+pub const FORMAT: u8 = 2;
+/// The size of a checksum.
+const SUM: usize = 4;
+
+/// The checksum of the value `value` (without its checksum) at key `key`: CRC-32
+/// (IEEE) of the key, then of the value.
+pub fn checksum(key: &[u8], value: &[u8]) -> [u8; SUM] {
+    let mut h = crc32fast::Hasher::new();
+    h.update(key);
+    h.update(value);
+    h.finalize().to_le_bytes()
+}
+
+/// The stored value of an entry at `key`: `tag` (with [`CHECKED`] set), `payload`,
+/// the checksum.
+pub fn encode(key: &[u8], tag: u8, payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(1 + payload.len() + SUM);
+    out.push(tag | CHECKED);
+    out.extend_from_slice(payload);
+    let sum = checksum(key, &out);
+    out.extend_from_slice(&sum);
+    out
+}
+
+/// `value` without its checksum, when the checksum is that of `value` at `key` (and
+/// something, a tag at least, comes before it).
+fn checked<'v>(key: &[&[u8]], value: &'v [u8]) -> Option<&'v [u8]> {
+    let split = value.len().checked_sub(SUM).filter(|&n| n > 0)?;
+    let (body, sum) = value.split_at(split);
+    let mut h = crc32fast::Hasher::new();
+    for part in key {
+        h.update(part);
+    }
+    h.update(body);
+    (h.finalize().to_le_bytes() == sum).then_some(body)
+}
+
+/// The value of the format marker of a map of format `format`.
+pub fn format_marker(format: u8) -> Vec<u8> {
+    let mut out = vec![format];
+    out.extend_from_slice(&checksum(FORMAT_KEY, &[format]));
+    out
+}
+
+/// The format a marker value names; `None` when it is not one [`format_marker`] wrote.
+pub fn marker_format(value: &[u8]) -> Option<u8> {
+    match checked(&[FORMAT_KEY], value)? {
+        [f @ (1 | 2)] => Some(*f),
+        _ => None,
+    }
+}
 
 /// How many links a path may cross.
 const MAX_LINK_HOPS: usize = 64;
@@ -46,6 +127,12 @@ pub trait KvRead {
     /// # Errors
     /// The backend failed.
     fn get(&self, key: &[u8]) -> Result<Option<Bytes>, StoreError>;
+
+    /// The format of the map's entries ([`FORMAT`] unless the map was written before
+    /// checksums: then 1, and entries without a checksum are read too).
+    fn format(&self) -> u8 {
+        FORMAT
+    }
 
     /// The smallest key `>= from` that starts with `prefix`.
     ///
@@ -164,31 +251,117 @@ pub enum Entry {
     Group,
 }
 
-/// Decodes the value stored at `path`.
-///
-/// # Errors
-/// The value is not one this module writes.
-pub fn decode(store: &str, path: &str, value: Bytes) -> Result<Entry, StoreError> {
-    let corrupt = |reason: &str| StoreError::Corrupt {
+/// An entry as stored, its payload borrowed from the value.
+enum Parsed<'v> {
+    Link(&'v str),
+    Raw(&'v [u8]),
+    /// A group, and what it keeps: 0, [`HAS_COPY`] or [`HAS_DIGEST`].
+    Group(u8),
+}
+
+/// A [`StoreError::Corrupt`] at `key`.
+fn corrupt_at(store: &str, key: &[u8], reason: String) -> StoreError {
+    StoreError::Corrupt {
         store: store.to_owned(),
-        path: path.to_owned(),
-        reason: reason.to_owned(),
-    };
-    match value.first() {
-        Some(&LINK) => String::from_utf8(value[1..].to_vec())
-            .map(Entry::Link)
-            .map_err(|_| corrupt("a link target that is not UTF-8")),
-        Some(&RAW) => Ok(Entry::Raw(value.slice(1..))),
-        Some(&GROUP) if value.len() == 1 || value[1..] == [HAS_COPY] => Ok(Entry::Group),
-        Some(&GROUP) => Err(corrupt("a group entry with a payload")),
-        Some(other) => Err(corrupt(&format!("unknown entry tag {other}"))),
-        None => Err(corrupt("an empty value")),
+        path: String::from_utf8_lossy(key).into_owned(),
+        reason,
     }
 }
 
-/// True for the entry of a group that has a packed copy.
-fn has_copy(value: &[u8]) -> bool {
-    value == [GROUP, HAS_COPY]
+/// Checks and parses the value stored at `key` in a map of format `format`.
+fn parse<'v>(
+    store: &str,
+    key: &[u8],
+    value: &'v [u8],
+    format: u8,
+) -> Result<Parsed<'v>, StoreError> {
+    let corrupt = |reason: String| corrupt_at(store, key, reason);
+    let Some(&first) = value.first() else {
+        return Err(corrupt("an empty value".into()));
+    };
+    let (tag, payload, sum) = if first & CHECKED != 0 {
+        let body = checked(&[key], value).ok_or_else(|| {
+            corrupt(format!(
+                "checksum mismatch: the {} bytes stored are not what was written",
+                value.len()
+            ))
+        })?;
+        (first & !CHECKED, &body[1..], true)
+    } else if format < FORMAT {
+        (first, &value[1..], false)
+    } else {
+        return Err(corrupt(format!(
+            "an entry without a checksum (tag {first}) in a store of format {format}"
+        )));
+    };
+    match tag {
+        LINK => std::str::from_utf8(payload)
+            .map(Parsed::Link)
+            .map_err(|_| corrupt("a link target that is not UTF-8".into())),
+        RAW => {
+            if !sum {
+                check_named(store, key, payload)?;
+            }
+            Ok(Parsed::Raw(payload))
+        }
+        GROUP => match payload {
+            [] => Ok(Parsed::Group(0)),
+            [kept @ (HAS_COPY | HAS_DIGEST)] => Ok(Parsed::Group(*kept)),
+            _ => Err(corrupt("a group entry with a payload".into())),
+        },
+        other => Err(corrupt(format!("unknown entry tag {other}"))),
+    }
+}
+
+/// Checks bytes stored without a checksum at `data/<hash>` against their name.
+fn check_named(store: &str, key: &[u8], bytes: &[u8]) -> Result<(), StoreError> {
+    let Some(name) = key.strip_prefix(b"data/") else {
+        return Ok(());
+    };
+    if name.len() != 43 || name.contains(&b'/') {
+        return Ok(());
+    }
+    if hb_core::cache::data_path(bytes).as_bytes() == key {
+        Ok(())
+    } else {
+        Err(corrupt_at(
+            store,
+            key,
+            format!(
+                "the {} bytes stored do not hash to their name (SHA-256)",
+                bytes.len()
+            ),
+        ))
+    }
+}
+
+/// Decodes the value stored at `path` (a map of the current [`FORMAT`]).
+///
+/// # Errors
+/// The value is not one this module writes, or not what it wrote there.
+pub fn decode(store: &str, path: &str, value: Bytes) -> Result<Entry, StoreError> {
+    decode_in(store, path, &value, FORMAT).map(|(e, _)| e)
+}
+
+/// Decodes the value stored at `path` in a map of format `format`: the entry, and
+/// what a group keeps next to it (0, [`HAS_COPY`] or [`HAS_DIGEST`]).
+fn decode_in(
+    store: &str,
+    path: &str,
+    value: &Bytes,
+    format: u8,
+) -> Result<(Entry, u8), StoreError> {
+    Ok(match parse(store, path.as_bytes(), value, format)? {
+        Parsed::Link(t) => (Entry::Link(t.to_owned()), 0),
+        Parsed::Raw(b) => (Entry::Raw(value.slice_ref(b)), 0),
+        Parsed::Group(kept) => (Entry::Group, kept),
+    })
+}
+
+/// True for the entry of a group that may have a packed copy: read without checking
+/// (whoever drops a copy needlessly costs a read through the group, nothing more).
+fn may_have_copy(value: &[u8]) -> bool {
+    matches!(value, [t, HAS_COPY | HAS_DIGEST, ..] if t & !CHECKED == GROUP)
 }
 
 /// The key of the packed copy of the group at `path` in a map that keeps copies among
@@ -200,15 +373,143 @@ fn copy_key(path: &[u8]) -> Vec<u8> {
     key
 }
 
-/// The packed copy of the group at `path`, if it has one.
-fn copy_of(view: &dyn KvRead, path: &str) -> Result<Option<Bytes>, StoreError> {
-    Ok(view.get_copy(path.as_bytes())?.filter(|c| !c.is_empty()))
+/// The stored value, at the copy of the group at `path`, of `tag` + `body`: [`COPY`]
+/// and a packed copy, or [`DIGEST`] and a digest.
+fn encode_copy(path: &[u8], tag: u8, body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(1 + body.len() + SUM);
+    out.push(tag);
+    out.extend_from_slice(body);
+    let mut h = crc32fast::Hasher::new();
+    h.update(&[COPIES]);
+    h.update(path);
+    h.update(&out);
+    out.extend_from_slice(&h.finalize().to_le_bytes());
+    out
+}
+
+/// What a group keeps next to it.
+enum Kept {
+    /// A packed copy.
+    Copy(Bytes),
+    /// The digest of what it reads as ([`tree_digest`]).
+    Digest([u8; SUM]),
+}
+
+/// The digest of a group read whole: CRC-32 of its shape — every name, the kind and
+/// size of every value, nested groups in place — enough to tell an entry lost or
+/// added below it (each value is checked by its own checksum).
+pub fn tree_digest(tree: &Tree) -> [u8; SUM] {
+    fn feed(h: &mut crc32fast::Hasher, tree: &Tree) {
+        match tree {
+            Tree::Bytes(b) => {
+                h.update(b"b");
+                h.update(&(b.len() as u64).to_le_bytes());
+            }
+            Tree::Group(children) => {
+                h.update(b"g");
+                h.update(&(children.len() as u64).to_le_bytes());
+                for (name, child) in children {
+                    h.update(&(name.len() as u64).to_le_bytes());
+                    h.update(name.as_bytes());
+                    feed(h, child);
+                }
+            }
+        }
+    }
+    let mut h = crc32fast::Hasher::new();
+    feed(&mut h, tree);
+    h.finalize().to_le_bytes()
+}
+
+/// What the group at `path` keeps next to it, if anything, checked.
+fn copy_of(view: &dyn KvRead, store: &str, path: &str) -> Result<Option<Kept>, StoreError> {
+    let Some(stored) = view.get_copy(path.as_bytes())? else {
+        return Ok(None);
+    };
+    let corrupt = |reason: String| corrupt_at(store, path.as_bytes(), reason);
+    let body = |stored: &Bytes| {
+        checked(&[&[COPIES], path.as_bytes()], stored)
+            .map(<[u8]>::len)
+            .ok_or_else(|| {
+                corrupt(format!(
+                    "its packed copy: checksum mismatch: the {} bytes stored are not what \
+                     was written",
+                    stored.len()
+                ))
+            })
+    };
+    match stored.first() {
+        None => Ok(None),
+        Some(&COPY) => {
+            let end = body(&stored)?;
+            Ok(Some(Kept::Copy(stored.slice(1..end))))
+        }
+        Some(&DIGEST) => {
+            let end = body(&stored)?;
+            let digest = stored
+                .get(1..end)
+                .and_then(|d| <[u8; SUM]>::try_from(d).ok())
+                .ok_or_else(|| corrupt("its digest has the wrong size".into()))?;
+            Ok(Some(Kept::Digest(digest)))
+        }
+        Some(_) if view.format() < FORMAT => Ok(Some(Kept::Copy(stored))),
+        Some(&first) => Err(corrupt(format!(
+            "its packed copy has no checksum (first byte {first}) in a store of format {}",
+            view.format()
+        ))),
+    }
+}
+
+/// The group at `at` read whole, checked against its digest.
+fn digest_tree(
+    view: &dyn KvRead,
+    store: &str,
+    at: &str,
+    digest: [u8; SUM],
+) -> Result<Tree, StoreError> {
+    let tree = group_tree(view, store, at, &mut Vec::new())?;
+    if tree_digest(&tree) != digest {
+        return Err(corrupt_at(
+            store,
+            at.as_bytes(),
+            "what the group holds is not what was written (an entry below it is lost or \
+             added: its digest differs)"
+                .into(),
+        ));
+    }
+    Ok(tree)
+}
+
+/// The group at `at` (which keeps a digest when `digest`) read whole.
+fn whole_group(view: &dyn KvRead, store: &str, at: &str, digest: bool) -> Result<Tree, StoreError> {
+    match digest
+        .then(|| copy_of(view, store, at))
+        .transpose()?
+        .flatten()
+    {
+        Some(Kept::Digest(d)) => digest_tree(view, store, at, d),
+        _ => group_tree(view, store, at, &mut Vec::new()),
+    }
+}
+
+/// A group's packed copy, or the group read whole (checked against its digest).
+fn packed_group(
+    view: &dyn KvRead,
+    store: &str,
+    at: &str,
+    kept: Option<Kept>,
+) -> Result<Packed, StoreError> {
+    Ok(match kept {
+        Some(Kept::Copy(copy)) => Packed::Copy(copy),
+        Some(Kept::Digest(d)) => Packed::Tree(digest_tree(view, store, at, d)?),
+        None => Packed::Tree(group_tree(view, store, at, &mut Vec::new())?),
+    })
 }
 
 /// The entry at `path` exactly (no link following).
 fn entry(view: &dyn KvRead, store: &str, path: &str) -> Result<Option<Entry>, StoreError> {
     view.get(path.as_bytes())?
-        .map(|v| decode(store, path, v))
+        .map(|v| decode_in(store, path, &v, view.format()).map(|(e, _)| e))
         .transpose()
 }
 
@@ -347,7 +648,9 @@ pub fn read_tree(
     match found {
         None | Some((_, Entry::Link(_), _)) => Ok(None),
         Some((_, Entry::Raw(b), _)) => Ok(Some(Tree::Bytes(b))),
-        Some((at, Entry::Group, _)) => group_tree(view, store, &at, &mut Vec::new()).map(Some),
+        Some((at, Entry::Group, kept)) => {
+            whole_group(view, store, &at, kept == HAS_DIGEST).map(Some)
+        }
     }
 }
 
@@ -366,16 +669,16 @@ pub fn read_packed(
     // Most often `path` is the group itself (a message's ID): one lookup. (A copy is
     // kept only for a group, and dropped when anything is written over it.)
     let direct = normalized(Cow::Borrowed(path));
-    if let Some(copy) = copy_of(view, &direct)? {
-        return Ok(Some(Packed::Copy(copy)));
+    if let Some(kept) = copy_of(view, store, &direct)? {
+        return packed_group(view, store, &direct, Some(kept)).map(Some);
     }
     let mut found = follow(view, store, path, true)?;
-    if let Some((at, Entry::Group, value)) = &found
-        && has_copy(value)
+    if let Some((at, Entry::Group, kept)) = &found
+        && *kept != 0
         && *at != direct
-        && let Some(copy) = copy_of(view, at)?
+        && let Some(kept) = copy_of(view, store, at)?
     {
-        return Ok(Some(Packed::Copy(copy)));
+        return packed_group(view, store, at, Some(kept)).map(Some);
     }
     if let Some((at, ..)) = &found
         && let Some(alt) = prefer(at)
@@ -386,19 +689,18 @@ pub fn read_packed(
     match found {
         None | Some((_, Entry::Link(_), _)) => Ok(None),
         Some((_, Entry::Raw(b), _)) => Ok(Some(Packed::Tree(Tree::Bytes(b)))),
-        Some((at, Entry::Group, value)) => match has_copy(&value) {
-            true => match copy_of(view, &at)? {
-                Some(copy) => Ok(Some(Packed::Copy(copy))),
-                None => {
-                    group_tree(view, store, &at, &mut Vec::new()).map(|t| Some(Packed::Tree(t)))
-                }
-            },
-            false => group_tree(view, store, &at, &mut Vec::new()).map(|t| Some(Packed::Tree(t))),
-        },
+        Some((at, Entry::Group, kept)) => {
+            let kept = (kept != 0)
+                .then(|| copy_of(view, store, &at))
+                .transpose()?
+                .flatten();
+            packed_group(view, store, &at, kept).map(Some)
+        }
     }
 }
 
-/// The entry `path` names, where it is, and its stored value: a direct lookup (a link
+/// The entry `path` names, where it is, and what a group keeps ([`decode_in`]):
+/// a direct lookup (a link
 /// target the cache wrote is a path without links along it), links followed; when
 /// that finds nothing and `fallback` is set, resolved segment by segment (a link
 /// along the path).
@@ -407,23 +709,18 @@ fn follow<'p>(
     store: &str,
     path: &'p str,
     fallback: bool,
-) -> Result<Option<(Cow<'p, str>, Entry, Bytes)>, StoreError> {
+) -> Result<Option<(Cow<'p, str>, Entry, u8)>, StoreError> {
     let mut at = normalized(Cow::Borrowed(path));
     let mut resolved = !fallback;
     for _ in 0..=MAX_LINK_HOPS {
         match view.get(at.as_bytes())? {
             Some(value) => {
-                // (A group needs no decoding, nor a second handle on its value.)
-                let found = if value[..] == [GROUP] || has_copy(&value) {
-                    Entry::Group
-                } else {
-                    decode(store, &at, value.clone())?
-                };
+                let (found, kept) = decode_in(store, &at, &value, view.format())?;
                 if let Entry::Link(next) = found {
                     at = normalized(Cow::Owned(next));
                     resolved = !fallback;
                 } else {
-                    return Ok(Some((at, found, value)));
+                    return Ok(Some((at, found, kept)));
                 }
             }
             None if resolved || at.is_empty() => return Ok(None),
@@ -476,6 +773,7 @@ fn group_tree(
     let prefix = format!("{at}/").into_bytes();
     let mut children: Vec<(String, Entry)> = Vec::new();
     let mut orphan: Option<String> = None;
+    let format = view.format();
     view.scan(&prefix, &prefix, &mut |key, value| {
         let rest = &key[prefix.len()..];
         if let Some(slash) = rest.iter().position(|&b| b == b'/') {
@@ -492,25 +790,11 @@ fn group_tree(
             return Ok(Scan::SeekTo(next));
         }
         let name = String::from_utf8_lossy(rest).into_owned();
-        // The tag first, so that a value is copied once (into its own `Bytes`).
-        let decoded = match value.split_first() {
-            Some((&RAW, bytes)) => Ok(Entry::Raw(Bytes::copy_from_slice(bytes))),
-            Some((&LINK, target)) => match std::str::from_utf8(target) {
-                Ok(t) => Ok(Entry::Link(t.to_owned())),
-                Err(_) => decode(store, "", Bytes::copy_from_slice(value)),
-            },
-            _ => decode(store, "", Bytes::copy_from_slice(value)),
-        };
-        let entry = match decoded {
-            Ok(entry) => entry,
-            Err(StoreError::Corrupt { store, reason, .. }) => {
-                return Err(StoreError::Corrupt {
-                    store,
-                    path: format!("{at}/{name}"),
-                    reason,
-                });
-            }
-            Err(e) => return Err(e),
+        // Checked in place, so that a value is copied once (into its own `Bytes`).
+        let entry = match parse(store, key, value, format)? {
+            Parsed::Raw(bytes) => Entry::Raw(Bytes::copy_from_slice(bytes)),
+            Parsed::Link(target) => Entry::Link(target.to_owned()),
+            Parsed::Group(_) => Entry::Group,
         };
         children.push((name, entry));
         Ok(Scan::Next)
@@ -529,8 +813,12 @@ fn group_tree(
             Entry::Raw(b) => Tree::Bytes(b),
             Entry::Group => group_tree(view, store, &format!("{at}/{name}"), chain)?,
             // The usual case first: a link straight to a value.
-            Entry::Link(target) => match view.get(target.as_bytes())? {
-                Some(v) if v.first() == Some(&RAW) => Tree::Bytes(v.slice(1..)),
+            Entry::Link(target) => match view
+                .get(target.as_bytes())?
+                .map(|v| decode_in(store, &target, &v, format))
+                .transpose()?
+            {
+                Some((Entry::Raw(b), _)) => Tree::Bytes(b),
                 _ => match follow(view, store, &target, true)? {
                     Some((_, Entry::Raw(b), _)) => Tree::Bytes(b),
                     Some((p, Entry::Group, _)) => group_tree(view, store, &p, chain)?,
@@ -600,15 +888,18 @@ fn place(
         let group = match txn.get(acc.as_bytes())? {
             None => {
                 check_path(store, &acc, limits)?;
-                txn.put(acc.as_bytes(), &[GROUP])?;
+                txn.put(acc.as_bytes(), &encode(acc.as_bytes(), GROUP, &[]))?;
                 true
             }
-            Some(v) if v[..] == [GROUP] => true,
-            Some(v) if has_copy(&v) => {
-                copies.push(acc.clone());
-                true
-            }
-            Some(v) => decode(store, &acc, v)? == Entry::Group,
+            Some(v) => match decode_in(store, &acc, &v, txn.format())? {
+                (Entry::Group, kept) => {
+                    if kept != 0 {
+                        copies.push(acc.clone());
+                    }
+                    true
+                }
+                _ => false,
+            },
         };
         if !group {
             return Err(StoreError::InvalidPath {
@@ -650,12 +941,10 @@ pub fn apply(
         match op {
             Op::Write(path, bytes) => {
                 let at = place(txn, store, path, limits, &mut copies)?;
-                let mut value = Vec::with_capacity(bytes.len() + 1);
-                value.push(RAW);
-                value.extend_from_slice(bytes);
+                let value = encode(at.as_bytes(), RAW, bytes);
                 if let Some(old) = txn.put_new(at.as_bytes(), &value)? {
                     // Written over a group: its copy goes with it.
-                    if has_copy(&old) {
+                    if may_have_copy(&old) {
                         txn.put_copy(at.as_bytes(), &[])?;
                     }
                     txn.put(at.as_bytes(), &value)?;
@@ -666,7 +955,7 @@ pub fn apply(
                 let at = place(txn, store, path, limits, &mut copies)?;
                 match entry(txn, store, &at)? {
                     None => {
-                        txn.put(at.as_bytes(), &[GROUP])?;
+                        txn.put(at.as_bytes(), &encode(at.as_bytes(), GROUP, &[]))?;
                         drop_copies(txn, &mut copies)?;
                     }
                     Some(Entry::Group | Entry::Link(_)) => {}
@@ -688,9 +977,7 @@ pub fn apply(
                 if entry(txn, store, &at)?.is_some() {
                     continue;
                 }
-                let mut value = Vec::with_capacity(existing.len() + 1);
-                value.push(LINK);
-                value.extend_from_slice(existing.as_bytes());
+                let value = encode(at.as_bytes(), LINK, existing.as_bytes());
                 txn.put(at.as_bytes(), &value)?;
                 drop_copies(txn, &mut copies)?;
             }
@@ -720,7 +1007,7 @@ pub fn apply_packed(
 
 /// Drops the packed copy of the group at `group` (which has one).
 fn drop_copy(txn: &mut dyn KvWrite, group: &str) -> Result<(), StoreError> {
-    txn.put(group.as_bytes(), &[GROUP])?;
+    txn.put(group.as_bytes(), &encode(group.as_bytes(), GROUP, &[]))?;
     txn.put_copy(group.as_bytes(), &[])
 }
 
@@ -739,11 +1026,15 @@ fn keep_or_drop(txn: &mut dyn KvWrite, store: &str, pack: &Pack) -> Result<(), S
     let Some(value) = txn.get(at.as_bytes())? else {
         return Ok(());
     };
-    if value.first() != Some(&GROUP) {
-        return Ok(());
-    }
+    let kept = match decode_in(store, &at, &value, txn.format()) {
+        Ok((Entry::Group, kept)) => kept,
+        Ok(_) => return Ok(()),
+        // A corrupt entry is left as it is (its reads fail), without a copy.
+        Err(_) if may_have_copy(&value) => return txn.put_copy(at.as_bytes(), &[]),
+        Err(_) => return Ok(()),
+    };
     let copy = match keep {
-        Some((expect, unless, copy)) if !copy.is_empty() => {
+        Some((expect, unless, copy)) => {
             // What cannot be read gets no copy (its reads keep failing as they do);
             // the batch itself still applies.
             let unreadable = |e: StoreError| match e {
@@ -759,18 +1050,24 @@ fn keep_or_drop(txn: &mut dyn KvWrite, store: &str, pack: &Pack) -> Result<(), S
             let exact = free
                 && group_tree(txn, store, &at, &mut Vec::new())
                     .map_or_else(unreadable, |tree| Ok(tree == *expect))?;
-            exact.then_some(copy)
+            exact.then(|| match copy.is_empty() {
+                false => (HAS_COPY, encode_copy(at.as_bytes(), COPY, copy)),
+                true => (
+                    HAS_DIGEST,
+                    encode_copy(at.as_bytes(), DIGEST, &tree_digest(expect)),
+                ),
+            })
         }
-        _ => None,
+        None => None,
     };
     match copy {
-        Some(copy) => {
-            if !has_copy(&value) {
-                txn.put(at.as_bytes(), &[GROUP, HAS_COPY])?;
+        Some((flag, copy)) => {
+            if kept != flag {
+                txn.put(at.as_bytes(), &encode(at.as_bytes(), GROUP, &[flag]))?;
             }
-            txn.put_copy(at.as_bytes(), copy)?;
+            txn.put_copy(at.as_bytes(), &copy)?;
         }
-        None if has_copy(&value) => drop_copy(txn, &at)?,
+        None if kept != 0 => drop_copy(txn, &at)?,
         None => {}
     }
     Ok(())
@@ -862,7 +1159,7 @@ mod tests {
         let pack = message(&mut map);
         let walked = read_tree(&map, "t", "m", &no_preference).unwrap();
         apply_packed(&mut map, "t", &[], std::slice::from_ref(&pack), LIMITS).unwrap();
-        assert_eq!(stored(&map), [GROUP, HAS_COPY]);
+        assert_eq!(stored(&map), encode(b"m", GROUP, &[HAS_COPY]));
         assert_eq!(read(&map, "m"), copy());
         assert_eq!(read(&map, "/m/"), copy());
         // Through a link, too; the group itself still reads whole.
@@ -906,7 +1203,7 @@ mod tests {
             copy: c,
         };
         apply_packed(&mut map, "t", &[], &[wrong], LIMITS).unwrap();
-        assert_eq!(stored(&map), [GROUP]);
+        assert_eq!(stored(&map), encode(b"m", GROUP, &[]));
         assert!(matches!(read(&map, "m"), Some(Packed::Tree(_))));
 
         // Something at the preferred path: no copy, and the preferred entry is read.
@@ -928,7 +1225,7 @@ mod tests {
             Some(Packed::Tree(Tree::Bytes(Bytes::from_static(b"big"))))
         );
         apply_packed(&mut map, "t", &[], &[pack], LIMITS).unwrap();
-        assert_eq!(stored(&map), [GROUP]);
+        assert_eq!(stored(&map), encode(b"m", GROUP, &[]));
     }
 
     #[test]
@@ -984,18 +1281,252 @@ mod tests {
 
     #[test]
     fn group_entries_with_and_without_a_copy_decode() {
-        let group = |v: &'static [u8]| decode("t", "g", Bytes::from_static(v));
-        assert_eq!(group(&[GROUP]).unwrap(), Entry::Group);
-        assert_eq!(group(&[GROUP, HAS_COPY]).unwrap(), Entry::Group);
-        assert!(group(&[GROUP, 7]).is_err());
-        assert!(group(&[GROUP, HAS_COPY, 0]).is_err());
+        let group = |v: &[u8]| decode("t", "g", Bytes::copy_from_slice(v));
+        assert_eq!(group(&encode(b"g", GROUP, &[])).unwrap(), Entry::Group);
+        assert_eq!(
+            group(&encode(b"g", GROUP, &[HAS_COPY])).unwrap(),
+            Entry::Group
+        );
+        assert!(group(&encode(b"g", GROUP, &[7])).is_err());
+        assert!(group(&encode(b"g", GROUP, &[HAS_COPY, 0])).is_err());
         // A flag without a copy: the group is walked.
         let mut map = Map::default();
         message(&mut map);
-        map.put(b"m", &[GROUP, HAS_COPY]).unwrap();
+        map.put(b"m", &encode(b"m", GROUP, &[HAS_COPY])).unwrap();
         assert!(matches!(
             read(&map, "m"),
             Some(Packed::Tree(Tree::Group(_)))
         ));
+    }
+
+    /// A map of format 1 (written before checksums), with entries of both formats.
+    #[derive(Default)]
+    struct Old(Map);
+
+    impl KvRead for Old {
+        fn format(&self) -> u8 {
+            1
+        }
+
+        fn get(&self, key: &[u8]) -> Result<Option<Bytes>, StoreError> {
+            self.0.get(key)
+        }
+
+        fn seek(&self, prefix: &[u8], from: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+            self.0.seek(prefix, from)
+        }
+    }
+
+    impl KvWrite for Old {
+        fn put(&mut self, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
+            self.0.put(key, value)
+        }
+    }
+
+    fn corrupt_at_path(r: Result<impl std::fmt::Debug, StoreError>, want: &str) {
+        match r {
+            Err(StoreError::Corrupt { path, .. }) if path == want => {}
+            other => panic!("not a corrupt entry at `{want}`: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn every_changed_byte_of_an_entry_is_an_error_naming_its_path() {
+        let mut map = Map::default();
+        let pack = message(&mut map);
+        apply_packed(&mut map, "t", &[], &[pack], LIMITS).unwrap();
+        let keys: Vec<Vec<u8>> = map.0.keys().cloned().collect();
+        for key in keys {
+            let good = map.0[&key].clone();
+            if good.is_empty() {
+                continue;
+            }
+            let path = if key[0] == COPIES {
+                String::from_utf8(key[1..].to_vec()).unwrap()
+            } else {
+                String::from_utf8(key.clone()).unwrap()
+            };
+            for i in 0..good.len() {
+                for flip in [0x01u8, 0x10, 0x80, 0xff] {
+                    let mut bad = good.to_vec();
+                    bad[i] ^= flip;
+                    map.0.insert(key.clone(), Bytes::from(bad));
+                    let r = if key[0] == COPIES {
+                        read_packed(&map, "t", &path, &no_preference).map(|_| ())
+                    } else if path == "m" || path == "data" {
+                        kind(&map, "t", &path).map(|_| ())
+                    } else if path.starts_with("m/") {
+                        read_tree(&map, "t", "m", &no_preference).map(|_| ())
+                    } else {
+                        super::read(&map, "t", &path).map(|_| ())
+                    };
+                    corrupt_at_path(r, &path);
+                }
+            }
+            // Cut short, or moved to another key.
+            map.0.insert(key.clone(), good.slice(..good.len() - 1));
+            if key[0] != COPIES {
+                corrupt_at_path(kind(&map, "t", &path), &path);
+            }
+            map.0.insert(key.clone(), good);
+        }
+        let moved = map.0[b"m/a".as_slice()].clone();
+        map.0.insert(b"m/z".to_vec(), moved);
+        corrupt_at_path(read_tree(&map, "t", "m", &no_preference), "m/z");
+    }
+
+    #[test]
+    fn entries_without_checksums_are_read_only_in_a_map_of_format_1() {
+        let legacy: [(&[u8], Vec<u8>); 4] = [
+            (b"g", vec![GROUP, HAS_COPY]),
+            (b"g/a", vec![RAW, b'1']),
+            (b"g/b", [&[LINK][..], b"data/x"].concat()),
+            (b"data/x", vec![RAW, b'2']),
+        ];
+        let mut old = Old::default();
+        for (k, v) in &legacy {
+            old.put(k, v).unwrap();
+        }
+        old.put(&copy_key(b"g"), &[1, 2, 3]).unwrap();
+        let want = Tree::Group(vec![
+            ("a".into(), Tree::Bytes(Bytes::from_static(b"1"))),
+            ("b".into(), Tree::Bytes(Bytes::from_static(b"2"))),
+        ]);
+        assert_eq!(
+            read_tree(&old, "t", "g", &no_preference).unwrap(),
+            Some(want)
+        );
+        assert_eq!(
+            read_packed(&old, "t", "g", &no_preference).unwrap(),
+            Some(Packed::Copy(Bytes::from_static(&[1, 2, 3])))
+        );
+        // New writes into it carry checksums; both read side by side.
+        apply(
+            &mut old,
+            "t",
+            &[Op::Write("g/c".into(), Bytes::from_static(b"3"))],
+            LIMITS,
+        )
+        .unwrap();
+        assert_eq!(old.0.0[b"g/c".as_slice()], encode(b"g/c", RAW, b"3"));
+        assert_eq!(
+            super::read(&old, "t", "g/c").unwrap(),
+            Some(Bytes::from_static(b"3"))
+        );
+        // The same entries in a map of format 2: errors naming their paths.
+        let mut new = Map::default();
+        for (k, v) in &legacy {
+            new.put(k, v).unwrap();
+        }
+        new.put(&copy_key(b"g"), &[1, 2, 3]).unwrap();
+        corrupt_at_path(kind(&new, "t", "g"), "g");
+        corrupt_at_path(super::read(&new, "t", "data/x"), "data/x");
+        corrupt_at_path(read_packed(&new, "t", "g", &no_preference), "g");
+    }
+
+    #[test]
+    fn old_binaries_are_checked_against_their_hash_names() {
+        let bytes = b"some bytes stored by hash";
+        let path = hb_core::cache::data_path(bytes);
+        let mut old = Old::default();
+        old.put(path.as_bytes(), &[&[RAW][..], bytes].concat())
+            .unwrap();
+        assert_eq!(
+            super::read(&old, "t", &path).unwrap().as_deref(),
+            Some(&bytes[..])
+        );
+        old.put(path.as_bytes(), &[&[RAW][..], b"other bytes"].concat())
+            .unwrap();
+        corrupt_at_path(super::read(&old, "t", &path), &path);
+        // Other paths have no name to check against.
+        old.put(b"k", &[RAW, b'x']).unwrap();
+        assert!(super::read(&old, "t", "k").unwrap().is_some());
+    }
+
+    #[test]
+    fn a_group_with_a_digest_that_lost_an_entry_is_an_error() {
+        let mut map = Map::default();
+        let Pack::Keep {
+            group,
+            expect,
+            unless,
+            ..
+        } = message(&mut map)
+        else {
+            unreachable!()
+        };
+        let digest = Pack::Keep {
+            group,
+            expect: expect.clone(),
+            unless,
+            copy: Bytes::new(),
+        };
+        apply_packed(&mut map, "t", &[], &[digest], LIMITS).unwrap();
+        assert_eq!(stored(&map), encode(b"m", GROUP, &[HAS_DIGEST]));
+        // Read whole, and checked.
+        assert_eq!(read(&map, "m"), Some(Packed::Tree(expect.clone())));
+        assert_eq!(
+            read_tree(&map, "t", "m", &no_preference).unwrap(),
+            Some(expect)
+        );
+        // An entry lost below it (its key damaged: it is elsewhere now).
+        let lost = map.0.remove(b"m/a".as_slice()).unwrap();
+        map.0.insert(b"n/a".to_vec(), lost);
+        corrupt_at_path(read_packed(&map, "t", "m", &no_preference), "m");
+        corrupt_at_path(read_tree(&map, "t", "m", &no_preference), "m");
+        // Something written below it later drops the digest, as it drops a copy.
+        apply(
+            &mut map,
+            "t",
+            &[Op::Write("m/c".into(), Bytes::from_static(b"3"))],
+            LIMITS,
+        )
+        .unwrap();
+        assert_eq!(stored(&map), encode(b"m", GROUP, &[]));
+        assert!(read_tree(&map, "t", "m", &no_preference).is_ok());
+    }
+
+    #[test]
+    fn short_and_crafted_values_are_errors_not_panics() {
+        // Whatever the bytes: an error (or an entry), never a panic. A value that is a
+        // checksum alone (of the key and nothing) is refused too.
+        let key = b"g";
+        let sum_alone = checksum(key, &[]).to_vec();
+        let copy_sum_alone = {
+            let mut h = crc32fast::Hasher::new();
+            h.update(&[COPIES]);
+            h.update(key);
+            h.finalize().to_le_bytes().to_vec()
+        };
+        let mut values: Vec<Vec<u8>> = vec![sum_alone, copy_sum_alone];
+        for len in 0..=6 {
+            for first in [0u8, LINK, RAW, GROUP, 0x11, 0x12, 0x13, COPY, DIGEST, 0xff] {
+                let mut v = vec![first; len.min(1)];
+                v.resize(len, 0xab);
+                values.push(v);
+            }
+        }
+        for v in values {
+            let _ = decode("t", "g", Bytes::from(v.clone()));
+            let mut map = Map::default();
+            map.put(key, &encode(key, GROUP, &[HAS_DIGEST])).unwrap();
+            map.put(&copy_key(key), &v).unwrap();
+            let _ = read_packed(&map, "t", "g", &no_preference);
+            let _ = read_tree(&map, "t", "g", &no_preference);
+            map.put(key, &v).unwrap();
+            let _ = kind(&map, "t", "g");
+        }
+    }
+
+    #[test]
+    fn the_format_marker_round_trips_and_is_checked() {
+        for f in [1, 2] {
+            assert_eq!(marker_format(&format_marker(f)), Some(f));
+        }
+        let mut bad = format_marker(2);
+        bad[0] = 1;
+        assert_eq!(marker_format(&bad), None);
+        assert_eq!(marker_format(&[]), None);
+        assert_eq!(marker_format(&format_marker(3)), None);
     }
 }

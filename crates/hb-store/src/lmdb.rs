@@ -7,6 +7,12 @@
 //! it. [`Durability::Relaxed`] opens the environment with `NO_SYNC`: commits reach the
 //! OS but are flushed only by [`LmdbStore::sync`] or the OS; a process crash loses
 //! nothing, a machine crash may lose the last commits (never half of one).
+//!
+//! Integrity: every entry carries a checksum of its key and value, checked on every
+//! read ([`crate::kv`]). A store created before checksums (no format marker, entries
+//! present) is opened as format 1: its old entries are read unchecked (binaries by
+//! hash are checked against their names), new ones are written with checksums; a new
+//! store is marked format 2, where an entry without a checksum is an error.
 
 use std::collections::HashSet;
 use std::ops::Bound;
@@ -38,6 +44,7 @@ pub struct LmdbStore {
     dir: PathBuf,
     name: String,
     limits: Limits,
+    format: u8,
 }
 
 /// The size of the memory map: the largest the store can grow to. The file grows as
@@ -99,7 +106,7 @@ impl LmdbStore {
                 .unwrap_or_else(|e| e.into_inner())
                 .remove(&canonical);
         }
-        let (env, db) = result?;
+        let (env, db, format) = result?;
         let limits = Limits {
             max_key: env.max_key_size(),
         };
@@ -109,6 +116,7 @@ impl LmdbStore {
             dir: canonical,
             name,
             limits,
+            format,
         })
     }
 
@@ -122,7 +130,7 @@ impl LmdbStore {
         name: &str,
         durability: Durability,
         map_size: usize,
-    ) -> Result<(Env, Database<RawBytes, RawBytes>), StoreError> {
+    ) -> Result<(Env, Database<RawBytes, RawBytes>, u8), StoreError> {
         let mut options = EnvOpenOptions::new();
         // LMDB wants whole pages: 64 KiB is a multiple of every usual page size.
         let map_size = map_size.div_ceil(1 << 16).max(1) << 16;
@@ -149,8 +157,42 @@ impl LmdbStore {
         let db = env
             .create_database(&mut wtxn, None)
             .map_err(|e| heed_error(name, "", e))?;
+        let format = Self::format_of(&mut wtxn, db, name)?;
         wtxn.commit().map_err(|e| heed_error(name, "", e))?;
-        Ok((env, db))
+        Ok((env, db, format))
+    }
+
+    /// The store's format, from its marker; a store without one is marked: format 2
+    /// when it is empty (new), else format 1 (written before checksums).
+    fn format_of(
+        wtxn: &mut heed::RwTxn<'_>,
+        db: Database<RawBytes, RawBytes>,
+        name: &str,
+    ) -> Result<u8, StoreError> {
+        let key = kv::FORMAT_KEY;
+        let at = String::from_utf8_lossy(key).into_owned();
+        if let Some(marker) = db.get(wtxn, key).map_err(|e| heed_error(name, &at, e))? {
+            return Ok(kv::marker_format(marker).unwrap_or_else(|| {
+                // Unreadable: entries without checksums are read too (they may be
+                // there); entries with checksums are checked all the same.
+                tracing::error!(store = name, "a corrupt format marker; reading as format 1");
+                1
+            }));
+        }
+        let empty = db
+            .first(wtxn)
+            .map_err(|e| heed_error(name, &at, e))?
+            .is_none();
+        let format = if empty { kv::FORMAT } else { 1 };
+        db.put(wtxn, key, &kv::format_marker(format))
+            .map_err(|e| heed_error(name, &at, e))?;
+        Ok(format)
+    }
+
+    /// The format of the store's entries: 2 (every entry checked) for stores created
+    /// since checksums, 1 for older ones ([`crate::kv`]).
+    pub fn format(&self) -> u8 {
+        self.format
     }
 
     /// The store's directory.
@@ -180,6 +222,7 @@ impl LmdbStore {
             txn: &rtxn,
             db: self.db,
             name: &self.name,
+            format: self.format,
         })
     }
 }
@@ -312,9 +355,14 @@ struct Reader<'a> {
     txn: &'a heed::RoTxn<'a>,
     db: Database<RawBytes, RawBytes>,
     name: &'a str,
+    format: u8,
 }
 
 impl KvRead for Reader<'_> {
+    fn format(&self) -> u8 {
+        self.format
+    }
+
     fn get(&self, key: &[u8]) -> Result<Option<Bytes>, StoreError> {
         lmdb_get(self.txn, self.db, self.name, key)
     }
@@ -332,9 +380,14 @@ struct Writer<'a, 'e> {
     txn: &'a mut heed::RwTxn<'e>,
     db: Database<RawBytes, RawBytes>,
     name: &'a str,
+    format: u8,
 }
 
 impl KvRead for Writer<'_, '_> {
+    fn format(&self) -> u8 {
+        self.format
+    }
+
     fn get(&self, key: &[u8]) -> Result<Option<Bytes>, StoreError> {
         lmdb_get(self.txn, self.db, self.name, key)
     }
@@ -413,6 +466,7 @@ impl Store for LmdbStore {
             txn: &mut wtxn,
             db: self.db,
             name: &self.name,
+            format: self.format,
         };
         // On error the transaction is dropped, which aborts it: nothing is applied.
         kv::apply_packed(&mut writer, &self.name, ops, packs, self.limits)?;

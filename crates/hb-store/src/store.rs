@@ -288,7 +288,8 @@ pub enum Pack {
         /// The path that must be empty: a reader of a group with a copy does not look
         /// there. Whoever puts something there later drops the copy ([`Pack::Drop`]).
         unless: Option<String>,
-        /// The copy (not empty).
+        /// The copy; empty to keep only a digest of `expect`, against which the group
+        /// is checked when it is read whole (a group too large for a copy).
         copy: Bytes,
     },
     /// Drop the copy kept with the group at this path, if any.

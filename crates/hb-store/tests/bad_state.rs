@@ -4,12 +4,13 @@
 //!
 //! * A missing path or ID is `Ok(None)` (not an error) at every level.
 //! * A corrupt `data.mdb` (bytes flipped at many positions of a closed store): opening
-//!   and reading give errors, `None` or the data — never a panic. Each corrupt copy is
-//!   read in a child process (this test binary run again) so that a crash inside LMDB
-//!   is seen as a crash. LMDB trusts its file and we checksum nothing: a flip inside a
-//!   stored value reads back as a different value (counted and printed; the message
-//!   cache's `data/<hash>` names let a reader check binaries, see
-//!   [`corrupt_files_give_errors_or_none_never_a_panic`]).
+//!   and reading give errors, `None` or the data — never a panic, and never a value
+//!   other than the one written. Each corrupt copy is read in a child process (this
+//!   test binary run again) so that a crash inside LMDB is seen as a crash. Every
+//!   entry carries a checksum of its key and value (`hb_store::kv`): a flip inside a
+//!   stored value, a packed copy, a group or a link entry is an error naming its path
+//!   (a corrupt packed copy is read around, through the message's group); see
+//!   [`corrupt_files_give_errors_or_none_never_a_panic`] for what is counted.
 //! * A full store (a small map): `StoreError::Full` naming the path, and the store
 //!   still reads everything written before, and takes writes again once reopened with
 //!   a larger map.
@@ -31,8 +32,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::{Gen, Rng};
-use hb_core::id::{Id, b64url};
+use hb_core::id::Id;
 use hb_core::{Message, Value};
+use hb_store::store::Packed;
 use hb_store::{
     CacheError, Durability, EntryType, LmdbStore, MemoryStore, MessageCache, Store, StoreError,
 };
@@ -122,22 +124,65 @@ fn corrupt_messages() -> Vec<Message> {
 }
 
 /// What a reader of a corrupt store saw.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 struct Seen {
     open_failed: bool,
     /// Messages read back identical.
     same: usize,
-    /// Messages read back different (a flipped byte inside a value).
+    /// Messages read back different (a value changed, silently).
     different: usize,
     /// Reads that gave an error.
     errors: usize,
     /// Reads that gave nothing.
     none: usize,
-    /// Binaries whose bytes do not hash to their `data/<hash>` name.
-    bad_binaries: usize,
+    /// Packed copies whose check failed (the message is then read through its group).
+    copy_errors: usize,
+    /// Every path the reader reached (listing from the root, links followed a few
+    /// levels deep, and `copy:<ID>` for each message's packed copy): what it read
+    /// there — `V<hash>` bytes read, `E` an error, `N` nothing.
+    values: BTreeMap<String, String>,
 }
 
-/// The child: opens the store in `dir` and reads everything; prints a `SEEN` line.
+/// How deep the child's walk over every path goes.
+const WALK_DEPTH: usize = 4;
+
+/// Reads everything below `path` into `out` ([`Seen::values`]).
+fn walk(store: &dyn Store, path: &str, depth: usize, out: &mut BTreeMap<String, String>) {
+    let names = match store.list(path) {
+        Ok(Some(names)) => names,
+        Ok(None) => return,
+        Err(_) => {
+            out.insert(format!("list:{path}"), "E".into());
+            return;
+        }
+    };
+    for name in names {
+        let at = if path.is_empty() {
+            name
+        } else {
+            format!("{path}/{name}")
+        };
+        let seen = match store.kind(&at) {
+            Ok(Some(EntryType::Composite)) => {
+                if depth < WALK_DEPTH {
+                    walk(store, &at, depth + 1, out);
+                }
+                continue;
+            }
+            Ok(Some(EntryType::Simple)) => match store.read(&at) {
+                Ok(Some(b)) => format!("V{}", Id::sha256(&b).to_human()),
+                Ok(None) => "N".into(),
+                Err(_) => "E".into(),
+            },
+            Ok(None) => "N".into(),
+            Err(_) => "E".into(),
+        };
+        out.insert(at, seen);
+    }
+}
+
+/// The child: opens the store in `dir` and reads everything; prints a `SEEN` line and
+/// one `VALUE <path> <what>` line per path it reached.
 #[test]
 fn child_corrupt_reader() {
     let Some(dir) = std::env::var_os(CORRUPT_DIR) else {
@@ -157,29 +202,45 @@ fn child_corrupt_reader() {
                     Ok(None) => seen.none += 1,
                     Err(_) => seen.errors += 1,
                 }
+                let copy = match store.read_packed(&id, &|_| None) {
+                    Ok(Some(Packed::Copy(c))) => format!("V{}", Id::sha256(&c).to_human()),
+                    Ok(Some(Packed::Tree(_))) => "T".into(),
+                    Ok(None) => "N".into(),
+                    Err(StoreError::Corrupt { path, .. }) if path == id => {
+                        seen.copy_errors += 1;
+                        "E".into()
+                    }
+                    Err(_) => "E".into(),
+                };
+                seen.values.insert(format!("copy:{id}"), copy);
             }
-            // Everything else that can be asked: listings, kinds, every binary.
+            // Everything else that can be asked: listings, kinds, every value.
+            walk(store.as_ref(), "", 0, &mut seen.values);
             if let Ok(Some(top)) = store.list("") {
                 for name in top {
-                    let _ = store.kind(&name);
                     let _ = cache.read(&name);
-                }
-            }
-            if let Ok(Some(data)) = store.list("data") {
-                for name in data {
-                    match store.read(&format!("data/{name}")) {
-                        Ok(Some(b)) if b64url(&Id::sha256(&b).0) != name => {
-                            seen.bad_binaries += 1;
-                        }
-                        _ => {}
-                    }
                 }
             }
             // A write to a corrupt store fails or succeeds; it must not panic either.
             let _ = cache.write(&Message::new().with("after", "corruption"));
         }
     }
-    println!("SEEN {seen:?}");
+    for (path, what) in &seen.values {
+        println!("VALUE {path} {what}");
+    }
+    let Seen {
+        open_failed,
+        same,
+        different,
+        errors,
+        none,
+        copy_errors,
+        ..
+    } = seen;
+    println!(
+        "SEEN open_failed={open_failed} same={same} different={different} errors={errors} \
+         none={none} copy_errors={copy_errors}"
+    );
 }
 
 /// How long a reader of a corrupt copy may take before it counts as hung.
@@ -241,23 +302,25 @@ fn read_corrupt_copy(dir: &Path) -> Result<Seen, NoAnswer> {
         .lines()
         .find_map(|l| l.split_once("SEEN ").map(|(_, rest)| rest))
         .unwrap_or_else(|| panic!("no SEEN line:\n{stdout}\n{stderr}"));
-    // `Seen { open_failed: false, same: 1, … }` back into numbers.
     let mut seen = Seen::default();
-    for field in line
-        .trim_start_matches("Seen {")
-        .trim_end_matches('}')
-        .split(',')
-    {
-        let (k, v) = field.split_once(':').unwrap();
-        let v = v.trim();
-        match k.trim() {
+    for field in line.split_whitespace() {
+        let (k, v) = field.split_once('=').unwrap();
+        let n = || v.parse::<usize>().unwrap();
+        match k {
             "open_failed" => seen.open_failed = v == "true",
-            "same" => seen.same = v.parse().unwrap(),
-            "different" => seen.different = v.parse().unwrap(),
-            "errors" => seen.errors = v.parse().unwrap(),
-            "none" => seen.none = v.parse().unwrap(),
-            "bad_binaries" => seen.bad_binaries = v.parse().unwrap(),
+            "same" => seen.same = n(),
+            "different" => seen.different = n(),
+            "errors" => seen.errors = n(),
+            "none" => seen.none = n(),
+            "copy_errors" => seen.copy_errors = n(),
             other => panic!("unknown field {other}"),
+        }
+    }
+    for l in stdout.lines() {
+        if let Some(rest) = l.strip_prefix("VALUE ")
+            && let Some((path, what)) = rest.rsplit_once(' ')
+        {
+            seen.values.insert(path.to_owned(), what.to_owned());
         }
     }
     Ok(seen)
@@ -274,23 +337,42 @@ fn corrupt_files_give_errors_or_none_never_a_panic() {
             cache.write(&msg).unwrap();
         }
     }
+    // (Before the clean read: its reader writes a message after reading.)
+    let data = std::fs::read(original.path().join("data.mdb")).unwrap();
     let clean = read_corrupt_copy(original.path()).unwrap();
     assert_eq!(
-        clean,
-        Seen {
-            same: CORRUPT_MESSAGES,
-            ..Seen::default()
-        },
+        (
+            clean.same,
+            clean.different,
+            clean.errors,
+            clean.none,
+            clean.copy_errors
+        ),
+        (CORRUPT_MESSAGES, 0, 0, 0, 0),
         "the intact store"
     );
-    let data = std::fs::read(original.path().join("data.mdb")).unwrap();
+    assert!(!clean.open_failed);
+    let unread: Vec<_> = clean
+        .values
+        .iter()
+        .filter(|(_, w)| !w.starts_with(['V', 'T']))
+        .collect();
+    assert!(unread.is_empty(), "the intact store: {unread:?}");
+    let copies = clean
+        .values
+        .iter()
+        .filter(|(p, w)| p.starts_with("copy:") && w.starts_with('V'))
+        .count();
     let mut rng = Rng::new(CORRUPT_SEED);
     // Positions: the two meta pages (the first 8 KiB), then anywhere in the file.
     let mut positions: Vec<usize> = (0..24).map(|_| rng.below(8192.min(data.len()))).collect();
     positions.extend((0..96).map(|_| rng.below(data.len())));
     let mut outcomes: BTreeMap<&'static str, usize> = BTreeMap::new();
-    let (mut crashes, mut hangs) = (Vec::new(), Vec::new());
-    let (mut silent, mut caught_by_hash) = (0usize, 0usize);
+    let (mut crashes, mut hangs, mut silent) = (Vec::new(), Vec::new(), Vec::new());
+    // Over all copies: values (and packed copies) reported corrupt, and gone without
+    // an error.
+    let (mut caught, mut gone, mut copies_caught) = (0usize, 0usize, 0usize);
+    let mut gone_without_error = Vec::new();
     for (n, &at) in positions.iter().enumerate() {
         let copy = tempfile::tempdir().unwrap();
         let mut bytes = data.clone();
@@ -299,53 +381,104 @@ fn corrupt_files_give_errors_or_none_never_a_panic() {
             *b ^= u8::try_from(rng.between(1, 255)).unwrap();
         }
         std::fs::write(copy.path().join("data.mdb"), &bytes).unwrap();
+        let flip = format!("flip {n} at byte {at} (+{len})");
         match read_corrupt_copy(copy.path()) {
             Err(NoAnswer::Crashed(signal)) => {
-                crashes.push(format!(
-                    "flip {n} at byte {at} (+{len}): killed by signal {signal}"
-                ));
+                crashes.push(format!("{flip}: killed by signal {signal}"));
                 *outcomes.entry("crash").or_default() += 1;
             }
             Err(NoAnswer::Hung) => {
-                hangs.push(format!("flip {n} at byte {at} (+{len})"));
+                hangs.push(flip);
                 *outcomes.entry("hung").or_default() += 1;
             }
             Ok(seen) => {
+                // A value read without an error must be the one written.
+                let changed: Vec<String> = seen
+                    .values
+                    .iter()
+                    .filter(|(path, what)| {
+                        what.starts_with('V') && clean.values.get(*path) != Some(*what)
+                    })
+                    .map(|(path, _)| path.clone())
+                    .collect();
+                // (Also at paths the clean store has not: a name damaged in a listing.)
+                let errors = seen.values.values().filter(|what| *what == "E").count();
+                let missing = clean
+                    .values
+                    .keys()
+                    .filter(|path| seen.values.get(*path).is_none_or(|w| w == "N"))
+                    .count();
+                caught += errors;
+                copies_caught += seen.copy_errors;
+                gone += missing;
+                if seen.different > 0 || !changed.is_empty() {
+                    let unread: Vec<_> = clean
+                        .values
+                        .keys()
+                        .filter(|p| seen.values.get(*p).is_none_or(|w| w == "N" || w == "E"))
+                        .take(8)
+                        .collect();
+                    silent.push(format!(
+                        "{flip}: {} messages read back different; values changed: \
+                         {changed:?}; paths gone or failing: {unread:?}",
+                        seen.different
+                    ));
+                }
                 let outcome = if seen.open_failed {
                     "open failed"
-                } else if seen.errors + seen.none > 0 {
-                    "read errors or none"
-                } else if seen.different > 0 || seen.bad_binaries > 0 {
-                    "a value changed"
+                } else if seen.different > 0 || !changed.is_empty() {
+                    "a value changed silently"
+                } else if seen.errors + errors + seen.copy_errors > 0 {
+                    "corruption reported"
+                } else if seen.none + missing > 0 {
+                    let some: Vec<_> = clean
+                        .values
+                        .keys()
+                        .filter(|p| seen.values.get(*p).is_none_or(|w| w == "N"))
+                        .take(3)
+                        .collect();
+                    gone_without_error.push(format!(
+                        "{flip}: {} messages and {missing} paths read nothing, e.g. {some:?}",
+                        seen.none
+                    ));
+                    "entries gone, no error"
                 } else {
                     "no effect seen"
                 };
-                if seen.different > 0 {
-                    silent += 1;
-                    if seen.bad_binaries > 0 {
-                        caught_by_hash += 1;
-                    }
-                }
                 *outcomes.entry(outcome).or_default() += 1;
             }
         }
     }
     eprintln!(
-        "{} corrupt copies of a {} KiB data.mdb: {outcomes:?}; {silent} read a changed \
-         message without an error ({caught_by_hash} of them caught by a data/<hash> check)",
+        "{} corrupt copies of a {} KiB data.mdb ({} paths and {copies} packed copies read \
+         in each): {outcomes:?}; over all copies, {caught} reads of a path reported \
+         corruption ({copies_caught} of a packed copy, read around), {gone} paths read \
+         nothing without an error, {} read a changed value",
         positions.len(),
-        data.len() / 1024
+        data.len() / 1024,
+        clean.values.len(),
+        silent.len()
     );
     for c in &crashes {
         eprintln!("  LMDB crashed reading a corrupt file: {c}");
     }
-    // LMDB trusts its file (no checksums): a crash inside it on a corrupt file is
-    // possible, and documented (docs/PERFORMANCE.md, "Store"); a panic of ours is not
-    // (checked in `read_corrupt_copy`), nor a reader that never returns.
+    for g in &gone_without_error {
+        eprintln!("  entries gone without an error: {g}");
+    }
+    // LMDB's own structures (page headers, branch pages, meta pages) are not ours to
+    // check: a crash inside LMDB on a corrupt file is possible, and documented
+    // (docs/PERFORMANCE.md, "Store"); a panic of ours is not (checked in
+    // `read_corrupt_copy`), nor a reader that never returns, nor a value other than
+    // the one written.
     assert!(
         hangs.is_empty(),
         "readers of corrupt copies hung (killed after {READER_TIMEOUT:?}): {hangs:?}"
     );
+    assert!(
+        silent.is_empty(),
+        "values changed without an error: {silent:#?}"
+    );
+    assert!(caught > 0, "no flip was caught: the checks did not run?");
 }
 
 // ---------------------------------------------------------------------------------
