@@ -892,7 +892,18 @@ impl Process {
             Some(n) => n,
             None => {
                 let id = String::from_utf8_lossy(&wanted.to_display_bytes()).into_owned();
-                match ctx.blocking(|| slot_of_message(&pid, id.trim(), ctx)) {
+                let current = run_as(
+                    Role::Scheduler,
+                    &process,
+                    &Message::new().with("path", "slot"),
+                    ctx,
+                )?
+                .value
+                .as_message()
+                .and_then(|m| m.get("current"))
+                .and_then(Value::as_int)
+                .unwrap_or(-1);
+                match ctx.blocking(|| slot_of_message(&pid, id.trim(), current, ctx)) {
                     Some(n) => n,
                     None => {
                         return Ok(Outcome::error_status(
@@ -928,12 +939,13 @@ impl Process {
 }
 
 /// The slot that holds the message `id` (its ID, or one of its commitments'), among
-/// the latest [`RESULTS_SEARCH_SLOTS`] assignments of `pid`.
-fn slot_of_message(pid: &str, id: &str, ctx: &Ctx) -> Option<i64> {
-    let names = ctx.cache().list(&format!("assignments/{pid}")).ok()??;
-    let mut slots: Vec<i64> = names.iter().filter_map(|n| n.parse().ok()).collect();
-    slots.sort_unstable_by(|a, b| b.cmp(a));
-    slots.into_iter().take(RESULTS_SEARCH_SLOTS).find(|slot| {
+/// the latest [`RESULTS_SEARCH_SLOTS`] assignments of `pid` (the newest first, from
+/// the `current` slot down).
+fn slot_of_message(pid: &str, id: &str, current: i64, ctx: &Ctx) -> Option<i64> {
+    let oldest = current
+        .saturating_sub(RESULTS_SEARCH_SLOTS as i64 - 1)
+        .max(0);
+    (oldest..=current).rev().find(|slot| {
         let path = crate::scheduler::assignment_path(pid, *slot);
         let Ok(Some(Value::Message(assignment))) = ctx.cache().read_path(&path) else {
             return false;
