@@ -89,6 +89,27 @@ describe('40 httpsig: client → node', () => {
       await expectRefused(req, { headers: { count: '4' } }, 'count changed')
     })
 
+    it('a process and a message, each the signed request itself (@path covered), are scheduled as sent', async () => {
+      const scheduler = await (await fetch(`${node.url}/~meta@1.0/info/address`)).text()
+      const spawn = await hbsigSigned(jwk1, node.url, {
+        path: '/~process@1.0/schedule', device: 'process@1.0', type: 'Process',
+        scheduler, 'execution-device': 'test-device@1.0', nonce: 'hbsig-schedule',
+      })
+      let res = await sendRequest(spawn)
+      assert.equal(res.status, 200, `spawn: ${res.headers.get('reason')} ${await res.text()}`)
+      const pid = res.headers.get('process')
+      assert.match(pid ?? '', /^[A-Za-z0-9_-]{43}$/)
+      const msg = await hbsigSigned(jwk1, node.url, { path: `/${pid}/schedule`, type: 'Message', target: pid, action: 'Eval', count: 3 })
+      res = await sendRequest(msg)
+      assert.equal(res.status, 200, `message: ${res.headers.get('reason')} ${await res.text()}`)
+      assert.equal(res.headers.get('slot'), '1')
+      res = await fetch(`${node.url}/${pid}/compute/results/assignment-slot?slot=1`)
+      assert.equal([res.status, await res.text()].join(' '), '200 1')
+      // The same message with a field changed after signing is still refused.
+      const again = await hbsigSigned(jwk1, node.url, { path: `/${pid}/schedule`, type: 'Message', target: pid, action: 'Eval', count: 3 })
+      await expectRefused(again, { headers: { count: '4' } }, 'count changed')
+    })
+
     it('a tampered path field is refused', async () => {
       const req = await hbsigSigned(jwk1, node.url, { path: '/committers', 'x-test': 'abc' })
       await expectRefused(req, { headers: { path: '/id' } }, 'path changed')

@@ -170,6 +170,9 @@ pub struct Ctx {
     depth: u32,
     deadline: Option<(Instant, Duration)>,
     step_hook: Option<Arc<[Message]>>,
+    /// The signed request this resolution answers, as the HTTP layer received and
+    /// verified it (against the received bytes, derived components included).
+    request: Option<Arc<Message>>,
 }
 
 /// The parts of a context that every resolution of a node shares.
@@ -332,6 +335,7 @@ impl Ctx {
             depth: 0,
             deadline: None,
             step_hook: None,
+            request: None,
         }
     }
 
@@ -349,6 +353,7 @@ impl Ctx {
     pub fn without_step_hook(&self) -> Ctx {
         Ctx {
             step_hook: None,
+            request: None,
             ..self.clone()
         }
     }
@@ -374,6 +379,24 @@ impl Ctx {
             opts,
             ..self.clone()
         }
+    }
+
+    /// The same context answering `request`, a signed request whose signatures the
+    /// caller verified against the bytes it received (see [`Ctx::request`]).
+    pub fn with_request(&self, request: Message) -> Ctx {
+        Ctx {
+            request: Some(Arc::new(request)),
+            ..self.clone()
+        }
+    }
+
+    /// The signed request this resolution answers, verified as received. A device
+    /// that checks a message's signatures may take this as the signed original of a
+    /// message with the same commitments: re-encoding cannot always reproduce what a
+    /// signer covered (an hbsig client signs `@path`, the request's path, which the
+    /// HyperPATH replaces with each step's key).
+    pub fn request(&self) -> Option<&Message> {
+        self.request.as_deref()
     }
 
     /// The same context for internal helper calls (spec 01 §11).

@@ -782,19 +782,9 @@ impl Process {
     /// `now` (§1.7): the state at the scheduler's current slot.
     fn now(&self, base: &Message, ctx: &Ctx) -> DeviceResult {
         let base = ensure_process_key(base, ctx);
-        let current = run_as(
-            Role::Scheduler,
-            &base,
-            &Message::new().with("path", "slot"),
-            ctx,
-        )?;
-        let Some(slot) = current
-            .value
-            .as_message()
-            .and_then(|m| m.get("current"))
-            .and_then(Value::as_int)
-        else {
-            return Ok(phase_error(current, "get-schedule", 0));
+        let slot = match current_slot(&base, ctx)? {
+            Ok(slot) => slot,
+            Err(out) => return Ok(out),
         };
         if slot < 0 {
             return Ok(Outcome::error_status(
@@ -892,17 +882,10 @@ impl Process {
             Some(n) => n,
             None => {
                 let id = String::from_utf8_lossy(&wanted.to_display_bytes()).into_owned();
-                let current = run_as(
-                    Role::Scheduler,
-                    &process,
-                    &Message::new().with("path", "slot"),
-                    ctx,
-                )?
-                .value
-                .as_message()
-                .and_then(|m| m.get("current"))
-                .and_then(Value::as_int)
-                .unwrap_or(-1);
+                let current = match current_slot(&process, ctx)? {
+                    Ok(slot) => slot,
+                    Err(out) => return Ok(out),
+                };
                 match ctx.blocking(|| slot_of_message(&pid, id.trim(), current, ctx)) {
                     Some(n) => n,
                     None => {
@@ -936,6 +919,23 @@ impl Process {
             _ => Ok(out),
         }
     }
+}
+
+/// The scheduler's current slot of the process (-1: nothing scheduled), or the
+/// scheduler's failure.
+fn current_slot(process: &Message, ctx: &Ctx) -> Result<Result<i64, Outcome>, ResolveError> {
+    let current = run_as(
+        Role::Scheduler,
+        process,
+        &Message::new().with("path", "slot"),
+        ctx,
+    )?;
+    Ok(current
+        .value
+        .as_message()
+        .and_then(|m| m.get("current"))
+        .and_then(Value::as_int)
+        .ok_or_else(|| phase_error(current.clone(), "get-schedule", 0)))
 }
 
 /// The slot that holds the message `id` (its ID, or one of its commitments'), among

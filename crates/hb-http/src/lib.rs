@@ -180,6 +180,11 @@ impl Service {
             .with_step_hooks(&node);
         // `only-if-cached` (what one node sends another): answer from this node's store
         // alone, never from its remote sources, so a miss cannot bounce between nodes.
+        // A signed request, verified as received: devices that check signatures may
+        // rely on it where re-encoding cannot reproduce what was signed (`@path`).
+        if !hb_core::message::committers_of(&singleton).is_empty() {
+            ctx = ctx.with_request(singleton.clone());
+        }
         if hb_core::resolve::CacheDirectives::of_message(&singleton).only_if_cached {
             ctx = ctx.with_opts(ResolveOpts {
                 remote_loads: false,
