@@ -17,6 +17,7 @@ pub mod cron;
 pub mod dedup;
 pub mod flat;
 pub mod json;
+pub mod lua;
 pub mod meta;
 pub mod multipass;
 pub mod patch;
@@ -49,6 +50,7 @@ pub fn preloaded(wallet: Option<Arc<Wallet>>) -> Vec<Arc<dyn Device>> {
         }),
         Arc::new(json::Json),
         Arc::new(json_iface::JsonIface),
+        Arc::new(lua::Lua),
         Arc::new(meta::Meta),
         Arc::new(multipass::Multipass),
         Arc::new(patch::Patch),
