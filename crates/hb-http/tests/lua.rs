@@ -156,7 +156,7 @@ fn process_def(nonce: &str) -> Message {
         .with("type", "Process")
         .with("scheduler", key2().address().as_str())
         .with("execution-device", "lua@5.3a")
-        .with("module", COUNTER.replace('\n', " ").as_str())
+        .with("module", COUNTER)
         .with("nonce", nonce)
 }
 
@@ -314,7 +314,7 @@ async fn a_restarted_node_continues_from_the_snapshot() {
     };
     let node = start("first").await;
     let addr = node.addr;
-    let def = process_def("restart").with("module", WITNESS.replace('\n', " ").as_str());
+    let def = process_def("restart").with("module", WITNESS);
     let def = hb_codec::httpsig_commit::commit(&def, &key1()).unwrap();
     let pid = id_all(&def).unwrap().to_human();
     let r = send(addr, &post("/~process@1.0/schedule", &def, None)).await;
@@ -393,7 +393,7 @@ async fn aos_handlers_update_state_with_patch() {
 
     // The seed's handler, verbatim.
     let handler = "Handlers.add('Update-State', { Action = 'Update-State' }, function(msg)\n  if msg.From == ao.env.Process.Tags.AllowedSender then\n    Send({ device = 'patch@1.0', cache = msg.Data })\n    print('Updated State!')\n  end\nend)";
-    schedule_msg(addr, &pid, &eval_msg(&pid, &handler.replace('\n', " "))).await;
+    schedule_msg(addr, &pid, &eval_msg(&pid, handler)).await;
     let update = Message::new()
         .with("type", "Message")
         .with("target", pid.as_str())

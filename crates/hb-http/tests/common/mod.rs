@@ -114,7 +114,9 @@ pub fn post_with(
         Some(w) => hb_codec::httpsig_commit::commit(msg, w).expect("commit"),
         None => msg.clone(),
     };
-    let http = hb_core::httpsig::encode_rich(&msg).expect("encode");
+    // The wire form: values that cannot be header fields (a newline in Lua source)
+    // travel as body parts, as a real client sends them.
+    let http = hb_core::httpsig::encode_rich_wire(&msg).expect("encode");
     let body = http.body.map(|b| b.to_vec()).unwrap_or_default();
     let mut req = format!("POST {target} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n{extra}");
     for (k, v) in &http.headers {
