@@ -19,7 +19,7 @@
 # 3. Restarts the node (cold: no live process state, nothing computed yet) and times
 #    `GET /<pid>/compute/at-slot?slot=N`, first for the first COMPUTE_FIRST (500) slots,
 #    then on to the last: every slot computed on test-device@1.0 and its state stored
-#    durably, with a snapshot. Prints slots/s.
+#    durably (snapshots as the default policy says). Prints slots/s.
 #
 # Needs wrk, curl and openssl. Servers listen on 127.0.0.1 only; every process the
 # script starts is stopped by its pid.
@@ -236,7 +236,7 @@ awk -v s="$scheduled" -v one="$sign_one" -v all="$sign_all" -v cores="$cores" \
         printf "disk: %s and %s synchronous 4 KiB writes/s (dd oflag=dsync; before, after)\n", ds1, ds2
         printf "scheduled / one-core signing rate = %.2f\n", s / one
         printf "scheduled / %d-core signing rate = %.2f (target >= %.2f)%s\n", cores, s / all, target, (s / all >= target) ? "  MET" : "  MISSED"
-        printf "\ncomputed from a cold start (test-device@1.0, each state stored durably with a snapshot):\n"
+        printf "\ncomputed from a cold start (test-device@1.0, each state stored durably):\n"
         printf "  slots 0..%d: %.2f s = %.0f slots/s\n", first, sf, (first + 1) / sf
         if (last > first)
             printf "  slots %d..%d (live state): %.2f s = %.0f slots/s\n", first + 1, last, sr, (last - first) / sr
