@@ -119,12 +119,13 @@ fn memory(caller: &mut Caller<'_, HostState>) -> wasmtime::Result<Memory> {
 }
 
 /// The `len` bytes at `ptr`, or `None` when out of bounds.
-fn slice(data: &[u8], ptr: u32, len: u32) -> Option<&[u8]> {
+pub(crate) fn slice(data: &[u8], ptr: u32, len: u32) -> Option<&[u8]> {
     let start = ptr as usize;
     data.get(start..start.checked_add(len as usize)?)
 }
 
-fn write_bytes(data: &mut [u8], ptr: u32, bytes: &[u8]) -> bool {
+/// Copies `bytes` to `ptr`; `false` (nothing written) when out of bounds.
+pub(crate) fn write_bytes(data: &mut [u8], ptr: u32, bytes: &[u8]) -> bool {
     let start = ptr as usize;
     match start
         .checked_add(bytes.len())

@@ -514,7 +514,7 @@ impl Lua {
                 "not enough memory for the request".into(),
             )));
         }
-        if !write_at(self.memory.data_mut(&mut self.store), ptr, request) {
+        if !host::write_bytes(self.memory.data_mut(&mut self.store), ptr, request) {
             return Ok(Err(LuaError::Protocol(
                 "request buffer out of bounds".into(),
             )));
@@ -526,7 +526,7 @@ impl Lua {
         };
         let result = func.clone().call(&mut self.store, len)?;
         let data = self.memory.data(&self.store);
-        let Some(header) = read_at(data, result, 12) else {
+        let Some(header) = host::slice(data, result, 12) else {
             return Ok(Err(LuaError::Protocol(
                 "result header out of bounds".into(),
             )));
@@ -534,7 +534,7 @@ impl Lua {
         let word =
             |i: usize| u32::from_le_bytes([header[i], header[i + 1], header[i + 2], header[i + 3]]);
         let (status, ptr, n) = (word(0), word(4), word(8));
-        let Some(payload) = read_at(data, ptr, n) else {
+        let Some(payload) = host::slice(data, ptr, n) else {
             return Ok(Err(LuaError::Protocol(
                 "result payload out of bounds".into(),
             )));
@@ -687,25 +687,6 @@ impl Lua {
             Ok(kb) => Ok(kb.max(0) as u32),
             Err(e) => Err(self.trapped(e)),
         }
-    }
-}
-
-fn read_at(data: &[u8], ptr: u32, len: u32) -> Option<&[u8]> {
-    let start = ptr as usize;
-    data.get(start..start.checked_add(len as usize)?)
-}
-
-fn write_at(data: &mut [u8], ptr: u32, bytes: &[u8]) -> bool {
-    let start = ptr as usize;
-    match start
-        .checked_add(bytes.len())
-        .and_then(|end| data.get_mut(start..end))
-    {
-        Some(dst) => {
-            dst.copy_from_slice(bytes);
-            true
-        }
-        None => false,
     }
 }
 
