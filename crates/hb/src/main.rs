@@ -69,7 +69,9 @@ enum StoreCommand {
     /// Exit code 1 with `not found: <path>` when nothing is there.
     #[command(verbatim_doc_comment)]
     Ls {
-        /// The path to list: a message ID, `data`, `<ID>/<key>`, ...
+        /// The path to list: a message ID, `data`, `<ID>/<key>`, ... (IDs may start
+        /// with `-`).
+        #[arg(allow_hyphen_values = true)]
         prefix: Option<String>,
         #[command(flatten)]
         node: NodeArgs,
@@ -80,7 +82,8 @@ enum StoreCommand {
     /// when nothing is there.
     Get {
         /// A message ID (uncommitted or commitment ID), `data/<hash>`, or a path
-        /// through a message's keys (`<ID>/<key>/...`).
+        /// through a message's keys (`<ID>/<key>/...`). (IDs may start with `-`.)
+        #[arg(allow_hyphen_values = true)]
         path: String,
         /// Print a message in this codec instead: `json@1.0`, `flat@1.0`,
         /// `httpsig@1.0` or `ans104@1.0`.

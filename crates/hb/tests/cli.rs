@@ -557,6 +557,17 @@ fn store_ls_and_get_show_what_the_node_keeps() {
         String::from_utf8_lossy(&out.stderr).trim(),
         "not found: no/such/thing"
     );
+    // An ID may start with `-` (base64url): a path, not an option.
+    let dashed = format!("-{}", &id[1..]);
+    for cmd in ["get", "ls"] {
+        let out = store_cmd(&dir, &[cmd, &dashed]);
+        assert_eq!(out.status.code(), Some(1), "{cmd}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains(&format!("not found: {dashed}")),
+            "{cmd}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
     let out = store_cmd(&dir, &["ls", "nothing-here"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("not found: nothing-here"));
