@@ -6,7 +6,8 @@
 //    gateway store (GraphQL with the reference's item_spec, data from `/raw/<id>` or the
 //    `/<id>` fallback, signature verified) and serves its keys at `/<id>/<key>`;
 //  * an unknown ID, a tampered ID and an item whose anchor arlocal does not keep (so its
-//    signature cannot be checked) get 404 quickly, never a hang.
+//    signature cannot be checked) get 404 quickly, never a hang — the last only with
+//    `ans104_trust_gql=false`; by default it is served, marked `trusted-keys`.
 //  * uploads made by the node itself (issue 4): an item signed by arbundles is POSTed
 //    to our node's `upload@1.0` (`POST /~upload@1.0/item`, started with `--gateway
 //    <arlocal>`), which posts it to arlocal in an ANS-104 bundle in an L1 transaction
@@ -125,15 +126,36 @@ describe('arweave: arlocal and the gateway store', () => {
     assert.equal(await again.text(), APP)
   })
 
-  it('unknown, tampered and unverifiable IDs get 404 quickly', async () => {
+  it('unknown and tampered IDs get 404 quickly', async () => {
     const flip = (id) => (id[5] === 'A' ? 'B' : 'A')
     const tampered = item.id.slice(0, 5) + flip(item.id) + item.id.slice(6)
-    for (const id of ['A'.repeat(43), tampered, anchored.id]) {
+    for (const id of ['A'.repeat(43), tampered]) {
       const t = Date.now()
       const res = await fetchT(`${node.url}/${id}`, {}, 20000)
       await res.text()
       assert.equal(res.status, 404, id)
       assert.ok(Date.now() - t < 15000, `${id}: ${Date.now() - t} ms`)
+    }
+  })
+
+  it('an item that cannot verify is served on GraphQL trust (ans104_trust_gql, default), refused without it', async () => {
+    // arlocal drops the anchor, so the rebuilt item's signature cannot be checked: with
+    // the default `ans104_trust_gql: true` the node serves it, its tag names marked as
+    // `trusted-keys` on its commitment (the reference's behaviour).
+    const tag = await fetchT(`${node.url}/${anchored.id}/app-name`, {}, 20000)
+    assert.equal(tag.status, 200, await tag.clone().text())
+    assert.equal(await tag.text(), APP)
+    const strict = await startNode({
+      extraArgs: ['--set', `gateway=${ar.url}`, '--set', 'ans104_trust_gql=false'],
+    })
+    try {
+      const t = Date.now()
+      const res = await fetchT(`${strict.url}/${anchored.id}`, {}, 20000)
+      await res.text()
+      assert.equal(res.status, 404)
+      assert.ok(Date.now() - t < 15000, `${Date.now() - t} ms`)
+    } finally {
+      await strict.stop()
     }
   })
 

@@ -7,16 +7,33 @@
 //! has no `/raw`) — rebuilds the data item, **verifies** it and converts it to a message
 //! with [`ans104::item_to_message`].
 //!
+//! # Items that do not verify (`ans104_trust_gql`)
+//!
+//! Some gateways leave fields out of their GraphQL answers (arlocal drops the `anchor`
+//! of bundled items), so an authentic item may not verify once rebuilt. With
+//! [`GatewaySource::with_trust_gql`] on (the default, like the node option
+//! `ans104_trust_gql`), such an item is served anyway, on the gateway's word: its one
+//! `ans104@1.0` commitment gets [`TRUSTED_KEYS`] — the normalised (lower-cased) names of
+//! its tags as a numbered map `{"1": name, "2": name, …}`, in tag order — which
+//! `ans104@1.0`'s `committed` then answers as the committed keys, as in the reference.
+//! The commitment itself still does not verify, and a warning is logged. With the
+//! option off, the item is refused (not found, with a warning).
+//!
 //! Differences from the reference (`hb_store_gateway`, `hb_gateway_client`):
-//! * An item that does not verify is refused (not found, with a warning). The reference
-//!   returns it anyway, and with `ans104_trust_gql: true` marks its tag names as
-//!   `trusted-keys` on its commitment; we do not trust what GraphQL says without a
-//!   signature. (Gateways that leave out the `anchor` make otherwise valid items fail
-//!   to verify; the anchor is tried both as base64url and as its raw 32 bytes.)
+//! * With `ans104_trust_gql: false` an item that does not verify is refused; the
+//!   reference serves it unmarked.
+//! * Even with `ans104_trust_gql: true`, only the item's own signature is taken on
+//!   trust. An item is refused whatever the option when its ID is not the SHA-256 of its
+//!   signature (it is not the item asked for), when its tags break the ANS-104 limits,
+//!   or when an item bundled in its data does not verify (the data is served as stored,
+//!   not described by GraphQL). The anchor is tried both as base64url and as its raw 32
+//!   bytes before the item counts as unverifiable.
 //! * Only RSA (signature type 1, 512-byte signature) items are supported, as in
 //!   `hb_codec::ans104`; ECDSA (65-byte) items are refused.
 //! * Arweave L1 transactions (not data items) have a different signature payload and so
-//!   do not verify as data items: they are refused.
+//!   do not verify as data items: without `ans104_trust_gql` they are refused; with it,
+//!   one whose fields fit a data item (a 32-byte anchor or none) is served as an
+//!   unverified item, as the reference serves it.
 //! * The `subindex` tag filters are sent as escaped GraphQL string literals.
 //! * Every request has a connect timeout and a total deadline per fetch, response
 //!   bodies are capped, and after a transport failure (unreachable, timed out) the
@@ -25,9 +42,9 @@
 
 use std::time::{Duration, Instant};
 
-use hb_codec::ans104::{self, DataItem, Tag};
+use hb_codec::ans104::{self, ALG_RSA, DEVICE_NAME, DataItem, TRUSTED_KEYS, Tag};
 use hb_core::id::{Id, b64url_decode};
-use hb_core::value::Message;
+use hb_core::value::{Message, Value, list_to_message, normalize_key};
 use parking_lot::Mutex;
 use serde_json::Value as Json;
 
@@ -46,6 +63,9 @@ pub const BACKOFF: Duration = Duration::from_secs(10);
 const GRAPHQL_LIMIT: u64 = 4 * 1024 * 1024;
 /// Largest item data read by default.
 pub const DEFAULT_MAX_DATA: u64 = 64 * 1024 * 1024;
+/// Whether items that do not verify are served on the gateway's word by default (the
+/// node option `ans104_trust_gql`, default `true` as in the reference).
+pub const DEFAULT_TRUST_GQL: bool = true;
 /// Redirects followed (gateways may redirect `/<id>` to a sandbox host).
 const MAX_REDIRECTS: u32 = 5;
 
@@ -62,6 +82,7 @@ pub struct GatewaySource {
     agent: ureq::Agent,
     subindex: Vec<(String, String)>,
     max_data: u64,
+    trust_gql: bool,
     fetch_timeout: Duration,
     backoff: Duration,
     down_until: Mutex<Option<Instant>>,
@@ -95,6 +116,7 @@ impl GatewaySource {
             agent,
             subindex: Vec::new(),
             max_data: DEFAULT_MAX_DATA,
+            trust_gql: DEFAULT_TRUST_GQL,
             fetch_timeout: total,
             backoff: BACKOFF,
             down_until: Mutex::new(None),
@@ -114,6 +136,20 @@ impl GatewaySource {
     pub fn with_max_data(mut self, bytes: u64) -> Self {
         self.max_data = bytes;
         self
+    }
+
+    /// Whether an item that does not verify is served on the gateway's word, its tag
+    /// names marked as [`TRUSTED_KEYS`] on its commitment (`true`, the default, as the
+    /// node option `ans104_trust_gql`), or refused (`false`). See the module docs.
+    #[must_use]
+    pub fn with_trust_gql(mut self, trust: bool) -> Self {
+        self.trust_gql = trust;
+        self
+    }
+
+    /// Whether items that do not verify are served (see [`Self::with_trust_gql`]).
+    pub fn trust_gql(&self) -> bool {
+        self.trust_gql
     }
 
     /// How long the gateway is skipped after a transport failure (zero: never).
@@ -334,23 +370,97 @@ impl MessageSource for GatewaySource {
             tracing::warn!(gateway = %self.base, %id, size = ?header.data_size, got = data.len(),
                 "the gateway's data size differs from what it served");
         }
-        match header.into_verified_item(data) {
-            Ok(item) => match ans104::item_to_message(&item) {
-                Ok(msg) => Ok(Some(msg)),
-                Err(e) => {
-                    tracing::warn!(gateway = %self.base, %id, error = %e,
-                        "gateway item verifies but cannot be converted to a message");
-                    Ok(None)
-                }
-            },
-            Err(reason) => {
+        let (item, unverified) = match header.into_item(data) {
+            Ok(Rebuilt::Verified(item)) => (item, None),
+            Ok(Rebuilt::Unverified(item, reason)) if self.trust_gql => (item, Some(reason)),
+            Ok(Rebuilt::Unverified(_, reason)) => {
                 tracing::warn!(gateway = %self.base, %id, %reason,
-                    "gateway item refused: it does not verify (the reference's \
-                     `ans104_trust_gql` would accept it; this node does not)");
+                    "gateway item refused: it does not verify (ans104_trust_gql is off)");
+                return Ok(None);
+            }
+            Err(reason) => {
+                tracing::warn!(gateway = %self.base, %id, %reason, "gateway item refused");
+                return Ok(None);
+            }
+        };
+        let msg = match ans104::item_to_message(&item) {
+            Ok(msg) => msg,
+            Err(e) => {
+                tracing::warn!(gateway = %self.base, %id, error = %e,
+                    "gateway item refused: it cannot be converted to a message");
+                return Ok(None);
+            }
+        };
+        let Some(reason) = unverified else {
+            return Ok(Some(msg));
+        };
+        match with_trusted_keys(msg, &item) {
+            Ok(msg) => {
+                tracing::warn!(gateway = %self.base, %id, %reason,
+                    "gateway item does not verify; served on the gateway's word \
+                     (ans104_trust_gql): its tag names are its commitment's trusted-keys");
+                Ok(Some(msg))
+            }
+            Err(why) => {
+                tracing::warn!(gateway = %self.base, %id, %reason, %why,
+                    "gateway item refused: it does not verify and cannot be marked as trusted");
                 Ok(None)
             }
         }
     }
+}
+
+/// What rebuilding an item from a gateway's answer gave.
+#[derive(Debug)]
+enum Rebuilt {
+    /// The item verifies, and so do the items bundled in it.
+    Verified(DataItem),
+    /// The item's own signature does not verify under any reading of the anchor (the
+    /// reason); everything else checks out.
+    Unverified(DataItem, String),
+}
+
+/// `msg`, converted from `item` (which does not verify), with [`TRUSTED_KEYS`] — the
+/// normalised names of the item's tags, a numbered map in tag order, as the reference
+/// builds them — added to its one commitment, the item's `rsa-pss` one.
+fn with_trusted_keys(mut msg: Message, item: &DataItem) -> Result<Message, String> {
+    let id = item.id().to_human();
+    let commitments = match msg.get("commitments") {
+        Some(Value::Message(c)) => c,
+        _ => return Err("the message has no commitment".into()),
+    };
+    let commitment = match commitments.get(&id) {
+        Some(Value::Message(c))
+            if commitments.len() == 1
+                && c.get_str("commitment-device") == Some(DEVICE_NAME)
+                && c.get_str("alg") == Some(ALG_RSA) =>
+        {
+            c
+        }
+        _ => {
+            return Err(format!(
+                "the message does not have exactly one {DEVICE_NAME} {ALG_RSA} commitment {id}"
+            ));
+        }
+    };
+    let names = item
+        .tags
+        .iter()
+        .enumerate()
+        .map(|(i, (name, _))| {
+            std::str::from_utf8(name)
+                .map(|n| Value::text(&normalize_key(n)))
+                .map_err(|_| format!("tag {}'s name is not UTF-8", i + 1))
+        })
+        .collect::<Result<Vec<Value>, String>>()?;
+    let commitment = commitment
+        .clone()
+        .with(TRUSTED_KEYS, Value::Message(list_to_message(&names)));
+    msg.insert(
+        "commitments",
+        Value::Message(Message::new().with(&id, commitment)),
+    );
+    Ok(msg)
 }
 
 /// A data item's header fields as GraphQL gives them.
@@ -452,9 +562,12 @@ impl Header {
         })
     }
 
-    /// The data item with `data` whose signature (and those of any bundled items)
-    /// verifies, trying each reading of the anchor.
-    fn into_verified_item(self, data: Vec<u8>) -> Result<DataItem, String> {
+    /// The data item with `data`: [`Rebuilt::Verified`] when its signature verifies
+    /// under one of the readings of the anchor, else [`Rebuilt::Unverified`] with the
+    /// first reading. Refused (`Err`) whatever the trust when its ID is not the SHA-256 of
+    /// its signature, its tags break the ANS-104 limits or an item bundled in it does
+    /// not verify.
+    fn into_item(self, data: Vec<u8>) -> Result<Rebuilt, String> {
         let mut item = DataItem {
             signature: self.signature,
             owner: self.owner,
@@ -466,20 +579,36 @@ impl Header {
         if item.id().to_human() != self.id {
             return Err("the ID is not the SHA-256 of the signature".into());
         }
+        ans104::item::check_tag_limits(&item.tags).map_err(|e| e.to_string())?;
         let mut last = String::from("no anchor reading");
-        for anchor in self.anchors {
+        for &anchor in &self.anchors {
             item.anchor = anchor;
             match item.check() {
                 Ok(()) => {
                     return ans104::verify_tree(&item)
-                        .map(|()| item)
+                        .map(|()| Rebuilt::Verified(item))
                         .map_err(|e| e.to_string());
                 }
                 Err(e) => last = e.to_string(),
             }
         }
-        Err(last)
+        item.anchor = self.anchors.first().copied().flatten();
+        verify_bundled(&item)?;
+        Ok(Rebuilt::Unverified(item, last))
     }
+}
+
+/// Verifies the items bundled in `item` (not `item` itself).
+fn verify_bundled(item: &DataItem) -> Result<(), String> {
+    let children = ans104::bundle::unbundle(item).map_err(|e| e.to_string())?;
+    for (key, child) in children.into_iter().flatten() {
+        if child.tag("ao-type") == Some(b"binary") {
+            continue;
+        }
+        ans104::verify_tree(&child)
+            .map_err(|e| format!("the item at `{key}` inside its bundle: {e}"))?;
+    }
+    Ok(())
 }
 
 /// A GraphQL string literal (JSON string syntax is valid GraphQL string syntax).
@@ -633,6 +762,11 @@ mod tests {
         assert_eq!(msg.get_str("data"), Some("gateway data"));
         let expected = ans104::item_to_message(&item).unwrap();
         assert_eq!(msg, expected);
+        assert_eq!(
+            trusted_keys(&msg, &id),
+            None,
+            "a verified item is not marked"
+        );
         let seen = seen.lock().clone();
         let paths: Vec<(&str, &str)> = seen
             .iter()
@@ -687,42 +821,171 @@ mod tests {
                 "{shown}"
             );
         }
-        // A missing anchor (arlocal does not keep it): the item cannot verify.
+        // A missing anchor (arlocal does not keep it): the item cannot verify; it is
+        // served on the gateway's word, without the anchor, or refused.
         let item = signed_item(Some([9; 32]));
         let id = item.id().to_human();
         let routes = vec![
             ("POST", "/graphql".to_owned(), 200, gql(&item, "")),
             ("GET", format!("/raw/{id}"), 200, item.data.to_vec()),
         ];
+        let (base, _) = stub(routes.clone(), 2);
+        let msg = GatewaySource::new(&base)
+            .unwrap()
+            .fetch(&id)
+            .unwrap()
+            .unwrap();
+        assert_eq!(msg.get("last_tx"), None);
+        assert_eq!(msg.get_str("app-name"), Some("hb-test"));
+        assert_eq!(
+            trusted_keys(&msg, &id),
+            Some(vec!["app-name".to_owned(), "content-type".to_owned()])
+        );
         let (base, _) = stub(routes, 2);
-        assert_eq!(GatewaySource::new(&base).unwrap().fetch(&id).unwrap(), None);
+        let strict = GatewaySource::new(&base).unwrap().with_trust_gql(false);
+        assert_eq!(strict.fetch(&id).unwrap(), None);
+    }
+
+    /// The GraphQL answer for `item` with the value of its first tag replaced.
+    fn gql_with_first_tag(item: &DataItem, value: &str) -> Vec<u8> {
+        let mut body: Json = serde_json::from_slice(&gql(item, "")).unwrap();
+        body["data"]["transactions"]["edges"][0]["node"]["tags"][0]["value"] = value.into();
+        body.to_string().into_bytes()
+    }
+
+    /// The `trusted-keys` of the commitment `id` of `msg`, as a list of names.
+    fn trusted_keys(msg: &Message, id: &str) -> Option<Vec<String>> {
+        let c = msg
+            .get("commitments")
+            .and_then(Value::as_message)
+            .and_then(|c| c.get(id))
+            .and_then(Value::as_message)
+            .unwrap();
+        let t = c.get(TRUSTED_KEYS)?.as_message().unwrap();
+        let list = hb_core::value::message_to_list(t).unwrap();
+        Some(
+            list.iter()
+                .map(|v| v.as_str().unwrap().to_owned())
+                .collect(),
+        )
+    }
+
+    /// Serves `graphql` and `data` for `id` at `/raw/<id>` (two requests).
+    fn serve(id: &str, graphql: Vec<u8>, data: &[u8]) -> String {
+        let routes = vec![
+            ("POST", "/graphql".to_owned(), 200, graphql),
+            ("GET", format!("/raw/{id}"), 200, data.to_vec()),
+        ];
+        stub(routes, 2).0
     }
 
     #[test]
-    fn items_that_do_not_verify_are_refused() {
+    fn unverifiable_items_are_served_with_their_tag_names_as_trusted_keys() {
         let item = signed_item(None);
         let id = item.id().to_human();
-        // Different data.
-        let routes = vec![
-            ("POST", "/graphql".to_owned(), 200, gql(&item, "")),
-            ("GET", format!("/raw/{id}"), 200, b"gateway dat4".to_vec()),
-        ];
-        let (base, _) = stub(routes, 2);
-        assert_eq!(GatewaySource::new(&base).unwrap().fetch(&id).unwrap(), None);
-        // A changed tag.
-        let mut body: Json = serde_json::from_slice(&gql(&item, "")).unwrap();
-        body["data"]["transactions"]["edges"][0]["node"]["tags"][0]["value"] = "other".into();
-        let routes = vec![
-            (
-                "POST",
-                "/graphql".to_owned(),
-                200,
-                body.to_string().into_bytes(),
-            ),
-            ("GET", format!("/raw/{id}"), 200, item.data.to_vec()),
-        ];
-        let (base, _) = stub(routes, 2);
-        assert_eq!(GatewaySource::new(&base).unwrap().fetch(&id).unwrap(), None);
+        // A tag the gateway misreports.
+        let base = serve(&id, gql_with_first_tag(&item, "other"), &item.data);
+        let src = GatewaySource::new(&base).unwrap();
+        assert!(src.trust_gql(), "on by default, as in the reference");
+        let msg = src.fetch(&id).unwrap().unwrap();
+        assert_eq!(msg.get_str("app-name"), Some("other"), "the gateway's word");
+        assert_eq!(msg.get_str("data"), Some("gateway data"));
+        // Normalised names, in tag order, as a numbered map on the one commitment.
+        let commitments = msg.get("commitments").and_then(Value::as_message).unwrap();
+        assert_eq!(
+            commitments.keys().map(|k| k.as_ref()).collect::<Vec<_>>(),
+            [id.as_str()]
+        );
+        let c = commitments.get(&id).and_then(Value::as_message).unwrap();
+        assert_eq!(
+            c.get(TRUSTED_KEYS),
+            Some(&Value::Message(
+                Message::new()
+                    .with("1", "app-name")
+                    .with("2", "content-type")
+            ))
+        );
+        // Everything else is the conversion of the item as the gateway describes it.
+        let mut told = item.clone();
+        told.tags[0].1 = b"other".to_vec();
+        let plain = ans104::item_to_message(&told).unwrap();
+        let unmarked = c.clone().without(TRUSTED_KEYS);
+        assert_eq!(
+            msg.clone()
+                .with("commitments", Message::new().with(&id, unmarked)),
+            plain
+        );
+        // The commitment still does not verify, but names its committed keys; the item
+        // it encodes back to is the one the gateway described.
+        assert!(!ans104::verify(&msg, &id).unwrap());
+        let keys = ans104::committed_keys(&msg, &id).unwrap();
+        for k in ["app-name", "content-type", "data", "target"] {
+            assert!(keys.iter().any(|x| x == k), "{k} in {keys:?}");
+        }
+        assert_eq!(ans104::message_to_item(&msg).unwrap(), told);
+
+        // Data the gateway serves changed.
+        let base = serve(&id, gql(&item, ""), b"gateway dat4");
+        let msg = GatewaySource::new(&base)
+            .unwrap()
+            .fetch(&id)
+            .unwrap()
+            .unwrap();
+        assert_eq!(msg.get_str("data"), Some("gateway dat4"));
+        assert_eq!(
+            trusted_keys(&msg, &id),
+            Some(vec!["app-name".to_owned(), "content-type".to_owned()])
+        );
+    }
+
+    #[test]
+    fn trusted_unverifiable_items_are_kept_by_the_message_cache() {
+        let item = signed_item(None);
+        let id = item.id().to_human();
+        let base = serve(&id, gql_with_first_tag(&item, "other"), &item.data);
+        let src = Arc::new(GatewaySource::new(&base).unwrap());
+        let cache =
+            crate::MessageCache::new(Arc::new(crate::MemoryStore::new())).with_sources(vec![src]);
+        let Some(Value::Message(msg)) = cache.read(&id).unwrap() else {
+            panic!("not found");
+        };
+        assert_eq!(
+            trusted_keys(&msg, &id),
+            Some(vec!["app-name".to_owned(), "content-type".to_owned()])
+        );
+        let Some(Value::Message(kept)) = cache.read_local(&id).unwrap() else {
+            panic!("not kept");
+        };
+        assert_eq!(kept, msg);
+    }
+
+    #[test]
+    fn with_trust_gql_off_items_that_do_not_verify_are_refused() {
+        let item = signed_item(None);
+        let id = item.id().to_human();
+        for (graphql, data) in [
+            // Different data.
+            (gql(&item, ""), &b"gateway dat4"[..]),
+            // A changed tag.
+            (gql_with_first_tag(&item, "other"), &item.data[..]),
+        ] {
+            let base = serve(&id, graphql, data);
+            let src = GatewaySource::new(&base).unwrap().with_trust_gql(false);
+            assert!(!src.trust_gql());
+            assert_eq!(src.fetch(&id).unwrap(), None);
+        }
+        // A verifying item is served either way, unmarked.
+        let base = serve(&id, gql(&item, ""), &item.data);
+        let src = GatewaySource::new(&base).unwrap().with_trust_gql(false);
+        let msg = src.fetch(&id).unwrap().unwrap();
+        assert_eq!(msg, ans104::item_to_message(&item).unwrap());
+        assert_eq!(trusted_keys(&msg, &id), None);
+    }
+
+    #[test]
+    fn some_items_are_refused_even_when_gql_is_trusted() {
+        let item = signed_item(None);
+        let id = item.id().to_human();
         // An ECDSA-sized signature.
         let mut body: Json = serde_json::from_slice(&gql(&item, "")).unwrap();
         body["data"]["transactions"]["edges"][0]["node"]["signature"] =
@@ -737,6 +1000,55 @@ mod tests {
             1,
         );
         assert_eq!(GatewaySource::new(&base).unwrap().fetch(&id).unwrap(), None);
+        // A signature whose SHA-256 is not the ID: not the item asked for.
+        let mut body: Json = serde_json::from_slice(&gql(&item, "")).unwrap();
+        body["data"]["transactions"]["edges"][0]["node"]["signature"] =
+            hb_core::id::b64url(&[1; 512]).into();
+        let base = serve(&id, body.to_string().into_bytes(), &item.data);
+        assert_eq!(GatewaySource::new(&base).unwrap().fetch(&id).unwrap(), None);
+        // No signature at all (all zeros): nothing to mark.
+        let zero = DataItem {
+            signature: [0; ans104::item::SIGNATURE_LEN],
+            ..item.clone()
+        };
+        let zid = zero.id().to_human();
+        let base = serve(&zid, gql(&zero, ""), &zero.data);
+        assert_eq!(
+            GatewaySource::new(&base).unwrap().fetch(&zid).unwrap(),
+            None
+        );
+        // A bundled item that does not verify (the data is served as stored, so the
+        // gateway's word does not cover it), whether the outer item verifies or not;
+        // with a good bundled item, the same misreported outer item is served.
+        let w = key1();
+        let good = ans104::commit(&Message::new().with("x", "y"), &w).unwrap();
+        for (inner, bad) in [(good.clone().with("x", "z"), true), (good, false)] {
+            let outer =
+                ans104::message_to_item(&Message::new().with("a", "1").with("inner", inner))
+                    .unwrap()
+                    .signed(&w)
+                    .unwrap();
+            assert!(outer.verify());
+            assert_eq!(ans104::verify_tree(&outer).is_err(), bad);
+            let oid = outer.id().to_human();
+            let data = outer.data.to_vec();
+            // (Its first tags are the bundle's: alter `a`, which does not change how
+            // the data is read.)
+            let mut altered: Json = serde_json::from_slice(&gql(&outer, "")).unwrap();
+            for t in altered["data"]["transactions"]["edges"][0]["node"]["tags"]
+                .as_array_mut()
+                .unwrap()
+            {
+                if t["name"] == "a" {
+                    t["value"] = "2".into();
+                }
+            }
+            for graphql in [gql(&outer, ""), altered.to_string().into_bytes()] {
+                let base = serve(&oid, graphql, &data);
+                let got = GatewaySource::new(&base).unwrap().fetch(&oid).unwrap();
+                assert_eq!(got.is_none(), bad, "{got:?}");
+            }
+        }
     }
 
     #[test]

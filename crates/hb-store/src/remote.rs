@@ -406,13 +406,26 @@ impl MessageSource for RemoteNodeSource {
 /// The node's remote message sources, in the order they are asked: the Arweave
 /// `gateway` (spec 05 §6.5; `None`, an empty text or `none` for none), then each node
 /// of `nodes` (§6.6). A URL that is not `http://`/`https://` is left out with a warning.
+/// The gateway serves items that do not verify on its word (the default of
+/// `ans104_trust_gql`); see [`sources_with`].
 pub fn sources(gateway: Option<&str>, nodes: &[String]) -> Vec<Arc<dyn MessageSource>> {
+    sources_with(gateway, nodes, crate::gateway::DEFAULT_TRUST_GQL)
+}
+
+/// [`sources`], with the node option `ans104_trust_gql`: whether the gateway serves an
+/// item that does not verify, its tag names marked as `trusted-keys` on its commitment
+/// (`true`), or refuses it (`false`); see [`GatewaySource::with_trust_gql`].
+pub fn sources_with(
+    gateway: Option<&str>,
+    nodes: &[String],
+    trust_gql: bool,
+) -> Vec<Arc<dyn MessageSource>> {
     let mut out: Vec<Arc<dyn MessageSource>> = Vec::new();
     if let Some(g) = gateway.map(str::trim)
         && !g.is_empty()
         && !g.eq_ignore_ascii_case("none")
     {
-        match GatewaySource::new(g) {
+        match GatewaySource::new(g).map(|s| s.with_trust_gql(trust_gql)) {
             Ok(s) => out.push(Arc::new(s)),
             Err(e) => tracing::warn!(error = %e, "gateway left out"),
         }

@@ -94,6 +94,12 @@ pub struct NodeConfig {
     /// Whether every store commit is flushed to disk before it is acknowledged
     /// (`store_sync`, default `true`; `false` is the relaxed mode of docs/adr/0004).
     pub store_sync: bool,
+    /// Whether an item read from the gateway that does not verify (its GraphQL answer
+    /// lacks a field, such as the anchor) is served on the gateway's word, its tag names
+    /// marked as `trusted-keys` on its commitment (`ans104_trust_gql`, default `true` as
+    /// in the reference; spec 05 §6.5), or refused (`false`; the reference serves it
+    /// unmarked).
+    pub ans104_trust_gql: bool,
     /// Any other key of the config file, kept as text in the node message.
     pub extra: BTreeMap<String, String>,
 }
@@ -118,6 +124,7 @@ impl Default for NodeConfig {
             cache_entries: 100_000,
             store: StoreKind::Lmdb,
             store_sync: true,
+            ans104_trust_gql: true,
             extra: BTreeMap::new(),
         }
     }
@@ -151,6 +158,18 @@ fn parse_num<T: std::str::FromStr>(
         value: value.into(),
         expected,
     })
+}
+
+fn parse_bool(key: &str, value: &str) -> Result<bool, ConfigError> {
+    match value.trim() {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => Err(ConfigError::BadValue {
+            key: key.into(),
+            value: value.into(),
+            expected: "`true` or `false`",
+        }),
+    }
 }
 
 impl NodeConfig {
@@ -228,19 +247,8 @@ impl NodeConfig {
                     }
                 }
             }
-            "store_sync" => {
-                self.store_sync = match value {
-                    "true" => true,
-                    "false" => false,
-                    _ => {
-                        return Err(ConfigError::BadValue {
-                            key,
-                            value: value.into(),
-                            expected: "`true` or `false`",
-                        });
-                    }
-                }
-            }
+            "store_sync" => self.store_sync = parse_bool(&key, value)?,
+            "ans104_trust_gql" => self.ans104_trust_gql = parse_bool(&key, value)?,
             _ => {
                 self.extra.insert(key, value.into());
             }
@@ -296,6 +304,7 @@ impl NodeConfig {
                 Value::list(vec!["no-cache".into(), "no-store".into()]),
             )
             .with("load_remote_devices", false)
+            .with("ans104_trust_gql", self.ans104_trust_gql)
             .with("node_history", Value::list(vec![]))
             .with("node", "hyperbeam-rs")
             .with("version", env!("CARGO_PKG_VERSION"))
@@ -384,6 +393,36 @@ mod tests {
         );
         assert!(c.set("mode", "fast").is_err());
         assert!(c.set("initialized", "maybe").is_err());
+    }
+
+    #[test]
+    fn ans104_trust_gql_is_a_typed_boolean_in_the_node_message() {
+        let mut c = NodeConfig::default();
+        assert!(c.ans104_trust_gql, "on by default, as in the reference");
+        assert_eq!(
+            c.node_message(None).get("ans104_trust_gql"),
+            Some(&Value::from(true))
+        );
+        for (v, want) in [("false", false), ("true", true)] {
+            c.set("ans104-trust-gql", v).unwrap();
+            assert_eq!(c.ans104_trust_gql, want);
+            assert_eq!(
+                c.node_message(None).get("ans104_trust_gql"),
+                Some(&Value::from(want))
+            );
+        }
+        let pairs = parse_flat("ans104_trust_gql: false\n");
+        for (k, v) in pairs {
+            c.set(&k, &v).unwrap();
+        }
+        assert!(!c.ans104_trust_gql);
+        assert!(!c.extra.contains_key("ans104_trust_gql"));
+        let e = c.set("ans104_trust_gql", "yes").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "config key `ans104_trust_gql`: `yes` is not `true` or `false`"
+        );
+        assert!(c.set("store_sync", "maybe").is_err());
     }
 
     #[test]

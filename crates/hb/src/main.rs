@@ -271,7 +271,8 @@ fn open_cache(cfg: &NodeConfig) -> anyhow::Result<Arc<dyn hb_core::Cache>> {
             )
         }
     };
-    let sources = hb_store::sources(Some(&cfg.gateway), &cfg.remote_nodes);
+    let sources =
+        hb_store::remote::sources_with(Some(&cfg.gateway), &cfg.remote_nodes, cfg.ans104_trust_gql);
     Ok(Arc::new(
         hb_store::MessageCache::new(store).with_sources(sources),
     ))

@@ -1,9 +1,10 @@
 //! `ans104@1.0` commitments (spec 03 §7.8) and the [`Ans104Device`].
 //!
 //! A commitment is `{commitment-device: "ans104@1.0", alg: "rsa-pss", committer, owner,
-//! signature [, original-tags] [, hashpath]}` under `b64url(sha256(signature))`, so a
-//! message signed this way has that ID as its `message@1.0` ID (mode `all`, and the
-//! default, since ANS-104 allows one signature and adds no HMAC commitment).
+//! signature [, original-tags] [, trusted-keys] [, hashpath]}` under
+//! `b64url(sha256(signature))`, so a message signed this way has that ID as its
+//! `message@1.0` ID (mode `all`, and the default, since ANS-104 allows one signature
+//! and adds no HMAC commitment).
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -12,14 +13,14 @@ use hb_core::device::{Call, Device, DeviceResult, Outcome};
 use hb_core::resolve::{Ctx, ResolveError};
 use hb_core::sf::{self, Member};
 use hb_core::structured::{to_tabm, unescape_key};
-use hb_core::value::{Message, Value, normalize_key};
+use hb_core::value::{Message, Value, message_to_list, normalize_key};
 
 use super::convert::{
     MAX_TAG_VALUE_INLINE, ans104_commitments, deserialize_verified, item_to_tabm, merge_fields,
     message_to_item, original_tags, verify_tree,
 };
 use super::item::DataItem;
-use super::{ALG_RSA, ALG_UNSIGNED, Ans104Error, CONTENT_TYPE, DEVICE_NAME};
+use super::{ALG_RSA, ALG_UNSIGNED, Ans104Error, CONTENT_TYPE, DEVICE_NAME, TRUSTED_KEYS};
 use crate::wallet::{Wallet, address_of};
 
 /// Keys every ANS-104 commitment covers (the record fields).
@@ -131,23 +132,30 @@ pub fn verify(msg: &Message, commitment_id: &str) -> Result<bool, Ans104Error> {
 }
 
 /// The keys commitment `commitment_id` of `msg` covers (§7.8): the (normalised) names
-/// of its original tags, or, without them and only if it verifies, of the rebuilt
-/// item's tags; plus the keys that travel as bundle items (nested messages, binaries
-/// too large or not UTF-8 for a tag); the `empty-*` keys of `ao-types` when `ao-types`
-/// is committed; and always `id`, `last_tx`, `owner`, `target`, `signature`, `data`.
-/// A commitment that does not verify covers nothing.
+/// in its [`TRUSTED_KEYS`] list, or else of its original tags, or, without either and
+/// only if it verifies, of the rebuilt item's tags; plus the keys that travel as
+/// bundle items (nested messages, binaries too large or not UTF-8 for a tag); the
+/// `empty-*` keys of `ao-types` when `ao-types` is committed; and always `id`,
+/// `last_tx`, `owner`, `target`, `signature`, `data`. A commitment without trusted
+/// keys or original tags that does not verify covers nothing.
+///
+/// `trusted-keys` are taken as they are, as the reference does: they are the word of
+/// whoever built the commitment (this node's gateway store, for an item whose signature
+/// it could not check; spec 05 §6.5), not a proof. [`verify()`] still answers `false`
+/// for such a commitment.
 ///
 /// # Errors
-/// No such commitment, malformed `original-tags` or `ao-types`, or a message that
-/// cannot be encoded.
+/// No such commitment, malformed `trusted-keys`, `original-tags` or `ao-types`, or a
+/// message that cannot be encoded.
 pub fn committed_keys(msg: &Message, commitment_id: &str) -> Result<Vec<String>, Ans104Error> {
     let c = commitment(msg, commitment_id)?;
-    let mut names: Vec<String> = match c.get("original-tags") {
-        Some(o) => original_tags(o)?
+    let mut names: Vec<String> = match (c.get(TRUSTED_KEYS), c.get("original-tags")) {
+        (Some(t), _) => trusted_keys(t)?,
+        (None, Some(o)) => original_tags(o)?
             .into_iter()
             .map(|(n, _)| tag_key(&n))
             .collect(),
-        None => {
+        (None, None) => {
             if !verify(msg, commitment_id)? {
                 return Ok(vec![]);
             }
@@ -192,6 +200,26 @@ pub fn committed_keys(msg: &Message, commitment_id: &str) -> Result<Vec<String>,
         ) && seen.insert(k.clone())
     });
     Ok(names)
+}
+
+/// Reads [`TRUSTED_KEYS`]: a numbered map (or list) of key names, normalised.
+fn trusted_keys(v: &Value) -> Result<Vec<String>, Ans104Error> {
+    let bad = |r: String| Ans104Error::InvalidCommitment(format!("its {TRUSTED_KEYS} {r}"));
+    let list = match v {
+        Value::Message(m) => {
+            message_to_list(m).ok_or_else(|| bad("have keys other than 1..N".into()))?
+        }
+        Value::List(l) => l.as_ref().clone(),
+        other => return Err(bad(format!("are a {}, not a list", other.type_name()))),
+    };
+    list.iter()
+        .enumerate()
+        .map(|(i, k)| {
+            k.as_str()
+                .map(|k| normalize_key(k).into_owned())
+                .ok_or_else(|| bad(format!("entry {} is not text", i + 1)))
+        })
+        .collect()
 }
 
 /// The message key a tag name becomes: lower-cased, except ID-like names, which keep
@@ -342,6 +370,124 @@ impl Device for Ans104Device {
             },
             "content_type" => Ok(Outcome::ok(CONTENT_TYPE)),
             other => Err(ResolveError::call(DEVICE_NAME, other, "no such function")),
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "tests")]
+mod tests {
+    use super::*;
+    use crate::ans104::item_to_message;
+    use std::collections::BTreeSet;
+
+    fn key1() -> Wallet {
+        Wallet::from_jwk_json(include_bytes!("../../../../tests/fixtures/key-1.json")).unwrap()
+    }
+
+    /// A signed item with `tags`, and the same item with its first tag's value changed
+    /// after signing (what a gateway that misreports a tag serves): it keeps its ID but
+    /// no longer verifies.
+    fn signed_and_altered(tags: &[(&str, &str)]) -> (DataItem, DataItem) {
+        let item = DataItem {
+            tags: tags
+                .iter()
+                .map(|(n, v)| (n.as_bytes().to_vec(), v.as_bytes().to_vec()))
+                .collect(),
+            data: bytes::Bytes::from_static(b"some data"),
+            ..DataItem::default()
+        }
+        .signed(&key1())
+        .unwrap();
+        let mut altered = item.clone();
+        altered.tags[0].1 = b"altered".to_vec();
+        assert!(!altered.verify());
+        assert_eq!(altered.id(), item.id());
+        (item, altered)
+    }
+
+    /// `msg` with `trusted` as the `trusted-keys` of its one commitment.
+    fn with_trusted(msg: &Message, trusted: Value) -> (Message, String) {
+        let (id, c) = ans104_commitments(msg).pop().unwrap();
+        let c = c.with(TRUSTED_KEYS, trusted);
+        let id = id.to_string();
+        (
+            msg.clone().with("commitments", Message::new().with(&id, c)),
+            id,
+        )
+    }
+
+    fn names(list: &[&str]) -> Value {
+        Value::Message(hb_core::value::list_to_message(
+            &list.iter().map(|n| Value::text(n)).collect::<Vec<_>>(),
+        ))
+    }
+
+    fn set(keys: Vec<String>) -> BTreeSet<String> {
+        keys.into_iter().collect()
+    }
+
+    const ALWAYS: [&str; 6] = ["data", "id", "last_tx", "owner", "signature", "target"];
+
+    #[test]
+    fn trusted_keys_are_the_committed_keys_of_a_commitment_that_does_not_verify() {
+        let (_, altered) = signed_and_altered(&[("a", "1"), ("b", "2")]);
+        let msg = item_to_message(&altered).unwrap();
+        let id = altered.id().to_human();
+        assert!(!verify(&msg, &id).unwrap());
+        assert_eq!(committed_keys(&msg, &id).unwrap(), Vec::<String>::new());
+
+        let (trusted, id2) = with_trusted(&msg, names(&["a", "B"]));
+        assert_eq!(id2, id);
+        let expected: BTreeSet<String> = ["a", "b"]
+            .iter()
+            .chain(ALWAYS.iter())
+            .map(|k| (*k).to_owned())
+            .collect();
+        assert_eq!(set(committed_keys(&trusted, &id).unwrap()), expected);
+        // The note is not a proof.
+        assert!(!verify(&trusted, &id).unwrap());
+        // A list works as well as a numbered map.
+        let (listed, _) = with_trusted(&msg, Value::list(vec![Value::text("a"), Value::text("b")]));
+        assert_eq!(set(committed_keys(&listed, &id).unwrap()), expected);
+    }
+
+    #[test]
+    fn trusted_keys_come_before_original_tags() {
+        let (_, altered) = signed_and_altered(&[("App-Name", "x"), ("Zeta", "z")]);
+        let msg = item_to_message(&altered).unwrap();
+        let id = altered.id().to_human();
+        let c = commitment(&msg, &id).unwrap();
+        assert!(c.get("original-tags").is_some(), "mixed case: {c:?}");
+        let (trusted, _) = with_trusted(&msg, names(&["app-name"]));
+        let keys = set(committed_keys(&trusted, &id).unwrap());
+        assert!(
+            keys.contains("app-name") && !keys.contains("zeta"),
+            "{keys:?}"
+        );
+    }
+
+    #[test]
+    fn trusted_keys_are_not_part_of_the_data_item() {
+        let (item, _) = signed_and_altered(&[("a", "1"), ("b", "2")]);
+        let msg = item_to_message(&item).unwrap();
+        let (trusted, id) = with_trusted(&msg, names(&["a", "b"]));
+        assert_eq!(message_to_item(&trusted).unwrap(), item);
+        assert!(verify(&trusted, &id).unwrap());
+    }
+
+    #[test]
+    fn malformed_trusted_keys_are_an_error() {
+        let (_, altered) = signed_and_altered(&[("a", "1")]);
+        let msg = item_to_message(&altered).unwrap();
+        for bad in [
+            Value::text("a"),
+            Value::Message(Message::new().with("x", "a")),
+            Value::list(vec![Value::Message(Message::new())]),
+        ] {
+            let (m, id) = with_trusted(&msg, bad.clone());
+            let e = committed_keys(&m, &id).unwrap_err();
+            assert!(e.to_string().contains(TRUSTED_KEYS), "{bad:?}: {e}");
         }
     }
 }

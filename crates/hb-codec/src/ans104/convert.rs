@@ -7,7 +7,8 @@
 //!
 //! Encoding (TABM → item):
 //! * an `ans104@1.0` commitment (at most one) is merged into the message: its `owner`,
-//!   `signature`, `original-tags` (and `hashpath`) fill the item;
+//!   `signature`, `original-tags` (and `hashpath`) fill the item (its `trusted-keys`
+//!   do not: they are the node's note, not signed content);
 //! * `last_tx`, `target`, `owner`, `signature`, `data` are record fields (a 43-character
 //!   value is base64url-decoded to 32 bytes when it decodes: for `data` too, a lossy
 //!   quirk of the reference we keep for ID compatibility); `format`, `id`, `unsigned_id`
@@ -35,7 +36,7 @@ use hb_core::value::{Key, Message, Value, is_private, message_to_list, normalize
 
 use super::bundle::{self, is_bundle_tag};
 use super::item::{DataItem, FIXED_FIELD_LEN, OWNER_LEN, SIGNATURE_LEN, Tag, check_tag_limits};
-use super::{ALG_RSA, ALG_UNSIGNED, Ans104Error, DEVICE_NAME, MAX_DEPTH};
+use super::{ALG_RSA, ALG_UNSIGNED, Ans104Error, DEVICE_NAME, MAX_DEPTH, TRUSTED_KEYS};
 use crate::wallet::address_of;
 
 /// Binary values up to this size (and valid UTF-8) become tags; larger ones items.
@@ -119,7 +120,7 @@ pub(crate) fn ans104_commitments(msg: &Message) -> Vec<(Key, Message)> {
 }
 
 /// `msg` without `commitments`, with the fields of its one `ans104@1.0` commitment
-/// (except `commitment-device`, `committer`, `alg`) merged in.
+/// (except `commitment-device`, `committer`, `alg`, `trusted-keys`) merged in.
 fn merge_commitment(msg: &Message) -> Result<Message, Ans104Error> {
     if !matches!(msg.get("commitments"), Some(Value::Message(_))) {
         return Ok(msg.clone());
@@ -134,11 +135,14 @@ fn merge_commitment(msg: &Message) -> Result<Message, Ans104Error> {
     Ok(out)
 }
 
-/// Copies a commitment's fields, except `commitment-device`, `committer` and `alg`,
-/// into `msg`.
+/// Copies a commitment's fields, except `commitment-device`, `committer`, `alg` and
+/// `trusted-keys` (which say who vouches for what, not what was signed), into `msg`.
 pub(crate) fn merge_fields(msg: &mut Message, commitment: &Message) {
     for (k, v) in commitment.iter() {
-        if !matches!(k.as_ref(), "commitment-device" | "committer" | "alg") {
+        if !matches!(
+            k.as_ref(),
+            "commitment-device" | "committer" | "alg" | TRUSTED_KEYS
+        ) {
             msg.insert_key(k.clone(), v.clone());
         }
     }

@@ -30,6 +30,10 @@
 //!   `bundle-map`), which decoding removes from the message, are ignored, so a signed
 //!   mixed-case bundle converts back to its item.
 //! * `verify` also checks that a commitment's `committer` is the owner's address.
+//! * A commitment's `trusted-keys` (set by the gateway store, spec 05 §6.5) decide its
+//!   committed keys, as in the reference, but are not merged into the data item when
+//!   the message is encoded (the reference merges them, so the item it rebuilds is not
+//!   the one the gateway holds).
 
 pub mod bundle;
 pub mod commit;
@@ -55,6 +59,11 @@ pub const ALG_RSA: &str = "rsa-pss";
 pub const ALG_UNSIGNED: &str = "unsigned";
 /// The content type of a serialised data item.
 pub const CONTENT_TYPE: &str = "application/ans104";
+/// The commitment key that lists the keys a node takes as committed on someone else's
+/// word: the (normalised) tag names of an item read from an Arweave gateway whose
+/// signature could not be checked (spec 05 §6.5, `ans104_trust_gql`). It belongs to
+/// the commitment, never to the data item: it is not signed and not encoded.
+pub const TRUSTED_KEYS: &str = "trusted-keys";
 /// How deeply bundles may nest inside one another.
 pub const MAX_DEPTH: usize = 32;
 
