@@ -23,6 +23,8 @@ pub mod multipass;
 pub mod patch;
 pub mod process;
 pub mod push;
+pub mod relay;
+pub mod router;
 pub mod scheduler;
 pub mod stack;
 pub mod structured;
@@ -58,6 +60,10 @@ pub fn preloaded(wallet: Option<Arc<Wallet>>) -> Vec<Arc<dyn Device>> {
         Arc::new(push::Push {
             wallet: wallet.clone(),
         }),
+        Arc::new(relay::Relay {
+            wallet: wallet.clone(),
+        }),
+        Arc::new(router::Router),
         Arc::new(scheduler::Scheduler::new(wallet.clone())),
         Arc::new(stack::Stack),
         Arc::new(structured::Structured),
