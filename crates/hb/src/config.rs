@@ -130,6 +130,41 @@ impl Default for NodeConfig {
     }
 }
 
+/// The leaves of a TOML value as `config.flat` pairs under `key`.
+fn flatten_toml(key: String, value: &toml::Value, out: &mut Vec<(String, String)>) {
+    match value {
+        toml::Value::Table(t) => {
+            for (k, v) in t {
+                flatten_toml(format!("{key}/{k}"), v, out);
+            }
+        }
+        toml::Value::Array(items) => {
+            for (i, v) in items.iter().enumerate() {
+                flatten_toml(format!("{key}/{}", i + 1), v, out);
+            }
+        }
+        toml::Value::String(s) => out.push((key, s.clone())),
+        other => out.push((key, other.to_string())),
+    }
+}
+
+/// Sets `value` at the path `key` of `m`, a key with `/` making nested messages
+/// (spec 05 §1.3: `a/b: c` is `{a: {b: c}}`). What is in the way is replaced.
+fn insert_nested(m: &mut Message, key: &str, value: Value) {
+    match key.split_once('/') {
+        Some((first, rest)) if !first.is_empty() && !rest.is_empty() => {
+            let mut inner = m
+                .get(first)
+                .and_then(Value::as_message)
+                .cloned()
+                .unwrap_or_default();
+            insert_nested(&mut inner, rest, value);
+            m.insert(first, Value::Message(inner));
+        }
+        _ => m.insert(key, value),
+    }
+}
+
 /// Parses `config.flat` text into `(key, value)` pairs: one `key: value` per line, keys
 /// with `-` turned into `_`; lines without exactly one `": "` are ignored.
 pub fn parse_flat(text: &str) -> Vec<(String, String)> {
@@ -175,7 +210,12 @@ fn parse_bool(key: &str, value: &str) -> Result<bool, ConfigError> {
 impl NodeConfig {
     /// Applies one `key = value` setting, validating it.
     pub fn set(&mut self, key: &str, value: &str) -> Result<(), ConfigError> {
-        let key = key.replace('-', "_");
+        // The option's name is the first segment, `-` read as `_`; the segments of a
+        // nested key (`routes/1/node/prefix`) below it are kept as written.
+        let key = match key.split_once('/') {
+            Some((option, rest)) => format!("{}/{rest}", option.replace('-', "_")),
+            None => key.replace('-', "_"),
+        };
         match key.as_str() {
             "port" => self.port = parse_num(&key, value, "a port number (0-65535)")?,
             "bind" => self.bind = parse_num(&key, value, "an IP address")?,
@@ -252,6 +292,42 @@ impl NodeConfig {
             _ => {
                 self.extra.insert(key, value.into());
             }
+        }
+        Ok(())
+    }
+
+    /// Loads a configuration file over the current values: TOML when its name ends in
+    /// `.toml` ([`NodeConfig::load_toml`]), else `config.flat` lines.
+    pub fn load_file(&mut self, path: &Path) -> Result<(), ConfigError> {
+        if path
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("toml"))
+        {
+            self.load_toml(path)
+        } else {
+            self.load_flat(path)
+        }
+    }
+
+    /// Loads a TOML file over the current values: each leaf is set as the `config.flat`
+    /// key its path names — tables nest (`[routes.1.node]` or `routes = [{…}]`: array
+    /// items are numbered from 1, as the flat form numbers them), and numbers and
+    /// booleans are read as their text.
+    pub fn load_toml(&mut self, path: &Path) -> Result<(), ConfigError> {
+        let unreadable = |reason: String| ConfigError::Unreadable {
+            path: path.display().to_string(),
+            reason,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| unreadable(e.to_string()))?;
+        let table: toml::Table = text
+            .parse()
+            .map_err(|e: toml::de::Error| unreadable(format!("not TOML: {}", e.message())))?;
+        let mut pairs = Vec::new();
+        for (k, v) in &table {
+            flatten_toml(k.clone(), v, &mut pairs);
+        }
+        for (k, v) in pairs {
+            self.set(&k, &v)?;
         }
         Ok(())
     }
@@ -338,7 +414,7 @@ impl NodeConfig {
             m.insert("address", Value::text(address));
         }
         for (k, v) in &self.extra {
-            m.insert(k, Value::text(v));
+            insert_nested(&mut m, k, Value::text(v));
         }
         m
     }
@@ -444,5 +520,62 @@ mod tests {
         );
         let e = c.set("remote_nodes", "127.0.0.1:9001").unwrap_err();
         assert!(e.to_string().contains("`127.0.0.1:9001`"), "{e}");
+    }
+
+    #[test]
+    fn nested_flat_keys_make_nested_messages() {
+        let mut c = NodeConfig::default();
+        let text = "routes/1/template: /~meta@1.0/.*\nroutes/1/node/prefix: http://127.0.0.1:9\n\
+                    on/request/device: router@1.0\non/request/path: preprocess\n";
+        for (k, v) in parse_flat(text) {
+            c.set(&k, &v).unwrap();
+        }
+        let m = c.node_message(None);
+        let routes = m.get("routes").and_then(Value::as_message).unwrap();
+        let first = routes.get("1").and_then(Value::as_message).unwrap();
+        assert_eq!(first.get_str("template"), Some("/~meta@1.0/.*"));
+        assert_eq!(
+            first
+                .get("node")
+                .and_then(Value::as_message)
+                .and_then(|n| n.get_str("prefix")),
+            Some("http://127.0.0.1:9")
+        );
+        let on = m.get("on").and_then(Value::as_message).unwrap();
+        let request = on.get("request").and_then(Value::as_message).unwrap();
+        assert_eq!(request.get_str("device"), Some("router@1.0"));
+        assert_eq!(request.get_str("path"), Some("preprocess"));
+    }
+
+    #[test]
+    fn toml_gives_the_same_node_message_as_config_flat() {
+        let dir = tempfile::tempdir().unwrap();
+        let flat = dir.path().join("config.flat");
+        std::fs::write(
+            &flat,
+            "port: 1234\nawait-inprogress: false\nroutes/1/template: /a\n\
+             routes/1/node/prefix: http://127.0.0.1:9\nroutes/2/template: /b\n\
+             routes/2/node/prefix: http://127.0.0.1:10\n",
+        )
+        .unwrap();
+        let toml = dir.path().join("node.toml");
+        std::fs::write(
+            &toml,
+            "port = 1234\nawait-inprogress = false\n\n\
+             [[routes]]\ntemplate = \"/a\"\nnode = { prefix = \"http://127.0.0.1:9\" }\n\n\
+             [[routes]]\ntemplate = \"/b\"\n[routes.node]\nprefix = \"http://127.0.0.1:10\"\n",
+        )
+        .unwrap();
+        let (mut a, mut b) = (NodeConfig::default(), NodeConfig::default());
+        a.load_file(&flat).unwrap();
+        b.load_file(&toml).unwrap();
+        assert_eq!(b.port, 1234);
+        assert_eq!(a, b);
+        assert_eq!(a.node_message(None), b.node_message(None));
+        let bad = dir.path().join("bad.toml");
+        std::fs::write(&bad, "port = [").unwrap();
+        let err = NodeConfig::default().load_file(&bad).unwrap_err();
+        assert!(err.to_string().contains("bad.toml"), "{err}");
+        assert!(err.to_string().contains("not TOML"), "{err}");
     }
 }

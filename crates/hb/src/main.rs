@@ -170,7 +170,8 @@ enum WalletCommand {
 
 #[derive(Debug, Args)]
 struct NodeArgs {
-    /// A `config.flat` file (`key: value` lines).
+    /// A configuration file: `config.flat` (`key: value` lines; `a/b: c` nests) or,
+    /// when its name ends in `.toml`, TOML (tables and arrays nest the same way).
     #[arg(long, env = "HB_CONFIG")]
     config: Option<PathBuf>,
     /// Where the node keeps its data.
@@ -222,7 +223,7 @@ fn load_config(args: &NodeArgs) -> anyhow::Result<NodeConfig> {
         default.exists().then_some(default)
     });
     if let Some(path) = file {
-        cfg.load_flat(&path)?;
+        cfg.load_file(&path)?;
     }
     if let Some(dir) = &args.data_dir {
         cfg.data_dir = dir.clone();
