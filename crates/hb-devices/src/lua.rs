@@ -63,8 +63,9 @@
 use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::fmt;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, mpsc};
+use std::time::Duration;
 
 use bytes::Bytes;
 use hb_core::device::{Call, Device, DeviceInfo, DeviceResult, Outcome, Status};
@@ -200,21 +201,103 @@ thread_local! {
     static ON_LUA_THREAD: Cell<bool> = const { Cell::new(false) };
 }
 
-/// Runs `f` on a thread of its own with a large stack.
-fn on_lua_stack<R: Send>(f: impl FnOnce() -> R + Send) -> Result<R, String> {
-    std::thread::scope(|s| {
-        let handle = std::thread::Builder::new()
-            .name("hb-lua".into())
-            .stack_size(LUA_THREAD_STACK)
-            .spawn_scoped(s, || {
-                ON_LUA_THREAD.with(|c| c.set(true));
-                f()
-            })
-            .map_err(|e| format!("cannot start a thread for Lua: {e}"))?;
-        handle
-            .join()
-            .map_err(|_| "the Lua call panicked".to_owned())
-    })
+/// Work for a Lua thread: runs the call and returns what delivers its result.
+type Job = Box<dyn FnOnce() -> Box<dyn FnOnce() + Send> + Send>;
+
+/// The Lua threads waiting for work, each with its number and its queue.
+static IDLE_WORKERS: Mutex<Vec<(u64, mpsc::Sender<Job>)>> = Mutex::new(Vec::new());
+/// Numbers the Lua threads.
+static NEXT_WORKER: AtomicU64 = AtomicU64::new(1);
+/// How many Lua threads may wait for work; more end after their call.
+const MAX_IDLE_WORKERS: usize = 16;
+/// How long a Lua thread waits for work before it ends.
+const WORKER_IDLE_TIME: Duration = Duration::from_secs(30);
+
+/// Runs `f` on a thread with a large stack (one of the Lua threads, which are kept
+/// for the next calls: starting a thread with a 16 MiB stack for every call cost
+/// more than the call) and waits for it.
+fn on_lua_stack<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static) -> Result<R, String> {
+    let (tx, rx) = mpsc::sync_channel::<std::thread::Result<R>>(1);
+    let mut job: Job = Box::new(move || {
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+        Box::new(move || {
+            // The caller waits for it; it only stops waiting if it panicked itself.
+            let _ = tx.send(result);
+        })
+    });
+    loop {
+        let idle = IDLE_WORKERS.lock().pop();
+        match idle {
+            Some((_, worker)) => match worker.send(job) {
+                Ok(()) => break,
+                // The thread ended (it cannot, once taken from the list; but if it
+                // did, another one takes the job).
+                Err(mpsc::SendError(back)) => job = back,
+            },
+            None => {
+                spawn_worker(job)?;
+                break;
+            }
+        }
+    }
+    match rx.recv() {
+        Ok(Ok(r)) => Ok(r),
+        Ok(Err(_)) => Err("the Lua call panicked".to_owned()),
+        Err(_) => Err("the Lua thread stopped before answering".to_owned()),
+    }
+}
+
+/// Starts a Lua thread with `first` as its first job.
+fn spawn_worker(first: Job) -> Result<(), String> {
+    let id = NEXT_WORKER.fetch_add(1, Ordering::Relaxed);
+    let (tx, rx) = mpsc::channel::<Job>();
+    std::thread::Builder::new()
+        .name("hb-lua".into())
+        .stack_size(LUA_THREAD_STACK)
+        .spawn(move || {
+            ON_LUA_THREAD.with(|c| c.set(true));
+            let mut job = first;
+            loop {
+                let deliver = job();
+                // Waiting for work before the answer is delivered, so that the
+                // caller's next call finds this thread.
+                let wait = {
+                    let mut idle = IDLE_WORKERS.lock();
+                    let wait = idle.len() < MAX_IDLE_WORKERS;
+                    if wait {
+                        idle.push((id, tx.clone()));
+                    }
+                    wait
+                };
+                deliver();
+                if !wait {
+                    return;
+                }
+                job = match rx.recv_timeout(WORKER_IDLE_TIME) {
+                    Ok(next) => next,
+                    Err(_) => {
+                        let mut idle = IDLE_WORKERS.lock();
+                        match idle.iter().position(|(i, _)| *i == id) {
+                            Some(at) => {
+                                // Nobody can send to it any more.
+                                idle.swap_remove(at);
+                                return;
+                            }
+                            None => {
+                                // A caller took it from the list: its job is coming.
+                                drop(idle);
+                                match rx.recv() {
+                                    Ok(next) => next,
+                                    Err(_) => return,
+                                }
+                            }
+                        }
+                    }
+                };
+            }
+        })
+        .map(drop)
+        .map_err(|e| format!("cannot start a thread for Lua: {e}"))
 }
 
 /// The live instance behind a family of messages.
@@ -261,6 +344,9 @@ impl Slot {
             return Ok(());
         }
         let lua = self.lua.as_mut().ok_or("the Lua state is gone")?;
+        // Let go of the previous one first: the instance reuses its bytes when nothing
+        // else holds them. (The instance is not poisoned here: `enter` restored it.)
+        self.saved = None;
         let snap = lua.snapshot().map_err(|e| e.to_string())?;
         self.saved = Some((self.generation, snap));
         Ok(())
@@ -334,15 +420,17 @@ impl LuaRef {
         }
     }
 
-    fn lock(&self) -> Result<MutexGuard<'_, Slot>, Failure> {
-        if ON_LUA_THREAD.with(Cell::get) {
-            self.slot.try_lock().ok_or_else(|| {
+    /// Locks the slot. `wait` is false on a Lua thread: a lock taken there comes from
+    /// `ao.resolve`, which must not wait for a state (it may be its own).
+    fn lock(slot: &Mutex<Slot>, wait: bool) -> Result<MutexGuard<'_, Slot>, Failure> {
+        if wait {
+            Ok(slot.lock())
+        } else {
+            slot.try_lock().ok_or_else(|| {
                 Failure::State(
                     "the Lua state is running a call (ao.resolve cannot re-enter it)".into(),
                 )
             })
-        } else {
-            Ok(self.slot.lock())
         }
     }
 
@@ -356,18 +444,20 @@ impl LuaRef {
     /// Runs `f` on the state of this generation. With `commit`, a success makes the
     /// instance's state a new generation (returned); otherwise (and after any failure)
     /// the message keeps this generation, restored from the checkpoint when next used.
-    fn run<R: Send>(
+    fn run<R: Send + 'static>(
         &self,
         setup: CallSetup,
         commit: bool,
-        f: impl FnOnce(&mut hb_lua::Lua) -> Result<R, LuaError> + Send,
+        f: impl FnOnce(&mut hb_lua::Lua) -> Result<R, LuaError> + Send + 'static,
     ) -> Result<(R, LuaRef), Failure> {
         let ctx = setup.ctx.clone();
-        let mut guard = self.lock()?;
-        let slot: &mut Slot = &mut guard;
+        let shared = self.slot.clone();
+        let wait = !ON_LUA_THREAD.with(Cell::get);
         let generation = self.generation;
         let outcome = ctx.blocking(|| {
-            on_lua_stack(move || -> Result<R, Failure> {
+            on_lua_stack(move || -> Result<(R, u64), Failure> {
+                let mut guard = LuaRef::lock(&shared, wait)?;
+                let slot: &mut Slot = &mut guard;
                 slot.enter(generation).map_err(Failure::State)?;
                 slot.checkpoint().map_err(Failure::State)?;
                 let Some(lua) = slot.lua.as_mut() else {
@@ -393,7 +483,7 @@ impl LuaRef {
                         // Committed or not, the call may have changed the state: it
                         // is a new generation.
                         slot.generation = next_generation();
-                        Ok(r)
+                        Ok((r, slot.generation))
                     }
                     Err(e) => {
                         // A trap rolled the instance back to the checkpoint (this
@@ -418,9 +508,7 @@ impl LuaRef {
                 }
             })
         });
-        let generation_now = guard.generation;
-        drop(guard);
-        let r = outcome.map_err(Failure::State)??;
+        let (r, generation_now) = outcome.map_err(Failure::State)??;
         let next = if commit {
             self.at(generation_now)
         } else {
@@ -431,11 +519,13 @@ impl LuaRef {
 
     /// The state of this generation as a snapshot (which becomes the checkpoint).
     fn snapshot(&self, ctx: &Ctx) -> Result<Snapshot, Failure> {
-        let mut guard = self.lock()?;
-        let slot: &mut Slot = &mut guard;
+        let shared = self.slot.clone();
+        let wait = !ON_LUA_THREAD.with(Cell::get);
         let generation = self.generation;
         ctx.blocking(|| {
             on_lua_stack(move || -> Result<Snapshot, Failure> {
+                let mut guard = LuaRef::lock(&shared, wait)?;
+                let slot: &mut Slot = &mut guard;
                 slot.enter(generation).map_err(Failure::State)?;
                 slot.checkpoint().map_err(Failure::State)?;
                 match &slot.saved {
@@ -1112,23 +1202,25 @@ fn create(base: &Message, ctx: &Ctx) -> Result<Message, Outcome> {
     let config = lua_config(ctx);
     let created = ctx
         .blocking(|| {
-            on_lua_stack(|| -> Result<(hb_lua::Lua, Option<LuaValue>), LuaError> {
-                let mut lua = engine.create(config)?;
-                lua.load("hb-prelude", PRELUDE)?;
-                let mut first = None;
-                for m in &modules {
-                    let values = lua.load(&m.name, &m.source)?;
-                    if script {
-                        first = values.into_iter().next();
+            on_lua_stack(
+                move || -> Result<(hb_lua::Lua, Option<LuaValue>), LuaError> {
+                    let mut lua = engine.create(config)?;
+                    lua.load("hb-prelude", PRELUDE)?;
+                    let mut first = None;
+                    for m in &modules {
+                        let values = lua.load(&m.name, &m.source)?;
+                        if script {
+                            first = values.into_iter().next();
+                        }
                     }
-                }
-                if let Some(spec) = &sandbox {
-                    lua.call("__hb_sandbox", std::slice::from_ref(spec))?;
-                }
-                lua.load("hb-postlude", POSTLUDE)?;
-                lua.take_output();
-                Ok((lua, first))
-            })
+                    if let Some(spec) = &sandbox {
+                        lua.call("__hb_sandbox", std::slice::from_ref(spec))?;
+                    }
+                    lua.load("hb-postlude", POSTLUDE)?;
+                    lua.take_output();
+                    Ok((lua, first))
+                },
+            )
         })
         .map_err(|e| Outcome::error_status(500, &e))?;
     let (lua, first) = created.map_err(|e| lua_error_outcome(&e))?;
@@ -1187,8 +1279,9 @@ fn normalized(base: &Message, ctx: &Ctx) -> Result<Message, Outcome> {
         .map_err(|e| Outcome::error_status(400, &format!("Cannot restore the Lua state: {e}")))?;
     let engine = engine(ctx)?;
     let config = lua_config(ctx);
+    let restored = snap.clone();
     let lua = ctx
-        .blocking(|| on_lua_stack(|| engine.restore(config, &snap)))
+        .blocking(|| on_lua_stack(move || engine.restore(config, &restored)))
         .map_err(|e| Outcome::error_status(500, &e))?
         .map_err(|e| Outcome::error_status(400, &format!("Cannot restore the Lua state: {e}")))?;
     let mut state = base.clone();
@@ -1290,7 +1383,9 @@ fn call_function(key: &str, base: &Message, req: &Message, ctx: &Ctx) -> Outcome
         Ok(s) => s,
         Err(o) => return o,
     };
-    let called = lua.run(setup, true, |l| {
+    let name = function.clone();
+    let called = lua.run(setup, true, move |l| {
+        let function = name;
         if script_mode {
             let defined = l.eval("return type(result) == 'function'")?;
             if defined.first() != Some(&LuaValue::Boolean(true)) {
@@ -1989,48 +2084,5 @@ end
         );
         let state = aos_slot(&ctx, &state, 12, json_msg);
         assert_eq!(data(&state), Value::text("42"));
-    }
-
-    /// Handler messages per second through `compute` on an aos process state (run
-    /// with `cargo test --release -p hb-devices lua_throughput -- --ignored
-    /// --nocapture`).
-    #[test]
-    #[ignore = "a measurement, not a test"]
-    fn lua_throughput() {
-        let ctx = ctx();
-        let process = signed(Message::new().with("type", "Process"), PID, OWNER);
-        let mut state = Message::new()
-            .with("device", NAME)
-            .with("module", AOS_MODULE)
-            .with("process", process);
-        state = aos_slot(&ctx, &state, 0, Message::new().with("type", "Process"));
-        state = aos_slot(
-            &ctx,
-            &state,
-            1,
-            signed(
-                Message::new().with("action", "Eval").with(
-                    "data",
-                    "Handlers.add('Inc', { Action = 'Inc' }, function(m) N = (N or 0) + 1 end)",
-                ),
-                &"e".repeat(43),
-                OWNER,
-            ),
-        );
-        let n = 2000;
-        let started = std::time::Instant::now();
-        for slot in 2..2 + n {
-            state = aos_slot(
-                &ctx,
-                &state,
-                slot,
-                signed(Message::new().with("action", "Inc"), &"i".repeat(43), OWNER),
-            );
-        }
-        let secs = started.elapsed().as_secs_f64();
-        println!(
-            "{n} aos handler messages in {secs:.3} s: {:.0}/s",
-            n as f64 / secs
-        );
     }
 }

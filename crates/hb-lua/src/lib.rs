@@ -597,12 +597,23 @@ impl Lua {
 
     /// The whole state as a [`Snapshot`]; it also becomes the checkpoint a trap rolls
     /// back to. Fails on a poisoned instance.
+    ///
+    /// When nothing else holds the previous checkpoint (drop your copies first), its
+    /// bytes are updated in place: only the 4 KiB chunks that changed are copied and
+    /// nothing is allocated, so a checkpoint before every call stays cheap.
     pub fn snapshot(&mut self) -> Result<Snapshot, LuaError> {
         if self.poisoned {
             return Err(LuaError::Poisoned);
         }
         let sp = host::get_sp(&self.stack_pointer.get(&mut self.store));
-        let snap = Snapshot::capture(&self.engine.inner.sha256, sp, self.memory.data(&self.store));
+        let memory = self.memory.data(&self.store);
+        let sha256 = &self.engine.inner.sha256;
+        // The previous checkpoint's bytes are reused when nothing else holds them: a
+        // checkpoint before every call then copies only the chunks that changed.
+        let snap = match self.checkpoint.take() {
+            Some(previous) => Snapshot::recapture(previous, sha256, sp, memory),
+            None => Snapshot::capture(sha256, sp, memory),
+        };
         self.checkpoint = Some(snap.clone());
         Ok(snap)
     }

@@ -69,6 +69,30 @@ impl Snapshot {
         Snapshot { bytes: out.into() }
     }
 
+    /// [`Snapshot::capture`] into the bytes of `previous` (a snapshot of the same
+    /// instance, held nowhere else) when the same chunks are stored: only the chunks
+    /// that changed are copied, and no memory is allocated. Otherwise a new capture.
+    /// The result is the same bytes either way.
+    pub(crate) fn recapture(
+        mut previous: Snapshot,
+        module_sha256: &[u8; 32],
+        stack_pointer: u32,
+        memory: &[u8],
+    ) -> Self {
+        let reusable = previous.bytes.len() >= HEADER
+            && previous.memory_size() == memory.len() as u64
+            && previous.bytes[8..40] == module_sha256[..]
+            && memory.len().is_multiple_of(CHUNK);
+        if reusable
+            && let Some(bytes) = Arc::get_mut(&mut previous.bytes)
+            && update_chunks(&mut bytes[HEADER..], memory)
+        {
+            bytes[40..44].copy_from_slice(&stack_pointer.to_le_bytes());
+            return previous;
+        }
+        Snapshot::capture(module_sha256, stack_pointer, memory)
+    }
+
     /// Checks and wraps snapshot bytes (from [`Snapshot::as_bytes`], possibly stored
     /// elsewhere). Does not check which engine made it; restoring does.
     pub fn from_bytes(bytes: impl Into<Arc<[u8]>>) -> Result<Self, LuaError> {
@@ -142,6 +166,35 @@ impl Snapshot {
     }
 }
 
+/// Brings stored chunks (`stored`: index and bytes, as in the format) up to date with
+/// `memory` when the non-zero chunks of `memory` are exactly the stored ones; false
+/// (and `stored` partly updated) when they are not.
+fn update_chunks(stored: &mut [u8], memory: &[u8]) -> bool {
+    let zero = [0u8; CHUNK];
+    let mut entries = stored.chunks_exact_mut(4 + CHUNK);
+    let mut next = entries.next();
+    for (i, c) in memory.chunks_exact(CHUNK).enumerate() {
+        let stored_here = next
+            .as_ref()
+            .is_some_and(|e| u32::from_le_bytes([e[0], e[1], e[2], e[3]]) as usize == i);
+        if stored_here {
+            if let Some(entry) = next.take() {
+                let bytes = &mut entry[4..];
+                if c == &zero[..] {
+                    return false;
+                }
+                if bytes != c {
+                    bytes.copy_from_slice(c);
+                }
+            }
+            next = entries.next();
+        } else if c != &zero[..] {
+            return false;
+        }
+    }
+    next.is_none()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -162,6 +215,52 @@ mod tests {
             back[off..off + CHUNK].copy_from_slice(bytes);
         }
         assert_eq!(back, memory);
+    }
+
+    #[test]
+    fn recapture_gives_the_bytes_of_a_capture() {
+        let mut memory = vec![0u8; 2 * WASM_PAGE as usize];
+        memory[5] = 1;
+        memory[70_000] = 2;
+        let first = Snapshot::capture(&[7; 32], 1, &memory);
+        // The same chunks, changed: updated in place.
+        memory[6] = 3;
+        let expected = Snapshot::capture(&[7; 32], 2, &memory);
+        let again = Snapshot::recapture(first, &[7; 32], 2, &memory);
+        assert_eq!(again.as_bytes(), expected.as_bytes());
+        // Other chunks (one more, one fewer, none), other sizes, a shared previous one.
+        let mut cases = Vec::new();
+        let mut more = memory.clone();
+        more[100_000] = 9;
+        cases.push(more);
+        let mut fewer = memory.clone();
+        fewer[70_000] = 0;
+        cases.push(fewer);
+        cases.push(vec![0u8; memory.len()]);
+        let mut bigger = memory.clone();
+        bigger.resize(3 * WASM_PAGE as usize, 0);
+        cases.push(bigger);
+        for case in cases {
+            let previous = Snapshot::capture(&[7; 32], 2, &memory);
+            let expected = Snapshot::capture(&[7; 32], 4, &case);
+            assert_eq!(
+                Snapshot::recapture(previous, &[7; 32], 4, &case).as_bytes(),
+                expected.as_bytes()
+            );
+        }
+        let previous = Snapshot::capture(&[7; 32], 2, &memory);
+        let held = previous.clone();
+        memory[7] = 4;
+        let expected = Snapshot::capture(&[7; 32], 2, &memory);
+        assert_eq!(
+            Snapshot::recapture(previous, &[7; 32], 2, &memory).as_bytes(),
+            expected.as_bytes()
+        );
+        assert_ne!(
+            held.as_bytes(),
+            expected.as_bytes(),
+            "the held copy is untouched"
+        );
     }
 
     #[test]

@@ -12,33 +12,33 @@ local fmt, lower, upper = string.format, string.lower, string.upper
 
 local MAX_INBOX = 10000
 
--- Tables read without case: `t.Action` finds `t.action`.
+-- Tables read without case: `t.Action` finds `t.action`. Each table gets a metatable
+-- of its own; they share one __index function.
+local function ci_index(tt, k)
+  if type(k) == "string" then
+    local lk = lower(k)
+    if lk ~= k then return rawget(tt, lk) end
+  end
+  return nil
+end
 local function ci(t)
-  return setmetatable(t, {
-    __index = function(tt, k)
-      if type(k) == "string" then
-        local lk = lower(k)
-        if lk ~= k then return rawget(tt, lk) end
-      end
-      return nil
-    end,
-  })
+  return setmetatable(t, { __index = ci_index })
 end
 
--- "block-height" -> "Block-Height".
+local upper_first, by_type, collect_keys, handle -- defined at the end of the file
+-- "block-height" -> "Block-Height", the first 1024 keys remembered (the same ones come).
+local capitalized, ncapitalized = {}, 0
 local function capitalize(key)
-  return (key:gsub("(%a)(%w*)", function(a, b) return upper(a) .. b end))
+  local K = capitalized[key]
+  if K == nil then
+    K = key:gsub("(%a)(%w*)", upper_first)
+    if ncapitalized < 1024 then capitalized[key], ncapitalized = K, ncapitalized + 1 end
+  end
+  return K
 end
-
 local function sorted_keys(t)
-  local keys = {}
-  for k in pairs(t) do keys[#keys + 1] = k end
-  sort(keys, function(a, b)
-    local ta, tb = type(a), type(b)
-    if ta ~= tb then return ta < tb end
-    if ta == "number" or ta == "string" then return a < b end
-    return tostring(a) < tostring(b)
-  end)
+  local keys, mixed = collect_keys(t)
+  if mixed then sort(keys, by_type) else sort(keys) end
   return keys
 end
 
@@ -86,15 +86,15 @@ end
 local function signature(m)
   local c = type(m) == "table" and m.commitments
   if type(c) ~= "table" then return nil, nil end
-  for _, k in ipairs(sorted_keys(c)) do
-    local v = c[k]
+  local id, committer = nil, nil -- of the least key among those that match
+  for k, v in pairs(c) do
     if type(v) == "table" and (v.alg == "rsa-pss-sha512"
         or (v.alg == "signed" and type(v["commitment-device"]) == "string"
-            and v["commitment-device"]:find("^ans104"))) then
-      return k, v.committer
+            and v["commitment-device"]:find("^ans104"))) and (id == nil or by_type(k, id)) then
+      id, committer = k, v.committer
     end
   end
-  return nil, nil
+  return id, committer
 end
 
 local function list_of(v)
@@ -620,13 +620,7 @@ function compute(base, req, opts)
   elseif not ao.isTrusted(msg) then
     print("Message is not trusted.")
   else
-    local ok, err = pcall(function()
-      if msg.Action == "Eval" and msg.From == Owner then
-        eval(msg)
-      else
-        Handlers.evaluate(msg, ao.env)
-      end
-    end)
+    local ok, err = pcall(handle, msg)
     if not ok then
       ao.outbox.Error = tostring(err)
       print(tostring(err))
@@ -634,4 +628,44 @@ function compute(base, req, opts)
   end
   base.results = results()
   return base
+end
+
+----------------------------------------------------------------------------------
+-- Helpers declared at the top (defined here so that the line numbers above, which the
+-- library's error messages carry, stay as they were).
+
+upper_first = function(a, b) return upper(a) .. b end
+
+-- A trusted message, in compute's pcall.
+handle = function(msg)
+  if msg.Action == "Eval" and msg.From == Owner then
+    eval(msg)
+  else
+    Handlers.evaluate(msg, ao.env)
+  end
+end
+
+-- Keys in order: by type name, then by value (numbers, strings) or by text.
+by_type = function(a, b)
+  local ta, tb = type(a), type(b)
+  if ta ~= tb then return ta < tb end
+  if ta == "number" or ta == "string" then return a < b end
+  return tostring(a) < tostring(b)
+end
+
+-- The keys of t, and whether they mix types (or are neither numbers nor strings):
+-- keys that are all numbers or all strings sort with Lua's own `<`, which orders them
+-- as by_type does, without a Lua call per comparison.
+collect_keys = function(t)
+  local keys, n, kind, mixed = {}, 0, nil, false
+  for k in pairs(t) do
+    n = n + 1
+    keys[n] = k
+    local tk = type(k)
+    if tk ~= kind then
+      mixed = mixed or kind ~= nil or (tk ~= "string" and tk ~= "number")
+      kind = tk
+    end
+  end
+  return keys, mixed
 end
