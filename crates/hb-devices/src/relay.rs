@@ -54,7 +54,6 @@ use hb_codec::httpsig_commit::{self, ReceivedError, from_http_verified};
 use hb_core::device::{Call, DefaultHandler, Device, DeviceInfo, DeviceResult, Outcome, Status};
 use hb_core::httpsig::{self, HttpMessage};
 use hb_core::message::{MessageDevice, committers_of};
-use hb_core::sf;
 use hb_core::structured::from_tabm;
 use hb_core::{Ctx, Message, ResolveError, Value};
 
@@ -1052,13 +1051,14 @@ fn decode(
             _ => None,
         }
     };
-    let verified =
-        from_http_verified(&http, &derived).or_else(|e| match (&e, without_added_status(&http)) {
+    let verified = from_http_verified(&http, &derived).or_else(|e| {
+        match (&e, hb_store::remote::without_added_status(&http)) {
             (ReceivedError::BadSignature(_), Some(stripped)) => {
                 from_http_verified(&stripped, &derived).map_err(|_| e)
             }
             _ => Err(e),
-        });
+        }
+    });
     let mut msg = match verified.map(|tabm| from_tabm(&tabm)) {
         Ok(Ok(m)) => m,
         Ok(Err(_)) | Err(ReceivedError::Decode(_)) if !signed => return Ok(raw(&headers, &body)),
@@ -1073,31 +1073,6 @@ fn decode(
         msg.insert("status", Value::Integer(i64::from(code)));
     }
     Ok(msg)
-}
-
-/// The reply without a `status` field its signatures do not cover (the reference adds
-/// one to a message signed by someone else); `None` when there is none to take away.
-fn without_added_status(http: &HttpMessage) -> Option<HttpMessage> {
-    let covered = http.headers.get("signature-input").is_some_and(|si| {
-        let si = String::from_utf8_lossy(si);
-        si.contains("\"status\"") || si.contains("\"@status\"")
-    });
-    if covered || !http.headers.contains_key("status") {
-        return None;
-    }
-    let mut out = http.clone();
-    out.headers.remove("status");
-    if let Some(types) = out.headers.remove("ao-types") {
-        let mut dict = sf::parse_dictionary(&types).ok()?;
-        dict.retain(|(k, _)| k != "status");
-        if !dict.is_empty() {
-            out.headers.insert(
-                "ao-types".into(),
-                Bytes::from(sf::serialize_dictionary(&dict)),
-            );
-        }
-    }
-    Some(out)
 }
 
 #[cfg(test)]

@@ -312,8 +312,9 @@ fn identify(id: &str, msg: Message) -> Option<Message> {
 }
 
 /// The reply without a `status` field that no signature covers, and without `status`
-/// in its `ao-types`; `None` when there is no such field.
-fn without_added_status(http: &HttpMessage) -> Option<HttpMessage> {
+/// in its `ao-types` (the reference adds one to a message signed by someone else);
+/// `None` when there is no such field.
+pub fn without_added_status(http: &HttpMessage) -> Option<HttpMessage> {
     let covered = http.headers.get("signature-input").is_some_and(|si| {
         let si = String::from_utf8_lossy(si);
         si.contains("\"status\"") || si.contains("\"@status\"")
