@@ -56,6 +56,7 @@ use hb_core::httpsig::{self, HttpMessage};
 use hb_core::message::{MessageDevice, committers_of};
 use hb_core::structured::from_tabm;
 use hb_core::{Ctx, Message, ResolveError, Value};
+use hb_store::http::BodyError;
 
 use crate::router::{self, Rng, RouteError, answer, answer_with, is_url, texts};
 
@@ -948,28 +949,11 @@ fn exchange(method: &str, msg: &Message, t: &Target) -> Result<Answer, Failed> {
         .into();
     let mut resp = agent.run(request).map_err(|e| transport(&what, t, e))?;
     let code = resp.status().as_u16();
-    let mut headers: BTreeMap<String, Bytes> = BTreeMap::new();
-    for name in resp.headers().keys() {
-        let mut joined: Vec<u8> = Vec::new();
-        for (i, v) in resp.headers().get_all(name).iter().enumerate() {
-            if i > 0 {
-                joined.extend_from_slice(b", ");
-            }
-            joined.extend_from_slice(v.as_bytes());
-        }
-        headers.insert(name.as_str().to_owned(), Bytes::from(joined));
-    }
-    let body = match resp
-        .body_mut()
-        .with_config()
-        .limit(t.limits.max_reply)
-        .read_to_vec()
-    {
+    let headers = hb_store::http::response_headers(&resp);
+    let body = match hb_store::http::read_capped(&mut resp, t.limits.max_reply, &what) {
         Ok(b) => Bytes::from(b),
-        Err(ureq::Error::BodyExceedsLimit(n)) => {
-            return Err((502, format!("{what}: the reply is larger than {n} bytes")));
-        }
-        Err(e) => return Err(transport(&what, t, e)),
+        Err(BodyError::TooLarge(text)) => return Err((502, text)),
+        Err(BodyError::Transport(_, e)) => return Err(transport(&what, t, e)),
     };
     let request_path = t
         .url

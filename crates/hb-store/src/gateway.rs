@@ -237,7 +237,7 @@ impl GatewaySource {
         let bytes =
             crate::http::read_capped(&mut resp, limit, &format!("{what} {url}")).map_err(|e| {
                 match e {
-                    crate::http::BodyError::Transport(t) => self.down(t),
+                    crate::http::BodyError::Transport(t, _) => self.down(t),
                     too_large => self.remote(too_large.text()),
                 }
             })?;

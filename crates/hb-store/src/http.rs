@@ -1,7 +1,11 @@
 //! The HTTP client every remote store and source shares: one checked base URL and one
-//! `ureq` agent configuration.
+//! `ureq` agent configuration; and the reading of a reply (its headers, its body up to
+//! a limit), which relay@1.0 shares too.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
+
+use bytes::Bytes;
 
 use crate::store::StoreError;
 
@@ -50,27 +54,44 @@ pub(crate) fn time_left(deadline: std::time::Instant, what: &str) -> Result<Dura
     }
 }
 
+/// The headers of `resp` by name, the values of a repeated header joined with `, `.
+pub fn response_headers<B>(resp: &ureq::http::Response<B>) -> BTreeMap<String, Bytes> {
+    let mut headers = BTreeMap::new();
+    for name in resp.headers().keys() {
+        let mut joined: Vec<u8> = Vec::new();
+        for (i, v) in resp.headers().get_all(name).iter().enumerate() {
+            if i > 0 {
+                joined.extend_from_slice(b", ");
+            }
+            joined.extend_from_slice(v.as_bytes());
+        }
+        headers.insert(name.as_str().to_owned(), Bytes::from(joined));
+    }
+    headers
+}
+
 /// Why a body could not be read.
 #[derive(Debug)]
-pub(crate) enum BodyError {
+pub enum BodyError {
     /// Larger than the limit (the server is up, its answer unusable).
     TooLarge(String),
-    /// The connection failed while reading.
-    Transport(String),
+    /// The connection failed while reading (the text, and what `ureq` said, e.g. a
+    /// timeout).
+    Transport(String, ureq::Error),
 }
 
 impl BodyError {
     /// The error text.
-    pub(crate) fn text(self) -> String {
+    pub fn text(self) -> String {
         match self {
-            BodyError::TooLarge(t) | BodyError::Transport(t) => t,
+            BodyError::TooLarge(t) | BodyError::Transport(t, _) => t,
         }
     }
 }
 
 /// The body of `resp`, read up to `limit` bytes; a larger body is an error, not a
 /// truncation. The error text starts with `what`.
-pub(crate) fn read_capped(
+pub fn read_capped(
     resp: &mut ureq::http::Response<ureq::Body>,
     limit: u64,
     what: &str,
@@ -80,7 +101,7 @@ pub(crate) fn read_capped(
         Err(ureq::Error::BodyExceedsLimit(n)) => Err(BodyError::TooLarge(format!(
             "{what}: the reply is larger than {n} bytes"
         ))),
-        Err(e) => Err(BodyError::Transport(format!("{what}: {e}"))),
+        Err(e) => Err(BodyError::Transport(format!("{what}: {e}"), e)),
     }
 }
 

@@ -17,7 +17,7 @@
 pub mod cache;
 pub mod fs;
 pub mod gateway;
-mod http;
+pub mod http;
 pub mod kv;
 pub mod lmdb;
 pub mod memory;

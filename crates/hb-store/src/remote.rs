@@ -157,17 +157,7 @@ impl RemoteNodeSource {
             .call()
             .map_err(|e| self.remote(format!("GET {url}: {e}")))?;
         let status = resp.status().as_u16();
-        let mut headers = std::collections::BTreeMap::new();
-        for name in resp.headers().keys() {
-            let mut joined: Vec<u8> = Vec::new();
-            for (i, v) in resp.headers().get_all(name).iter().enumerate() {
-                if i > 0 {
-                    joined.extend_from_slice(b", ");
-                }
-                joined.extend_from_slice(v.as_bytes());
-            }
-            headers.insert(name.as_str().to_owned(), Bytes::from(joined));
-        }
+        let headers = crate::http::response_headers(&resp);
         let body = crate::http::read_capped(&mut resp, self.max_reply, &format!("GET {url}"))
             .map_err(|e| self.remote(e.text()))?;
         Ok(Reply {
