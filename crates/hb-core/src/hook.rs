@@ -4,7 +4,7 @@
 //! message or a list of them.
 
 use crate::device::{Outcome, Status};
-use crate::resolve::{Ctx, HashpathMode, ResolveError};
+use crate::resolve::{Ctx, ResolveError};
 use crate::value::{Message, Value};
 
 /// The handlers of hook `name` in a node message (`on/<name>`).
@@ -54,16 +54,24 @@ pub fn request_list(
 }
 
 /// Runs hook `name` with `handlers` on request `req` (spec 05 §5): each handler's
-/// result feeds the next; the first error stops the chain.
+/// result feeds the next; the first error stops the chain. Handlers resolve with the
+/// node's own options and `hashpath: ignore`, whatever the options of `ctx`.
 pub fn run(
     ctx: &Ctx,
     name: &str,
     handlers: &[Message],
     req: Message,
 ) -> Result<Outcome, ResolveError> {
-    let mut opts = ctx.opts;
-    opts.hashpath = HashpathMode::Ignore;
-    let ctx = ctx.with_opts(opts).without_step_hook();
+    // A handler runs with the node's own options plus `hashpath: ignore` (the
+    // reference resolves it with the node message), never with those of the request
+    // that fired the hook: the HTTP extras (results cached and looked up by hashpath,
+    // forced messages) belong to the request's own resolution (spec 05 §2.4 steps 3–4).
+    // A hook request is no step anyone stores a result for, and often has no ID to
+    // look one up by: the `request` hook's `body` is the in-flight message list
+    // (device switches, ID bases, sub-resolutions), which has no structured encoding.
+    // `internal`: the node's defaults (no result-cache lookup or store, no forced
+    // message) with `hashpath: ignore`; the depth, step and remote-load limits kept.
+    let ctx = ctx.internal().without_step_hook();
     let mut current = req;
     for h in handlers {
         let path = h.get("path").cloned().unwrap_or_else(|| Value::text(name));
@@ -118,5 +126,159 @@ fn failure(name: &str, what: &str) -> Outcome {
     Outcome {
         status: Status::Failure,
         value: Value::from(format!("Handler for hook `{name}` {what}")),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "tests")]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::device::{Call, Device, DeviceResult, Registry};
+    use crate::resolve::{NodeHandle, ResolveOpts, link_step};
+    use crate::{Cache, MemoryCache};
+
+    /// A hook handler device: `echo` answers `{body, request}` as it received them
+    /// (what a router `preprocess` that matches no route does), `rewrite` replaces
+    /// the message list.
+    struct HookTest;
+
+    impl Device for HookTest {
+        fn name(&self) -> &'static str {
+            "hook-test@1.0"
+        }
+
+        fn functions(&self) -> &'static [&'static str] {
+            &["echo", "rewrite"]
+        }
+
+        fn call(&self, call: Call<'_>, _base: &Message, req: &Message, _ctx: &Ctx) -> DeviceResult {
+            let body = req.get("body").cloned().unwrap_or(Value::atom("none"));
+            let request = req.get("request").cloned().unwrap_or(Value::atom("none"));
+            Ok(match call.key() {
+                "echo" => Outcome::ok(Message::new().with("body", body).with("request", request)),
+                _ => Outcome::ok(Message::new().with(
+                    "body",
+                    Value::list(vec![
+                        Value::Message(Message::new().with("answer", "42")),
+                        Value::Message(Message::new().with("path", "answer")),
+                    ]),
+                )),
+            })
+        }
+    }
+
+    const PID: &str = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopq";
+
+    /// Paths whose message lists hold device switches, IDs and sub-resolutions: in
+    /// flight values with no structured encoding.
+    fn paths() -> Vec<String> {
+        vec![
+            "/~meta@1.0/info/address".into(),
+            format!("/{PID}~process@1.0/compute/at-slot?slot=3"),
+            format!("/{PID}/slot"),
+            format!("/{PID}/schedule?from=0"),
+            "/~message@1.0&a=1/a".into(),
+            "/a/(~message@1.0&b=2/b)/c".into(),
+            "/plain?x=1".into(),
+        ]
+    }
+
+    /// A node with `handler` as its `request` hook, resolving as the HTTP layer does
+    /// (results cached and looked up by hashpath).
+    fn node_ctx(cache: Arc<dyn Cache>, handler: Option<Message>) -> (Ctx, Message) {
+        let mut registry = Registry::with_core();
+        registry.register(Arc::new(HookTest));
+        let node = match handler {
+            Some(h) => Message::new().with("on", Message::new().with("request", h)),
+            None => Message::new(),
+        };
+        let ctx = Ctx::new(Arc::new(registry), cache, NodeHandle::new(node.clone()))
+            .with_opts(ResolveOpts::http());
+        (ctx, node)
+    }
+
+    fn handler(path: &str) -> Message {
+        Message::new()
+            .with("device", "hook-test@1.0")
+            .with("path", path)
+    }
+
+    #[test]
+    fn request_hook_gets_lists_with_device_switches() {
+        let (ctx, node) = node_ctx(Arc::new(MemoryCache::new(64)), Some(handler("echo")));
+        for path in paths() {
+            let singleton = Message::new()
+                .with("path", path.as_str())
+                .with("accept", "x");
+            let parsed = crate::hyperpath::from_singleton(&singleton).unwrap();
+            // What the handler receives: the raw singleton and the parsed list.
+            let req = Message::new()
+                .with("request", singleton.clone())
+                .with("body", Value::list(parsed.clone()));
+            let out = run(&ctx, "request", &handlers(&node, "request"), req).unwrap();
+            assert_eq!(out.status, Status::Ok, "{path}: {out:?}");
+            let seen = out.value.as_message().unwrap();
+            assert_eq!(
+                seen.get("request"),
+                Some(&Value::Message(singleton.clone()))
+            );
+            assert_eq!(
+                seen.get("body"),
+                Some(&Value::list(parsed.clone())),
+                "{path}"
+            );
+            // And what the node goes on to resolve: the list, unchanged.
+            let list = request_list(&ctx, &node, &singleton).unwrap().unwrap();
+            assert_eq!(list, parsed, "{path}");
+        }
+    }
+
+    #[test]
+    fn request_hook_rewrites_the_list() {
+        let (ctx, node) = node_ctx(Arc::new(MemoryCache::new(64)), Some(handler("rewrite")));
+        for path in paths() {
+            let singleton = Message::new().with("path", path.as_str());
+            let list = request_list(&ctx, &node, &singleton).unwrap().unwrap();
+            assert_eq!(list.len(), 2, "{path}");
+            // Resolved as the HTTP layer resolves: the result forced into a message.
+            let out = ctx.resolve_many(list).unwrap();
+            let body = out.value.as_message().and_then(|m| m.get("body"));
+            assert_eq!(body, Some(&Value::text("42")), "{path}");
+        }
+    }
+
+    #[test]
+    fn no_hook_keeps_the_list() {
+        let (ctx, node) = node_ctx(Arc::new(MemoryCache::new(64)), None);
+        for path in paths() {
+            let singleton = Message::new().with("path", path.as_str());
+            let list = request_list(&ctx, &node, &singleton).unwrap().unwrap();
+            assert_eq!(list, crate::hyperpath::from_singleton(&singleton).unwrap());
+        }
+    }
+
+    /// A hook handler runs with the node's own options, not the HTTP request's: its
+    /// resolution neither reads nor writes the result cache.
+    #[test]
+    fn hook_resolution_skips_the_result_cache() {
+        let cache = Arc::new(MemoryCache::new(64));
+        let h = handler("echo");
+        let (ctx, node) = node_ctx(cache.clone(), Some(h.clone()));
+        let req = Message::new()
+            .with("request", Message::new().with("path", "/plain"))
+            .with("body", Value::list(vec![Value::Message(Message::new())]));
+        // A result stored where an HTTP-style lookup of this handler step would find it.
+        let step = req.clone().with("path", "echo").with("method", "GET");
+        let link = link_step(&Value::Message(h), &step).unwrap();
+        let stale = Value::Message(Message::new().with("body", "stale"));
+        cache.write_result(&link.hashpath, &stale);
+        let out = run(&ctx, "request", &handlers(&node, "request"), req.clone()).unwrap();
+        assert_eq!(
+            out.value.as_message().unwrap().get("body"),
+            req.get("body"),
+            "{out:?}"
+        );
     }
 }

@@ -318,3 +318,109 @@ pub fn serve(listener: TcpListener, service: Service) -> std::io::Result<Running
     });
     Ok(Running { addr, stop, task })
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "tests")]
+mod tests {
+    use super::*;
+    use hb_core::{MemoryCache, NodeHandle};
+
+    const PID: &str = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopq";
+
+    /// A node message with routes none of [`local_paths`] matches, and `hook` as its
+    /// `request` hook.
+    fn node(hook: Option<Message>) -> Message {
+        let routes =
+            r#"[{"template":"/.*~process@1.0/.*","node":{"prefix":"http://127.0.0.1:9"}}]"#;
+        let node = Message::new()
+            .with("name", "A")
+            .with("address", "the-address")
+            .with("routes", routes);
+        match hook {
+            Some(h) => node.with("on", Message::new().with("request", h)),
+            None => node,
+        }
+    }
+
+    fn preprocess() -> Message {
+        Message::new()
+            .with("device", "router@1.0")
+            .with("path", "preprocess")
+    }
+
+    /// The context an HTTP request resolves with.
+    fn ctx(node: &Message) -> Ctx {
+        let ctx = Ctx::new(
+            Arc::new(hb_devices::registry()),
+            Arc::new(MemoryCache::new(256)),
+            NodeHandle::new(node.clone()),
+        );
+        Service::new(ctx, ServerConfig::default())
+            .ctx
+            .with_step_hooks(node)
+    }
+
+    fn local_paths() -> [&'static str; 6] {
+        [
+            "/~meta@1.0/info/address",
+            "/~message@1.0&a=1&b=2/set&c=3",
+            "/~message@1.0&a=1&b=2/set&c=3/c",
+            "/~message@1.0&x=y&k=x/(~message@1.0&p=k/p)",
+            "/local?local=yes",
+            "/~message@1.0&a=1/no-such-key",
+        ]
+    }
+
+    /// With the router's `preprocess` as the `request` hook, a request no route
+    /// matches resolves exactly as without the hook: the same outcome, hashpath
+    /// included.
+    #[test]
+    fn preprocess_without_a_match_changes_nothing() {
+        let (hooked, plain) = (node(Some(preprocess())), node(None));
+        let (hooked_ctx, plain_ctx) = (ctx(&hooked), ctx(&plain));
+        for path in local_paths() {
+            let singleton = Message::new().with("path", path).with("method", "GET");
+            let with_hook = resolve_request(&hooked_ctx, &hooked, &singleton).unwrap();
+            let without = resolve_request(&plain_ctx, &plain, &singleton).unwrap();
+            let (Step::Resolved(with_hook), Step::Resolved(without)) = (with_hook, without) else {
+                panic!("{path}: the hook halted the request");
+            };
+            assert_eq!(with_hook, without, "{path}");
+            assert_eq!(
+                with_hook.is_ok(),
+                !path.ends_with("no-such-key"),
+                "{path}: {with_hook:?}"
+            );
+        }
+        let singleton = Message::new().with("path", local_paths()[1]);
+        let Ok(Step::Resolved(out)) = resolve_request(&hooked_ctx, &hooked, &singleton) else {
+            panic!()
+        };
+        assert_eq!(out.status, Status::Ok);
+        assert!(out.value.as_message().unwrap().hashpath().is_some());
+    }
+
+    /// A request a route matches becomes the relay of the raw request.
+    #[test]
+    fn preprocess_with_a_match_relays_the_raw_request() {
+        let hooked = node(Some(preprocess()));
+        let ctx = ctx(&hooked);
+        let singleton = Message::new()
+            .with(
+                "path",
+                format!("/{PID}~process@1.0/compute/at-slot?slot=3").as_str(),
+            )
+            .with("method", "GET");
+        let list = hook::request_list(&ctx, &hooked, &singleton)
+            .unwrap()
+            .unwrap();
+        assert_eq!(list.len(), 2);
+        assert_eq!(
+            list[0].as_message().unwrap().get_str("device"),
+            Some("relay@1.0")
+        );
+        let call = list[1].as_message().unwrap();
+        assert_eq!(call.get_str("path"), Some("call"));
+        assert_eq!(call.get("body"), Some(&Value::Message(singleton)));
+    }
+}

@@ -462,9 +462,14 @@ async fn a_lua_request_hook_answers_every_request() {
             ),
         );
     let (node, _) = node(Message::new().with("on", Message::new().with("request", hook))).await;
-    // (Paths without a `~device` segment: the engine cannot yet hash the in-flight
-    // device switch a hook request would carry, whatever the hook's device.)
-    for path in ["/hello", "/anything/else?x=1"] {
+    // Whatever the path: device switches (`~meta@1.0`), ID bases, sub-resolutions.
+    for path in [
+        "/hello",
+        "/anything/else?x=1",
+        "/~meta@1.0/info/address",
+        "/ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopq~process@1.0/compute/at-slot?slot=3",
+        "/a/(~message@1.0&b=2/b)",
+    ] {
         let r = send(node.addr, &get(path)).await;
         assert_eq!(r.status, 200, "{}", r.text());
         assert_eq!(r.text(), "i like turtles", "{path}");
