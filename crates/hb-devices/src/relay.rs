@@ -990,8 +990,8 @@ fn transport(what: &str, t: &Target, e: ureq::Error) -> Failed {
 
 /// A reply as a message: an `ans104@1.0` item, or an httpsig message whose signatures
 /// must verify (the peer's own keys kept); an unsigned reply that does not decode is
-/// `{status, body, content-type}`.
-fn decode(
+/// `{status, body, content-type}`. (Also how `scheduler@1.0` reads scheduler nodes.)
+pub(crate) fn decode(
     code: u16,
     headers: BTreeMap<String, Bytes>,
     body: Bytes,

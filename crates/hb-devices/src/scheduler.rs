@@ -33,6 +33,12 @@
 //! The store layout is spec 04 §2.13: `assignments/<PID>/<slot>` links to the stored
 //! assignment. A server that starts (first use after a restart) continues from the
 //! highest stored slot and its hash chain.
+//!
+//! Processes another node schedules are computed here too: `slot`, `next` and `GET
+//! schedule` locate that node, fetch the assignments this node lacks, verify them and
+//! keep them at the same paths (see [`remote`]).
+
+pub mod remote;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -67,6 +73,8 @@ pub struct Scheduler {
     /// The Arweave clock of production nodes: the gateway asked, and its last answer.
     clock: Mutex<Option<(String, Arc<GatewaySource>)>>,
     last_block: Mutex<Option<(Instant, Clock)>>,
+    /// One fetch of a remote schedule at a time per process.
+    fetching: remote::FetchLocks,
 }
 
 /// `(timestamp, block-height, block-hash)` stamped on assignments and pages.
@@ -92,6 +100,7 @@ impl Scheduler {
             servers: Mutex::new(HashMap::new()),
             clock: Mutex::new(None),
             last_block: Mutex::new(None),
+            fetching: Mutex::new(HashMap::new()),
         }
     }
 
@@ -232,7 +241,7 @@ impl Device for Scheduler {
             Call::Function("status") => Ok(Outcome::ok(self.status())),
             Call::Function("checkpoint") => Ok(Outcome::ok(base.clone())),
             Call::Function("slot") => Ok(ctx.blocking(|| self.slot(base, req, ctx))),
-            Call::Function("next") => Ok(ctx.blocking(|| next(base, ctx))),
+            Call::Function("next") => Ok(ctx.blocking(|| self.next(base, ctx))),
             Call::Function("location" | "record") => Ok(ctx.blocking(|| {
                 if method(req) == "POST" {
                     self.post_location(base, req, ctx)
@@ -247,7 +256,7 @@ impl Device for Scheduler {
                         .blocking(|| self.post(base, req, ctx).unwrap_or_else(|refusal| *refusal)))
                 } else {
                     let clock = self.block_clock(ctx);
-                    Ok(ctx.blocking(|| get_schedule(base, req, &clock, ctx)))
+                    Ok(ctx.blocking(|| self.get_schedule(base, req, &clock, ctx)))
                 }
             }
         }
@@ -611,6 +620,13 @@ impl Scheduler {
             Ok(pid) => pid,
             Err(refusal) => return *refusal,
         };
+        if let remote::Whose::Remote(definition) = self.whose(&pid, base, ctx) {
+            return if remote::follows_redirects(ctx, req) {
+                self.remote_slot(&pid, &definition, ctx)
+            } else {
+                redirect(&definition, ctx)
+            };
+        }
         let current = match self.servers.lock().get(&pid) {
             Some(s) => Ok(s.stored.lock().at.slot),
             None => stored_head(&pid, ctx).map(|c| c.slot),
@@ -968,21 +984,72 @@ fn stale() -> Refusal {
     )
 }
 
-/// `next` (spec 04 §2.10): the assignment after the state's `at-slot`.
-fn next(base: &Message, ctx: &Ctx) -> Outcome {
-    let pid = match process_of(base, &Message::new()) {
-        Ok(pid) => pid,
-        Err(refusal) => return *refusal,
-    };
-    let last = base.get("at-slot").and_then(Value::as_int).unwrap_or(-1);
-    match read_assignment(&pid, last + 1, ctx) {
-        Ok(Some(a)) if a.get("slot").and_then(Value::as_int) == Some(last + 1) => Outcome::ok(
-            Message::new()
-                .with("body", Value::Message(a))
-                .with("state", Value::Message(base.clone())),
-        ),
-        Ok(_) => Outcome::error_status(503, "No assignment found for next slot."),
-        Err(refusal) => *refusal,
+impl Scheduler {
+    /// `next` (spec 04 §2.10): the assignment after the state's `at-slot`, from the
+    /// local store; for a process another node schedules, fetched from that node when
+    /// the store lacks it ([`remote`]).
+    fn next(&self, base: &Message, ctx: &Ctx) -> Outcome {
+        let pid = match process_of(base, &Message::new()) {
+            Ok(pid) => pid,
+            Err(refusal) => return *refusal,
+        };
+        let last = base.get("at-slot").and_then(Value::as_int).unwrap_or(-1);
+        let Some(wanted) = last.checked_add(1) else {
+            return Outcome::error_status(503, "No assignment found for next slot.");
+        };
+        let found = |ctx: &Ctx| match read_assignment(&pid, wanted, ctx) {
+            Ok(Some(a)) if a.get("slot").and_then(Value::as_int) == Some(wanted) => {
+                Ok(Some(Outcome::ok(
+                    Message::new()
+                        .with("body", Value::Message(a))
+                        .with("state", Value::Message(base.clone())),
+                )))
+            }
+            Ok(_) => Ok(None),
+            Err(refusal) => Err(refusal),
+        };
+        match found(ctx) {
+            Ok(Some(out)) => return out,
+            Ok(None) => {}
+            Err(refusal) => return *refusal,
+        }
+        if let remote::Whose::Remote(definition) = self.whose(&pid, base, ctx) {
+            if let Err(refusal) = self.sync(&pid, &definition, wanted, 1, ctx) {
+                return *refusal;
+            }
+            match found(ctx) {
+                Ok(Some(out)) => return out,
+                Ok(None) => {}
+                Err(refusal) => return *refusal,
+            }
+        }
+        Outcome::error_status(503, "No assignment found for next slot.")
+    }
+
+    /// `GET schedule` (spec 04 §2.8): for a process another node schedules, the
+    /// assignments this node lacks in the range are fetched first ([`remote`]), or,
+    /// with `scheduler_follow_redirects: false`, the redirect is the answer.
+    fn get_schedule(&self, base: &Message, req: &Message, clock: &Clock, ctx: &Ctx) -> Outcome {
+        let pid = match process_of(base, req) {
+            Ok(pid) => pid,
+            Err(refusal) => return *refusal,
+        };
+        let remote::Whose::Remote(definition) = self.whose(&pid, base, ctx) else {
+            return get_schedule(base, req, clock, ctx, false);
+        };
+        if !remote::follows_redirects(ctx, req) {
+            return redirect(&definition, ctx);
+        }
+        let from = int_key(req, "from").unwrap_or(0).max(0);
+        let to = int_key(req, "to");
+        let want = to
+            .unwrap_or(i64::MAX)
+            .min(from.saturating_add(PAGE))
+            .max(from);
+        match self.sync(&pid, &definition, want, remote::MAX_PAGES, ctx) {
+            Ok(more) => get_schedule(base, req, clock, ctx, more && to.is_none()),
+            Err(refusal) => *refusal,
+        }
     }
 }
 
@@ -991,8 +1058,9 @@ fn int_key(req: &Message, key: &str) -> Option<i64> {
     req.get(key).and_then(Value::as_int)
 }
 
-/// `GET schedule` (spec 04 §2.8).
-fn get_schedule(base: &Message, req: &Message, clock: &Clock, ctx: &Ctx) -> Outcome {
+/// `GET schedule` (spec 04 §2.8) from the local store; `more`: the page continues
+/// whatever its range says (a remote schedule not fetched to its end).
+fn get_schedule(base: &Message, req: &Message, clock: &Clock, ctx: &Ctx, more: bool) -> Outcome {
     let pid = match process_of(base, req) {
         Ok(pid) => pid,
         Err(refusal) => return *refusal,
@@ -1006,7 +1074,7 @@ fn get_schedule(base: &Message, req: &Message, clock: &Clock, ctx: &Ctx) -> Outc
     let (to, continues) = if to.saturating_sub(from) > PAGE {
         (from + PAGE, true)
     } else {
-        (to, false)
+        (to, more)
     };
     let mut assignments = Vec::new();
     let mut slot = from;

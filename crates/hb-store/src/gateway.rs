@@ -246,9 +246,14 @@ impl GatewaySource {
 
     /// The GraphQL node of `id`, or `None` when the gateway does not know it.
     fn query(&self, id: &str, deadline: Instant) -> Result<Option<Json>, StoreError> {
+        self.query_first(&self.graphql_body(id), deadline)
+    }
+
+    /// The first transaction node a GraphQL query (`body`, the JSON request) answers,
+    /// or `None` when it answers none.
+    fn query_first(&self, query: &str, deadline: Instant) -> Result<Option<Json>, StoreError> {
         let url = format!("{}/graphql", self.base);
-        let (status, body) =
-            self.request(&url, Some(&self.graphql_body(id)), GRAPHQL_LIMIT, deadline)?;
+        let (status, body) = self.request(&url, Some(query), GRAPHQL_LIMIT, deadline)?;
         if status != 200 {
             return Err(self.remote(format!("POST {url}: status {status}: {}", snippet(&body))));
         }
@@ -316,6 +321,75 @@ impl GatewaySource {
                 "GET {url}: no timestamp, height and indep_hash in {}",
                 snippet(&body)
             ))),
+        }
+    }
+}
+
+impl GatewaySource {
+    /// The newest `Type: Scheduler-Location` record owned by `address` (spec 04 §2.11,
+    /// the reference's `hb_gateway_client:scheduler_location`): the first transaction
+    /// the gateway's GraphQL lists for that owner and tag (gateways list the newest
+    /// first). Unlike [`MessageSource::fetch`], the item must verify whatever
+    /// [`Self::with_trust_gql`] says: a record sends this node's requests somewhere, so
+    /// it is never taken on the gateway's word. `None` when the gateway knows none, or
+    /// only one that does not verify or is not owned by `address`.
+    ///
+    /// # Errors
+    /// The gateway is unreachable (or skipped after a recent failure) or answers
+    /// something else.
+    pub fn scheduler_location(&self, address: &str) -> Result<Option<Message>, StoreError> {
+        if address.len() != 43 || Id::from_human(address.as_bytes()).is_none() {
+            return Ok(None);
+        }
+        if let Some(until) = *self.down_until.lock()
+            && Instant::now() < until
+        {
+            return Err(self.remote(format!(
+                "skipped for the location of {address}: unreachable a moment ago"
+            )));
+        }
+        let deadline = Instant::now()
+            .checked_add(self.fetch_timeout)
+            .unwrap_or_else(Instant::now);
+        let query = format!(
+            "query($SchedulerAddrs: [String!]!) {{ transactions(owners: $SchedulerAddrs, \
+             tags: [{{ name: \"Type\", values: [\"Scheduler-Location\"] }}], first: 1) \
+             {{ edges {{ {ITEM_SPEC} }} }} }}"
+        );
+        let body =
+            serde_json::json!({ "query": query, "variables": { "SchedulerAddrs": [address] } })
+                .to_string();
+        let Some(node) = self.query_first(&body, deadline)? else {
+            return Ok(None);
+        };
+        let refused = |reason: &str| {
+            tracing::warn!(gateway = %self.base, %address, %reason,
+                "scheduler-location record refused");
+            Ok(None)
+        };
+        let header = match Header::parse(&node) {
+            Ok(h) => h,
+            Err(reason) => return refused(&reason),
+        };
+        if header.data_size.is_some_and(|n| n > GRAPHQL_LIMIT) {
+            return refused("its data is too large for a location record");
+        }
+        let data = if header.data_size == Some(0) {
+            Vec::new()
+        } else {
+            let id = header.id.clone();
+            self.data(&id, deadline)?
+        };
+        let item = match header.into_item(data) {
+            Ok(Rebuilt::Verified(item)) => item,
+            Ok(Rebuilt::Unverified(_, reason)) | Err(reason) => return refused(&reason),
+        };
+        if hb_codec::wallet::address_of(&item.owner) != address {
+            return refused("it is not owned by the address asked for");
+        }
+        match ans104::item_to_message(&item) {
+            Ok(msg) => Ok(Some(msg)),
+            Err(e) => refused(&e.to_string()),
         }
     }
 }
@@ -796,6 +870,66 @@ mod tests {
         ] {
             assert!(query.contains(field), "{field} in {query}");
         }
+    }
+
+    /// A scheduler-location record is looked up by owner and `Type` tag, and kept only
+    /// when it verifies and its owner is the address asked for.
+    #[test]
+    fn scheduler_locations_are_found_by_owner_and_type() {
+        let record = DataItem {
+            tags: vec![
+                (b"Type".to_vec(), b"Scheduler-Location".to_vec()),
+                (b"Url".to_vec(), b"http://su.example:8734".to_vec()),
+                (b"Time-To-Live".to_vec(), b"3600000".to_vec()),
+            ],
+            ..DataItem::default()
+        }
+        .signed(&key1())
+        .unwrap();
+        let id = record.id().to_human();
+        let owner = key1().address();
+        let routes = vec![("POST", "/graphql".to_owned(), 200, gql(&record, ""))];
+        let (base, seen) = stub(routes, 1);
+        let src = GatewaySource::new(&base).unwrap();
+        let msg = src.scheduler_location(&owner).unwrap().unwrap();
+        assert_eq!(msg.get_str("url"), Some("http://su.example:8734"));
+        assert_eq!(msg.get_str("type"), Some("Scheduler-Location"));
+        let q: Json = serde_json::from_str(&seen.lock()[0].body).unwrap();
+        assert_eq!(q["variables"]["SchedulerAddrs"][0], owner.as_str());
+        let query = q["query"].as_str().unwrap();
+        assert!(query.contains("owners: $SchedulerAddrs"), "{query}");
+        assert!(query.contains("\"Scheduler-Location\""), "{query}");
+        // The same record asked for as another address's: refused.
+        let routes = vec![("POST", "/graphql".to_owned(), 200, gql(&record, ""))];
+        let (base, _) = stub(routes, 1);
+        let src = GatewaySource::new(&base).unwrap();
+        assert!(src.scheduler_location(&key2_address()).unwrap().is_none());
+        // Tampered (another URL under the same signature): refused, trusted or not.
+        let mut forged = record.clone();
+        forged.tags[1].1 = b"http://evil.example".to_vec();
+        let mut answer: Json = serde_json::from_slice(&gql(&forged, "")).unwrap();
+        answer["data"]["transactions"]["edges"][0]["node"]["id"] = Json::from(id.as_str());
+        let routes = vec![(
+            "POST",
+            "/graphql".to_owned(),
+            200,
+            answer.to_string().into_bytes(),
+        )];
+        let (base, _) = stub(routes, 1);
+        let src = GatewaySource::new(&base).unwrap().with_trust_gql(true);
+        assert!(src.scheduler_location(&owner).unwrap().is_none());
+        // None known, and not an address: none.
+        let empty = br#"{"data":{"transactions":{"edges":[]}}}"#.to_vec();
+        let (base, _) = stub(vec![("POST", "/graphql".to_owned(), 200, empty)], 1);
+        let src = GatewaySource::new(&base).unwrap();
+        assert!(src.scheduler_location(&owner).unwrap().is_none());
+        assert!(src.scheduler_location("not-an-address").unwrap().is_none());
+    }
+
+    fn key2_address() -> String {
+        hb_codec::Wallet::from_jwk_json(include_bytes!("../../../tests/fixtures/key-2.json"))
+            .unwrap()
+            .address()
     }
 
     #[test]
