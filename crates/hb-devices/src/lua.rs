@@ -2085,4 +2085,84 @@ end
         let state = aos_slot(&ctx, &state, 12, json_msg);
         assert_eq!(data(&state), Value::text("42"));
     }
+
+    /// `Send(...).onReply(fn)` (and its alias `receive`): the reply from the target,
+    /// carrying `X-Reference` = the sent message's `Reference`, runs `fn` once; a
+    /// second reply with the same reference is not handled by it (it goes to the
+    /// Inbox).
+    #[test]
+    fn aos_on_reply() {
+        let ctx = ctx();
+        let other = "F".repeat(43);
+        let process = signed(
+            Message::new()
+                .with("type", "Process")
+                .with("authority", OWNER),
+            PID,
+            OWNER,
+        );
+        let state = Message::new()
+            .with("device", NAME)
+            .with("module", AOS_MODULE)
+            .with("process", process);
+        let eval = |code: &str, n: &str| {
+            signed(
+                Message::new().with("action", "Eval").with("data", code),
+                &n.repeat(43),
+                OWNER,
+            )
+        };
+        let reply = |reference: &str, data: &str, n: &str| {
+            signed(
+                Message::new()
+                    .with("action", "Answer")
+                    .with("data", data)
+                    .with("from-process", other.as_str())
+                    .with("x-reference", reference),
+                &n.repeat(43),
+                OWNER,
+            )
+        };
+        let state = aos_slot(&ctx, &state, 0, Message::new().with("type", "Process"));
+        let state = aos_slot(
+            &ctx,
+            &state,
+            1,
+            eval(
+                &format!(
+                    "Send({{ Target = '{other}', Action = 'Ask' }}).onReply(function(m) Answer = m.Data; print('got ' .. m.Data) end); \
+                     Send({{ Target = '{other}', Action = 'Ask2' }}).receive(function(m) Answer2 = m.Data end); return #Handlers.list"
+                ),
+                "a",
+            ),
+        );
+        assert_eq!(data(&state), Value::text("2"), "one once-handler per reply");
+        let outbox = at(&state, "results/outbox").unwrap();
+        let Value::List(outbox) = outbox else {
+            panic!("{outbox:?}")
+        };
+        let references: Vec<_> = outbox
+            .iter()
+            .map(|m| m.as_message().unwrap().get("reference").cloned())
+            .collect();
+        assert_eq!(
+            references,
+            vec![Some(Value::text("1")), Some(Value::text("2"))]
+        );
+        // A reply to the first message runs its handler, which then goes away.
+        let state = aos_slot(&ctx, &state, 2, reply("1", "forty-two", "b"));
+        assert_eq!(data(&state), Value::text("got forty-two"));
+        let state = aos_slot(&ctx, &state, 3, reply("2", "second", "c"));
+        let state = aos_slot(&ctx, &state, 4, reply("1", "again", "d"));
+        let state = aos_slot(
+            &ctx,
+            &state,
+            5,
+            eval(
+                "Answer .. ' ' .. Answer2 .. ' ' .. #Handlers.list .. ' ' .. #Inbox",
+                "e",
+            ),
+        );
+        assert_eq!(data(&state), Value::text("forty-two second 0 1"));
+    }
 }

@@ -307,7 +307,7 @@ function ao.send(msg)
   handle.onReply = function(...)
     local name, fn = ...
     if fn == nil then fn, name = name, nil end
-    Handlers.once(name, { From = m.Target, ["X-Reference"] = m.Reference }, fn)
+    Handlers.once(name or ("_reply_" .. m.Reference), { From = m.Target, ["X-Reference"] = m.Reference }, fn)
   end
   handle.receive = handle.onReply
   return handle
