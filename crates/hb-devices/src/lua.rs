@@ -1926,6 +1926,23 @@ end
         o.value.as_message().unwrap().clone()
     }
 
+    /// A lua@5.3a process on the aos library, before slot 0.
+    fn aos_process(process: Message) -> Message {
+        Message::new()
+            .with("device", NAME)
+            .with("module", AOS_MODULE)
+            .with("process", process)
+    }
+
+    /// An `Eval` of `code` by the owner, with a commitment ID made of `n`.
+    fn eval(code: &str, n: &str) -> Message {
+        signed(
+            Message::new().with("action", "Eval").with("data", code),
+            &n.repeat(43),
+            OWNER,
+        )
+    }
+
     fn at(state: &Message, path: &str) -> Option<Value> {
         let mut v = Value::Message(state.clone());
         for p in path.split('/') {
@@ -1953,17 +1970,7 @@ end
             PID,
             OWNER,
         );
-        let state = Message::new()
-            .with("device", NAME)
-            .with("module", AOS_MODULE)
-            .with("process", process);
-        let eval = |code: &str, n: &str| {
-            signed(
-                Message::new().with("action", "Eval").with("data", code),
-                &n.repeat(43),
-                OWNER,
-            )
-        };
+        let state = aos_process(process);
         let state = aos_slot(&ctx, &state, 0, Message::new().with("type", "Process"));
         let state = aos_slot(
             &ctx,
@@ -2101,17 +2108,7 @@ end
             PID,
             OWNER,
         );
-        let state = Message::new()
-            .with("device", NAME)
-            .with("module", AOS_MODULE)
-            .with("process", process);
-        let eval = |code: &str, n: &str| {
-            signed(
-                Message::new().with("action", "Eval").with("data", code),
-                &n.repeat(43),
-                OWNER,
-            )
-        };
+        let state = aos_process(process);
         let reply = |reference: &str, data: &str, n: &str| {
             signed(
                 Message::new()

@@ -70,8 +70,10 @@ const ZERO_HASH: &str = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
 pub struct Scheduler {
     wallet: Option<Arc<Wallet>>,
     servers: Mutex<HashMap<String, Arc<Server>>>,
-    /// The Arweave clock of production nodes: the gateway asked, and its last answer.
-    clock: Mutex<Option<(String, Arc<GatewaySource>)>>,
+    /// The client of the node's `gateway` (its URL with it): the Arweave clock of
+    /// production nodes and scheduler-location lookups use it.
+    gateway: Mutex<Option<(String, Arc<GatewaySource>)>>,
+    /// The clock's last reading.
     last_block: Mutex<Option<(Instant, Clock)>>,
     /// One fetch of a remote schedule at a time per process.
     fetching: remote::FetchLocks,
@@ -98,7 +100,7 @@ impl Scheduler {
         Scheduler {
             wallet,
             servers: Mutex::new(HashMap::new()),
-            clock: Mutex::new(None),
+            gateway: Mutex::new(None),
             last_block: Mutex::new(None),
             fetching: Mutex::new(HashMap::new()),
         }
@@ -112,8 +114,7 @@ impl Scheduler {
         let prod = node
             .get("mode")
             .is_some_and(|m| m.as_atom().or_else(|| m.as_str()) == Some("prod"));
-        let gateway = node.get_str("gateway").unwrap_or("none");
-        if !prod || gateway == "none" || gateway.is_empty() {
+        if !prod {
             return debug_clock();
         }
         if let Some((at, clock)) = self.last_block.lock().as_ref()
@@ -121,23 +122,7 @@ impl Scheduler {
         {
             return clock.clone();
         }
-        let source = {
-            let mut held = self.clock.lock();
-            match held.as_ref() {
-                Some((url, g)) if url == gateway => Some(g.clone()),
-                _ => match GatewaySource::new(gateway) {
-                    Ok(g) => {
-                        let g = Arc::new(g);
-                        *held = Some((gateway.to_owned(), g.clone()));
-                        Some(g)
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "no Arweave clock");
-                        None
-                    }
-                },
-            }
-        };
+        let source = self.gateway_source(ctx);
         let read = source.map(|g| ctx.blocking(|| g.current_block()));
         let mut last = self.last_block.lock();
         match read {
@@ -150,6 +135,34 @@ impl Scheduler {
                 last.as_ref().map_or_else(debug_clock, |(_, c)| c.clone())
             }
             None => debug_clock(),
+        }
+    }
+
+    /// The node's gateway (none when `gateway` is unset or `none`), made once and kept
+    /// while the option stays the same: the clock of assignments and scheduler-location
+    /// lookups ([`remote`]) read it.
+    fn gateway_source(&self, ctx: &Ctx) -> Option<Arc<GatewaySource>> {
+        let node = ctx.node().get();
+        let gateway = node.get_str("gateway").unwrap_or("none").trim();
+        if gateway.is_empty() || gateway.eq_ignore_ascii_case("none") {
+            return None;
+        }
+        let mut held = self.gateway.lock();
+        if let Some((url, g)) = held.as_ref()
+            && url == gateway
+        {
+            return Some(g.clone());
+        }
+        match GatewaySource::new(gateway) {
+            Ok(g) => {
+                let g = Arc::new(g);
+                *held = Some((gateway.to_owned(), g.clone()));
+                Some(g)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, gateway, "cannot use the gateway");
+                None
+            }
         }
     }
 

@@ -541,33 +541,6 @@ impl Scheduler {
         })
     }
 
-    /// The node's gateway, for location lookups (none when `gateway` is unset or
-    /// `none`).
-    fn gateway_source(&self, ctx: &Ctx) -> Option<Arc<hb_store::GatewaySource>> {
-        let node = ctx.node().get();
-        let gateway = node.get_str("gateway").unwrap_or("none").trim().to_owned();
-        if gateway.is_empty() || gateway.eq_ignore_ascii_case("none") {
-            return None;
-        }
-        let mut held = self.clock.lock();
-        if let Some((url, g)) = held.as_ref()
-            && *url == gateway
-        {
-            return Some(g.clone());
-        }
-        match hb_store::GatewaySource::new(&gateway) {
-            Ok(g) => {
-                let g = Arc::new(g);
-                *held = Some((gateway, g.clone()));
-                Some(g)
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "no gateway for scheduler locations");
-                None
-            }
-        }
-    }
-
     /// The node URL of the scheduler a definition names, for `ao.N.1` schedulers.
     fn scheduler_node(&self, definition: &Message, ctx: &Ctx) -> Result<String, Refusal> {
         let (url, variant) = self.locate(definition, ctx)?;
