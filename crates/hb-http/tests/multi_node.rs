@@ -2,7 +2,8 @@
 //! locates A (a scheduler-location record, or the `?hint=` of the process's `scheduler`),
 //! fetches the assignments it lacks, verifies and keeps them, and computes the same
 //! states as A. With A stopped, B still answers what it fetched, and a newer slot is a
-//! quick 502.
+//! quick 502. And three nodes: a front node C whose router sends the scheduling to A
+//! and the computing to B (then A, when B is down).
 
 #![allow(clippy::unwrap_used, reason = "tests")]
 
@@ -12,7 +13,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{Reply, get, get_with, key1, key2, post, send, start_node};
+use common::{Reply, get, get_with, key1, key2, post, send, start_node, verified_committers};
 use hb_core::message::id_all;
 use hb_core::{Cache, Message, Value};
 use hb_store::{MemoryStore, MessageCache};
@@ -48,19 +49,21 @@ async fn spawn(addr: SocketAddr, def: &Message) -> String {
     pid
 }
 
-/// Schedules a message signed by key-1 with `action` and `n` on `addr`.
-async fn schedule(addr: SocketAddr, pid: &str, action: &str, n: i64) {
+/// A POST that schedules a message signed by key-1 with `action` and `n` on `pid`.
+fn schedule_request(pid: &str, action: &str, n: i64) -> Vec<u8> {
     let msg = Message::new()
         .with("type", "Message")
         .with("target", pid)
         .with("action", action)
         .with("n", n);
-    let r = send(
-        addr,
-        &post(&format!("/{pid}/schedule"), &msg, Some(&key1())),
-    )
-    .await;
+    post(&format!("/{pid}/schedule"), &msg, Some(&key1()))
+}
+
+/// Schedules a message signed by key-1 with `action` and `n` on `addr`; the reply.
+async fn schedule(addr: SocketAddr, pid: &str, action: &str, n: i64) -> Reply {
+    let r = send(addr, &schedule_request(pid, action, n)).await;
     assert_eq!(r.status, 200, "{}", r.text());
+    r
 }
 
 /// The ID of the stored message at `path`.
@@ -329,6 +332,198 @@ async fn a_lua_process_found_by_its_hint_computes_the_same_on_another_node() {
     assert_eq!(stored_id(&cache_a, &state), stored_id(&cache_b, &state));
     a.stop().await;
     b.stop().await;
+}
+
+/// How long a request to the front node may take before the test fails (it must not
+/// hang, whichever node is down).
+const ANSWER_WITHIN: Duration = Duration::from_secs(10);
+
+/// [`send`], failing the test if no reply comes within [`ANSWER_WITHIN`].
+async fn send_within(addr: SocketAddr, req: &[u8]) -> Reply {
+    let started = Instant::now();
+    let r = tokio::time::timeout(ANSWER_WITHIN, send(addr, req))
+        .await
+        .unwrap_or_else(|_| panic!("no reply within {ANSWER_WITHIN:?}"));
+    assert!(started.elapsed() < ANSWER_WITHIN, "{:?}", started.elapsed());
+    r
+}
+
+/// The front node's routes, nested as the `config.flat` lines
+///
+/// ```text
+/// routes/1/template: /(schedule|slot)(/|\?|$)
+/// routes/1/node/prefix: <A>
+/// routes/2/template: /(compute|now)(/|\?|$)
+/// routes/2/nodes/1/prefix: <B>
+/// routes/2/nodes/2/prefix: <A>
+/// ```
+///
+/// give them: scheduling (`/~process@1.0/schedule`, `/<pid>/schedule`, `/<pid>/slot/…`,
+/// `/~scheduler@1.0/slot`) to A; computing (`…/compute/…`, `…/now/…`) to B, then A —
+/// no `strategy` is `All`, a multirequest asking the nodes in order until one replies
+/// (`responses: 1`), so A computes when B cannot be reached.
+fn front_routes(a: &str, b: &str) -> Message {
+    let node = |url: &str| Message::new().with("prefix", url);
+    Message::new()
+        .with(
+            "1",
+            Message::new()
+                .with("template", r"/(schedule|slot)(/|\?|$)")
+                .with("node", node(a)),
+        )
+        .with(
+            "2",
+            Message::new()
+                .with("template", r"/(compute|now)(/|\?|$)")
+                .with(
+                    "nodes",
+                    Message::new().with("1", node(b)).with("2", node(a)),
+                ),
+        )
+}
+
+/// Issue 8: three nodes on loopback. A schedules, B computes, and C, the front node,
+/// runs the router's `preprocess` request hook: a process and its messages sent to C
+/// are scheduled by A, its slots computed through C by B, with the same states as A
+/// computes; every reply is signed by the node that answered. With B stopped, C's
+/// compute requests go to A (same results, signed by A) at once; with A stopped too, a
+/// clear 502 naming both nodes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_front_router_sends_scheduling_to_one_node_and_computing_to_another() {
+    let (a, cache_a) = start_a().await;
+    let (b, cache_b) = start_b(&url(a.addr)).await;
+    tell_location(b.addr, &url(a.addr)).await;
+    let (a_url, b_url) = (url(a.addr), url(b.addr));
+    let (a_signs, b_signs) = (vec![key2().address()], vec![key1().address()]);
+    let cache_c = Arc::new(MessageCache::new(Arc::new(MemoryStore::new())));
+    let hook = Message::new().with(
+        "request",
+        Message::new()
+            .with("device", "router@1.0")
+            .with("path", "preprocess"),
+    );
+    let c = start_node(
+        Message::new()
+            .with("routes", front_routes(&a_url, &b_url))
+            .with("on", hook),
+        cache_c.clone(),
+        hb_codec::Wallet::generate().unwrap(),
+    )
+    .await;
+
+    // Through C: the process and its messages go to A, which answers.
+    let def = Message::new()
+        .with("device", "process@1.0")
+        .with("type", "Process")
+        .with("scheduler", key2().address().as_str())
+        .with("execution-device", "test-device@1.0")
+        .with("nonce", "three-nodes");
+    let pid = spawn(c.addr, &def).await;
+    for n in 1..=10 {
+        let r = schedule(c.addr, &pid, "Ping", n).await;
+        assert_eq!(verified_committers(&r), a_signs, "A scheduled message {n}");
+    }
+    let r = send(c.addr, &get(&format!("/{pid}/slot/current"))).await;
+    assert_eq!((r.status, r.text().as_str()), (200, "10"), "{r:?}");
+    assert_eq!(verified_committers(&r), a_signs);
+    let r = send(a.addr, &get(&format!("/{pid}/slot/current"))).await;
+    assert_eq!((r.status, r.text().as_str()), (200, "10"), "{r:?}");
+
+    // Through C, B computes each slot (fetching the assignments from A); A computes the
+    // same results and states.
+    for slot in 0..=10 {
+        let path = format!("/{pid}~process@1.0/compute/at-slot?slot={slot}");
+        let via_c = send(c.addr, &get(&path)).await;
+        assert_eq!((via_c.status, via_c.text()), (200, slot.to_string()));
+        assert_eq!(
+            verified_committers(&via_c),
+            b_signs,
+            "B computed slot {slot}"
+        );
+        let on_a = send(a.addr, &get(&path)).await;
+        assert_eq!(
+            (on_a.status, on_a.text()),
+            (200, via_c.text()),
+            "slot {slot}"
+        );
+        let state = format!("computed/{pid}/slot/{slot}");
+        assert_eq!(
+            stored_id(&cache_b, &state),
+            stored_id(&cache_a, &state),
+            "state {slot}"
+        );
+        assert!(
+            Cache::read_path(cache_c.as_ref(), &state)
+                .unwrap()
+                .is_none()
+        );
+    }
+    let r = send(c.addr, &get(&format!("/{pid}~process@1.0/now/at-slot"))).await;
+    assert_eq!((r.status, r.text().as_str()), (200, "10"), "{r:?}");
+    assert_eq!(verified_committers(&r), b_signs);
+
+    // An aos-style Lua process the same way: its output (which depends on each
+    // assignment's time and the seeded random numbers) is the same on B as on A.
+    let lua = Message::new()
+        .with("device", "process@1.0")
+        .with("type", "Process")
+        .with("scheduler", key2().address().as_str())
+        .with("execution-device", "lua@5.3a")
+        .with("module", COUNTER)
+        .with("nonce", "three-nodes-lua");
+    let lua_pid = spawn(c.addr, &lua).await;
+    for n in 1..=3 {
+        schedule(c.addr, &lua_pid, "Count", n).await;
+    }
+    let path = format!("/{lua_pid}~process@1.0/compute/results/output/data?slot=3");
+    let via_c = send(c.addr, &get(&path)).await;
+    assert_eq!(via_c.status, 200, "{via_c:?}");
+    assert!(via_c.text().starts_with("Count: 4 at "), "{}", via_c.text());
+    assert_eq!(verified_committers(&via_c), b_signs);
+    let on_a = send(a.addr, &get(&path)).await;
+    assert_eq!((on_a.status, on_a.text()), (200, via_c.text()));
+    let state = format!("computed/{lua_pid}/slot/3");
+    assert_eq!(stored_id(&cache_b, &state), stored_id(&cache_a, &state));
+
+    // B stops. C cannot reach it and asks A, which answers at once: what it computed,
+    // and a slot it computes now.
+    b.stop().await;
+    let r = send_within(c.addr, &schedule_request(&pid, "Ping", 11)).await;
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(verified_committers(&r), a_signs);
+    for (path, want) in [
+        (format!("/{pid}~process@1.0/compute/at-slot?slot=10"), "10"),
+        (format!("/{pid}~process@1.0/compute/at-slot?slot=11"), "11"),
+        (format!("/{pid}~process@1.0/now/at-slot"), "11"),
+        (
+            format!("/{lua_pid}~process@1.0/compute/results/output/data?slot=3"),
+            via_c.text().as_str(),
+        ),
+    ] {
+        let r = send_within(c.addr, &get(&path)).await;
+        assert_eq!((r.status, r.text().as_str()), (200, want), "{path}: {r:?}");
+        assert_eq!(verified_committers(&r), a_signs, "{path}: A answered");
+    }
+
+    // A stops too: a clear 502 at once, naming the nodes C tried and why.
+    a.stop().await;
+    let path = format!("/{pid}~process@1.0/compute/at-slot?slot=11");
+    let r = send_within(c.addr, &get(&path)).await;
+    assert_eq!(r.status, 502, "{r:?}");
+    for says in [
+        "no_viable_responses",
+        "none of the 2 nodes",
+        "cannot be reached",
+        &format!("{b_url}/{pid}"),
+        &format!("{a_url}/{pid}"),
+    ] {
+        assert!(r.text().contains(says), "{says}: {}", r.text());
+    }
+    let r = send_within(c.addr, &schedule_request(&pid, "Ping", 12)).await;
+    assert_eq!(r.status, 502, "{r:?}");
+    assert!(r.text().contains("cannot be reached"), "{}", r.text());
+    assert!(r.text().contains(&a_url), "{}", r.text());
+    c.stop().await;
 }
 
 /// What a scheduler node answers is verified: assignments signed by another key than

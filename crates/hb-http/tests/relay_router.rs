@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{Reply, get, key1, key2, post, send, start_node};
+use common::{Reply, get, key1, key2, post, send, start_node, verified_committers};
 use hb_core::{Cache, MemoryCache, Message, Value};
 use hb_store::{MemoryStore, MessageCache};
 
@@ -53,31 +53,6 @@ fn durable() -> Arc<dyn Cache> {
 
 fn url(addr: SocketAddr) -> String {
     format!("http://{addr}")
-}
-
-/// The committers of a reply whose signatures verify over the fields as received.
-fn verified_committers(r: &Reply) -> Vec<String> {
-    let mut http = hb_core::httpsig::HttpMessage::default();
-    for (k, v) in &r.headers {
-        if !matches!(
-            k.as_str(),
-            "content-length"
-                | "date"
-                | "connection"
-                | "access-control-allow-origin"
-                | "access-control-allow-methods"
-        ) {
-            http.headers
-                .insert(k.clone(), bytes::Bytes::from(v.clone()));
-        }
-    }
-    http.body = (!r.body.is_empty()).then(|| bytes::Bytes::from(r.body.clone()));
-    let status = r.status.to_string();
-    let derived = move |name: &str| (name == "status").then(|| bytes::Bytes::from(status.clone()));
-    let tabm = hb_codec::httpsig_commit::from_http_verified(&http, &derived)
-        .unwrap_or_else(|e| panic!("the reply {e}: {r:?}"));
-    let rich = hb_core::structured::from_tabm(&tabm).expect("rich");
-    hb_core::message::committers_of(&rich)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

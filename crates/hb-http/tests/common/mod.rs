@@ -1,5 +1,5 @@
 //! What the HTTP integration tests share: the fixture wallets, a node on an ephemeral
-//! loopback port, and raw HTTP/1.1 requests and replies.
+//! loopback port, raw HTTP/1.1 requests and replies, and who signed a reply.
 
 #![allow(dead_code, reason = "each test file uses a part")]
 
@@ -141,4 +141,29 @@ pub fn get_with(target: &str, extra: &str) -> Vec<u8> {
 /// A GET of `target`.
 pub fn get(target: &str) -> Vec<u8> {
     get_with(target, "")
+}
+
+/// The committers of a reply whose signatures verify over the fields as received.
+pub fn verified_committers(r: &Reply) -> Vec<String> {
+    let mut http = hb_core::httpsig::HttpMessage::default();
+    for (k, v) in &r.headers {
+        if !matches!(
+            k.as_str(),
+            "content-length"
+                | "date"
+                | "connection"
+                | "access-control-allow-origin"
+                | "access-control-allow-methods"
+        ) {
+            http.headers
+                .insert(k.clone(), bytes::Bytes::from(v.clone()));
+        }
+    }
+    http.body = (!r.body.is_empty()).then(|| bytes::Bytes::from(r.body.clone()));
+    let status = r.status.to_string();
+    let derived = move |name: &str| (name == "status").then(|| bytes::Bytes::from(status.clone()));
+    let tabm = hb_codec::httpsig_commit::from_http_verified(&http, &derived)
+        .unwrap_or_else(|e| panic!("the reply {e}: {r:?}"));
+    let rich = hb_core::structured::from_tabm(&tabm).expect("rich");
+    hb_core::message::committers_of(&rich)
 }
