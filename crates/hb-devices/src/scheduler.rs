@@ -52,6 +52,7 @@ use hb_core::message::{MessageDevice, committers_of, id_all};
 use hb_core::{Ctx, Id, Message, Value};
 use hb_store::GatewaySource;
 use parking_lot::{Condvar, Mutex};
+use percent_encoding::percent_decode_str;
 use serde_json::{Value as Json, json};
 
 use hb_core::json_struct::json_struct;
@@ -686,24 +687,7 @@ fn redirect(definition: &Message, ctx: &Ctx) -> Outcome {
         .get_str("scheduler")
         .or_else(|| definition.get_str("scheduler-location"))
         .unwrap_or("");
-    let hint = location
-        .split(['?', '&'])
-        .skip(1)
-        .find_map(|kv| kv.strip_prefix("hint="))
-        .map(|url| (url.to_owned(), "ao.N.1".to_owned()));
-    let address = bare_id(location.split(',').next().unwrap_or("").trim());
-    let known = || {
-        latest_location(address, ctx).map(|(_, record)| {
-            let url = record
-                .get_str("url")
-                .or_else(|| record.get_str("location"))
-                .unwrap_or("/")
-                .to_owned();
-            let variant = record.get_str("variant").unwrap_or("ao.N.1").to_owned();
-            (url, variant)
-        })
-    };
-    match hint.or_else(known) {
+    match remote::known_target(definition, ctx) {
         Some((url, variant)) => Outcome::ok(
             Message::new()
                 .with("status", 307i64)
@@ -1100,7 +1084,7 @@ fn get_schedule(base: &Message, req: &Message, clock: &Clock, ctx: &Ctx, more: b
         slot += 1;
     }
     let accept = req.get_str("accept").unwrap_or("application/http");
-    let accept = percent_decoded(accept);
+    let accept = percent_decode_str(accept).decode_utf8_lossy();
     if accept.contains("application/aos-2") {
         return aos2_page(&pid, &assignments, continues, clock);
     }
@@ -1124,10 +1108,6 @@ fn get_schedule(base: &Message, req: &Message, clock: &Clock, ctx: &Ctx, more: b
 
 /// `accept` with its escaped slashes decoded (the reference compares it decoded:
 /// `application%2Faos-2` is `application/aos-2`).
-fn percent_decoded(text: &str) -> String {
-    text.replace("%2F", "/").replace("%2f", "/")
-}
-
 /// The legacy `application/aos-2` page (spec 04 §2.8).
 fn aos2_page(pid: &str, assignments: &[Message], continues: bool, clock: &Clock) -> Outcome {
     let (timestamp, height, hash) = clock;

@@ -53,6 +53,7 @@ use hb_core::message::id_all;
 use hb_core::{Ctx, Id, Message, Value};
 use hb_store::http::BodyError;
 use parking_lot::Mutex;
+use percent_encoding::percent_decode_str;
 
 use super::{
     Chain, Refusal, Scheduler, assignment_path, bare_id, committed_only, id_text, is_process,
@@ -166,30 +167,8 @@ fn hint_of(entry: &str) -> Option<String> {
         .split(['?', '&'])
         .skip(1)
         .find_map(|kv| kv.strip_prefix("hint="))
-        .map(percent_decode)
+        .map(|h| percent_decode_str(h).decode_utf8_lossy().into_owned())
         .filter(|h| !h.is_empty())
-}
-
-/// `%XX` escapes decoded (invalid ones kept as they are).
-fn percent_decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = |b: u8| char::from(b).to_digit(16);
-        match (bytes[i], bytes.get(i + 1), bytes.get(i + 2)) {
-            (b'%', Some(&h), Some(&l)) if hex(h).is_some() && hex(l).is_some() => {
-                let v = hex(h).unwrap_or(0) * 16 + hex(l).unwrap_or(0);
-                out.push(u8::try_from(v).unwrap_or(b'?'));
-                i += 3;
-            }
-            (b, _, _) => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// The node URL of a scheduler location (spec 04 §2.11): `scheme://authority`, the
@@ -214,6 +193,31 @@ pub fn node_url(location: &str) -> Result<String, String> {
         return Err(format!("`{location}` carries user information"));
     }
     Ok(format!("{scheme}://{authority}"))
+}
+
+/// Where the scheduler a definition names is, as far as this node knows without
+/// asking anyone: the hint of one of its entries, else the newest location record
+/// held for one of its addresses. `(url, variant)`.
+pub(super) fn known_target(definition: &Message, ctx: &Ctx) -> Option<(String, String)> {
+    let entries = scheduler_entries(definition);
+    if let Some(hint) = entries.iter().find_map(|e| hint_of(e)) {
+        return Some((hint, "ao.N.1".into()));
+    }
+    addresses(&entries)
+        .iter()
+        .find_map(|address| latest_location(address, ctx))
+        .map(|(_, record)| record_target(&record))
+}
+
+/// The `(url, variant)` a scheduler-location record points at.
+fn record_target(record: &Message) -> (String, String) {
+    let url = record
+        .get_str("url")
+        .or_else(|| record.get_str("location"))
+        .unwrap_or("/")
+        .to_owned();
+    let variant = record.get_str("variant").unwrap_or("ao.N.1").to_owned();
+    (url, variant)
 }
 
 /// The addresses of `entries` (hints removed).
@@ -488,25 +492,10 @@ impl Scheduler {
     /// The URL (and variant) of the scheduler a definition names: its hint, else its
     /// newest location record here, else the gateway's (spec 04 §2.11).
     fn locate(&self, definition: &Message, ctx: &Ctx) -> Result<(String, String), Refusal> {
-        let entries = scheduler_entries(definition);
-        if let Some(hint) = entries.iter().find_map(|e| hint_of(e)) {
-            return Ok((hint, "ao.N.1".into()));
+        if let Some(target) = known_target(definition, ctx) {
+            return Ok(target);
         }
-        let record_url = |record: &Message| {
-            let url = record
-                .get_str("url")
-                .or_else(|| record.get_str("location"))
-                .unwrap_or("/")
-                .to_owned();
-            let variant = record.get_str("variant").unwrap_or("ao.N.1").to_owned();
-            (url, variant)
-        };
-        let addresses = addresses(&entries);
-        for address in &addresses {
-            if let Some((_, record)) = latest_location(address, ctx) {
-                return Ok(record_url(&record));
-            }
-        }
+        let addresses = addresses(&scheduler_entries(definition));
         let mut failure = None;
         if let Some(gateway) = self.gateway_source(ctx) {
             for address in &addresses {
@@ -519,7 +508,7 @@ impl Scheduler {
                         {
                             tracing::warn!(%address, error = %e, "cannot keep a scheduler location");
                         }
-                        return Ok(record_url(&record));
+                        return Ok(record_target(&record));
                     }
                     Ok(None) => {}
                     Err(e) => failure = Some(e.to_string()),
@@ -722,7 +711,7 @@ mod tests {
             Some("http://node:1234")
         );
         assert_eq!(hint_of("addr").as_deref(), None);
-        assert_eq!(percent_decode("%zz%4"), "%zz%4");
+        assert_eq!(hint_of("addr?hint=%zz%4").as_deref(), Some("%zz%4"));
     }
 
     #[test]
