@@ -17,9 +17,11 @@ pub mod cron;
 pub mod dedup;
 pub mod flat;
 pub mod json;
+pub mod local_name;
 pub mod lua;
 pub mod meta;
 pub mod multipass;
+pub mod node_process;
 pub mod patch;
 pub mod process;
 pub mod push;
@@ -52,9 +54,11 @@ pub fn preloaded(wallet: Option<Arc<Wallet>>) -> Vec<Arc<dyn Device>> {
         }),
         Arc::new(json::Json),
         Arc::new(json_iface::JsonIface),
+        Arc::new(local_name::LocalName),
         Arc::new(lua::Lua),
         Arc::new(meta::Meta),
         Arc::new(multipass::Multipass),
+        Arc::new(node_process::NodeProcess::new(wallet.clone())),
         Arc::new(patch::Patch),
         Arc::new(process::Process::default()),
         Arc::new(push::Push {
@@ -63,7 +67,9 @@ pub fn preloaded(wallet: Option<Arc<Wallet>>) -> Vec<Arc<dyn Device>> {
         Arc::new(relay::Relay {
             wallet: wallet.clone(),
         }),
-        Arc::new(router::Router),
+        Arc::new(router::Router {
+            wallet: wallet.clone(),
+        }),
         Arc::new(scheduler::Scheduler::new(wallet.clone())),
         Arc::new(stack::Stack),
         Arc::new(structured::Structured),

@@ -97,6 +97,11 @@ const SCRIPT_RESULT_KEY: &str = "lua-script-result";
 pub const AOS_MODULE: &str = "builtin:aos";
 /// The aos-compatible process library (spec 06 §1.12–§1.13), written for this node.
 pub const AOS_LIBRARY: &str = include_str!("lua/aos.lua");
+/// The module value that names the project's router process script ([`ROUTER_SCRIPT`]).
+pub const ROUTER_MODULE: &str = "builtin:router";
+/// The router process (spec 05 §7.7), on the aos library: the `register` handler and
+/// the `routes` state key that `route_provider` reads.
+pub const ROUTER_SCRIPT: &str = include_str!("lua/router.lua");
 
 /// Keys the device leaves to `message@1.0`, besides the base's own keys.
 const PLAIN_KEYS: &[&str] = &[
@@ -715,6 +720,13 @@ fn collect(v: &Value, ctx: &Ctx, out: &mut Vec<Module>, depth: usize) -> Result<
             out.push(Module {
                 name: "hb-aos".into(),
                 source: Bytes::from_static(AOS_LIBRARY.as_bytes()),
+            });
+            Ok(())
+        }
+        Value::Binary(b) if b.as_ref() == ROUTER_MODULE.as_bytes() => {
+            out.push(Module {
+                name: "hb-router".into(),
+                source: Bytes::from_static(ROUTER_SCRIPT.as_bytes()),
             });
             Ok(())
         }

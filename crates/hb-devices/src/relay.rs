@@ -568,6 +568,27 @@ fn route_target(uri: &str, limits: Limits) -> Result<Target, Outcome> {
     })
 }
 
+/// Sends `msg` with `method` to `url` with the node's time and size limits, and
+/// answers the peer's status and decoded reply (its signature checked). For URLs the
+/// node's operator configured (such as `router_peer_location`): no allow-list check.
+///
+/// # Errors
+/// The URL is not an http(s) URL, the peer cannot be reached, or its reply does not
+/// decode: the status to answer with and why.
+pub(crate) fn send_direct(
+    method: &str,
+    url: &str,
+    msg: &Message,
+    node: &Message,
+) -> Result<(u16, Message), (u16, String)> {
+    let (encoded, _, _) = parse_url(url).map_err(|why| (400, format!("`{url}`: {why}")))?;
+    let target = Target {
+        url: encoded,
+        limits: Limits::of(node, None),
+    };
+    exchange(method, msg, &target).map(|a| (a.code, a.msg))
+}
+
 /// A routed node (`uri` plus `opts`) as a target.
 fn node_target(node: &Value, node_msg: &Message, base: Limits) -> Result<Target, Outcome> {
     match node {

@@ -17,8 +17,9 @@
 //! `route_owners`, by default the operator, adds the request as a route, kept sorted by
 //! `priority`); `route` (the node for the request's `route-path` or `path`); `match`
 //! (the first of the *base's* `routes` the request matches); `preprocess` (a `request`
-//! hook that hands matching requests to `relay@1.0`, §7.5); `register` (§7.7: its
-//! checks only; it needs an SNP attestation this node cannot make).
+//! hook that hands matching requests to `relay@1.0`, §7.5); `register` (§7.7: schedules
+//! a signed registration on the router node's `router` process, without attestation —
+//! this node cannot make one — and reads whether the router took it).
 //!
 //! Regular expressions are Rust's `regex` (linear time, size-limited: a hostile
 //! template cannot stall the node), searched unanchored as the reference's `re:run`.
@@ -26,8 +27,9 @@
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
+use hb_codec::Wallet;
 use hb_core::device::{Call, DefaultHandler, Device, DeviceInfo, DeviceResult, Outcome, Status};
 use hb_core::id::Id;
 use hb_core::message::{MessageDevice, committers_of};
@@ -50,8 +52,11 @@ const REGEX_CACHE_ENTRIES: usize = 512;
 pub const STRATEGIES: [&str; 5] = ["All", "Random", "By-Base", "By-Weight", "Nearest"];
 
 /// The `router@1.0` device.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Router;
+#[derive(Debug, Clone, Default)]
+pub struct Router {
+    /// The node's wallet: it signs the registrations `register` sends.
+    pub wallet: Option<Arc<Wallet>>,
+}
 
 impl Device for Router {
     fn name(&self) -> &'static str {
@@ -80,7 +85,7 @@ impl Device for Router {
             "routes" => routes_key(req, ctx),
             "route" => route_key(req, ctx),
             "match" => match_key(base, req, ctx),
-            "register" => register(ctx),
+            "register" => register(ctx, self.wallet.as_deref()),
             "preprocess" => preprocess(req, ctx),
             other => return Err(ResolveError::call(NAME, other, "no such function")),
         })
@@ -873,7 +878,7 @@ pub(crate) fn texts(v: &Value) -> Vec<String> {
 /// The signers of `req` whose signatures hold: those of the request as the HTTP layer
 /// received and verified it (when `req` carries its commitments), else those of a
 /// message whose commitments verify now.
-fn verified_signers(req: &Message, ctx: &Ctx) -> Vec<String> {
+pub(crate) fn verified_signers(req: &Message, ctx: &Ctx) -> Vec<String> {
     let signers = committers_of(req);
     if signers.is_empty() {
         return signers;
@@ -993,9 +998,14 @@ const REGISTER_OPTS: [&str; 4] = [
     "router_template",
 ];
 
-/// `register` (spec 05 §7.7): its checks; the registration itself needs an SNP
-/// attestation (`snp@1.0`), which this node cannot make, so it answers 501 then.
-fn register(ctx: &Ctx) -> Outcome {
+/// `register` (spec 05 §7.7): registers this node's route with the router node at
+/// `router_peer_location`, by scheduling a signed `{path: register, route: {prefix,
+/// template, price}}` on that node's `router` process
+/// (`/router~node-process@1.0/schedule`), then reading that slot's result there: the
+/// router process says whether it took the route. This node has no SEV-SNP hardware
+/// and `snp@1.0` is not implemented, so the registration carries no attestation: it
+/// says `attestation: none`, and only routers configured to accept that take it.
+fn register(ctx: &Ctx, wallet: Option<&Wallet>) -> Outcome {
     let node = ctx.node().get();
     if node
         .get("router_registered")
@@ -1021,10 +1031,116 @@ fn register(ctx: &Ctx) -> Outcome {
     if !missing.is_empty() {
         return Outcome::error(format!("Missing required opts: {}", missing.join(", ")).as_str());
     }
-    Outcome::error_status(
-        501,
-        "register needs an SNP attestation (snp@1.0), which this node cannot make",
-    )
+    let Some(wallet) = wallet else {
+        return register_failed(503, "this node has no wallet to sign the registration");
+    };
+    let opt = |k: &str| node.get(k).cloned().unwrap_or_else(|| Value::text(""));
+    let Some(peer) = node.get_str("router_peer_location") else {
+        return register_failed(400, "`router_peer_location` is not a text");
+    };
+    let peer = peer.trim_end_matches('/');
+    let registration = Message::new()
+        .with("path", "register")
+        .with(
+            "route",
+            Message::new()
+                .with("prefix", opt("router_prefix"))
+                .with("template", opt("router_template"))
+                .with("price", opt("router_price")),
+        )
+        .with("attestation", "none");
+    let signed = match hb_codec::httpsig_commit::commit(&registration, wallet) {
+        Ok(s) => s,
+        Err(e) => return register_failed(500, &format!("the registration cannot be signed: {e}")),
+    };
+    let url = format!("{peer}/router~node-process@1.0/schedule");
+    let request = Message::new().with("body", signed);
+    let slot = match ctx.blocking(|| crate::relay::send_direct("POST", &url, &request, &node)) {
+        Ok((code, reply)) if code < 400 => match reply.get("slot").and_then(Value::as_int) {
+            Some(slot) => slot,
+            None => {
+                return register_failed(
+                    502,
+                    &format!("the router scheduled the registration but gave no slot ({url})"),
+                );
+            }
+        },
+        Ok((code, reply)) => {
+            return register_failed(
+                code,
+                &format!(
+                    "the router refused to schedule it ({url}): {}",
+                    reply_text(&reply)
+                ),
+            );
+        }
+        Err((code, why)) => return register_failed(code, &why),
+    };
+    // The router process decides at compute time: read the slot's result.
+    let url = format!("{peer}/router~node-process@1.0/compute/results={slot}");
+    let results =
+        match ctx.blocking(|| crate::relay::send_direct("GET", &url, &Message::new(), &node)) {
+            Ok((code, reply)) if code < 400 => reply,
+            Ok((code, reply)) => {
+                return register_failed(
+                    code,
+                    &format!(
+                        "the router's result for slot {slot} is unavailable: {}",
+                        reply_text(&reply)
+                    ),
+                );
+            }
+            Err((code, why)) => return register_failed(code, &why),
+        };
+    if let Some(err) = results.get("error") {
+        let why = err
+            .as_str()
+            .map(str::to_owned)
+            .unwrap_or_else(|| format!("{err:?}"));
+        return register_failed(403, &format!("the router refused the registration: {why}"));
+    }
+    // The aos library skips a message whose signature it does not trust without an
+    // error: only its output says so.
+    let output = results
+        .get("output")
+        .and_then(Value::as_message)
+        .and_then(|o| o.get_str("data"))
+        .unwrap_or_default();
+    if output.contains("Message is not trusted.") {
+        return register_failed(
+            403,
+            "the router refused the registration: its process does not trust the signature",
+        );
+    }
+    ctx.node()
+        .update(|n| n.clone().with("router_registered", Value::atom("true")));
+    answer(ctx, Value::text("Route registered."))
+}
+
+/// `"Failed to register route."` with its reason.
+fn register_failed(code: u16, why: &str) -> Outcome {
+    let message = Message::new()
+        .with("status", i64::from(code))
+        .with("body", "Failed to register route.")
+        .with("reason", why);
+    if code >= 500 {
+        Outcome {
+            status: Status::Failure,
+            value: Value::Message(message),
+        }
+    } else {
+        Outcome::error(message)
+    }
+}
+
+/// A peer's reply as a short text.
+fn reply_text(reply: &Message) -> String {
+    reply
+        .get_str("body")
+        .or_else(|| reply.get_str("reason"))
+        .or_else(|| reply.get_str("message"))
+        .map(str::to_owned)
+        .unwrap_or_else(|| format!("{reply:?}"))
 }
 
 #[cfg(test)]
@@ -1491,10 +1607,13 @@ mod tests {
 
     #[test]
     fn register_checks() {
-        let out = register(&ctx(Message::new().with("router_registered", true)));
+        let out = register(&ctx(Message::new().with("router_registered", true)), None);
         assert_eq!(out.value, Value::text("Route already registered."));
         let history = Value::list(vec![Value::Message(Message::new())]);
-        let out = register(&ctx(Message::new().with("node_history", history.clone())));
+        let out = register(
+            &ctx(Message::new().with("node_history", history.clone())),
+            None,
+        );
         assert_eq!(
             out.value,
             Value::text(
@@ -1505,10 +1624,21 @@ mod tests {
         for k in REGISTER_OPTS {
             full.insert(k, Value::text("x"));
         }
-        let out = register(&ctx(full));
-        assert_eq!(
-            out.value.as_message().unwrap().get("status"),
-            Some(&Value::Integer(501))
+        // Without a wallet it cannot sign the registration.
+        let out = register(&ctx(full.clone()), None);
+        let m = out.value.as_message().unwrap();
+        assert_eq!(m.get("status"), Some(&Value::Integer(503)));
+        assert_eq!(m.get_str("body"), Some("Failed to register route."));
+        // A router that cannot be reached: the reason says so.
+        full.insert("router_peer_location", Value::text("http://127.0.0.1:1"));
+        full.insert("http_connect_timeout", Value::Integer(200));
+        let wallet = key1();
+        let out = register(&ctx(full), Some(&wallet));
+        let m = out.value.as_message().unwrap();
+        assert_eq!(m.get_str("body"), Some("Failed to register route."));
+        assert!(
+            m.get_str("reason").unwrap().contains("cannot be reached"),
+            "{m:?}"
         );
     }
 }
