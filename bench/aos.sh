@@ -57,8 +57,8 @@ TARGET_E2E=1000
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 
-log() { printf '%s\n' "$*" >&2; }
-die() { log "error: $*"; exit 1; }
+# shellcheck source=bench/lib.sh
+source "$root/bench/lib.sh"
 
 ((ROUNDS >= 2)) || die "ROUNDS must be at least 2 (round 1 is cold, the others warm)"
 
@@ -78,9 +78,7 @@ loader_version="$(node -p 'require("./harness/node_modules/@permaweb/ao-loader/p
 log "building (release)..."
 cargo build --release --quiet -p hb --bin hb
 cargo build --release --quiet -p hb-wasm --example aos_evals
-target_dir="$(cargo metadata --format-version 1 --no-deps |
-    sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')"
-target_dir="${target_dir:-$root/target}"
+target_dir="$(cargo_target_dir)"
 hb_bin="$target_dir/release/hb"
 evals_bin="$target_dir/release/examples/aos_evals"
 [[ -x "$hb_bin" ]] || die "missing $hb_bin"
@@ -101,8 +99,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-load() { cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || uptime; }
-median() { sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 # field NAME FILE: the rest of the line `NAME ...` in FILE.
 field() { sed -n "s/^$1 //p" "$2" | head -n1; }
 load_before="$(load)"

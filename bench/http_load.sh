@@ -17,15 +17,13 @@ HB_PATH='/~message@1.0&a+integer=1/a'
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 
-log() { printf '%s\n' "$*" >&2; }
-die() { log "error: $*"; exit 1; }
+# shellcheck source=bench/lib.sh
+source "$root/bench/lib.sh"
 
 # --- build --------------------------------------------------------------------------
 log "building (release)..."
 cargo build --release --quiet -p hb --bin hb -p hb-http --example hello_world
-target_dir="$(cargo metadata --format-version 1 --no-deps |
-    sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')"
-target_dir="${target_dir:-$root/target}"
+target_dir="$(cargo_target_dir)"
 hb_bin="$target_dir/release/hb"
 hello_bin="$target_dir/release/examples/hello_world"
 [[ -x "$hb_bin" ]] || die "missing $hb_bin"
@@ -120,7 +118,6 @@ rate() {
 # Both rates move by ±20 % from one run to the next on a small shared machine, and they
 # move together, so the servers take turns for $ROUNDS rounds: each round gives one
 # paired ratio, and the medians are reported.
-median() { sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 hello_all=()
 hb_all=()
 ratios=()

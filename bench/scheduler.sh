@@ -35,8 +35,8 @@ TARGET_RATIO=0.8
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 
-log() { printf '%s\n' "$*" >&2; }
-die() { log "error: $*"; exit 1; }
+# shellcheck source=bench/lib.sh
+source "$root/bench/lib.sh"
 
 for tool in wrk curl openssl timeout; do
     command -v "$tool" >/dev/null 2>&1 || die "$tool is needed (apt-get install $tool)"
@@ -45,9 +45,7 @@ done
 # --- build --------------------------------------------------------------------------
 log "building (release)..."
 cargo build --release --quiet -p hb --bin hb
-target_dir="$(cargo metadata --format-version 1 --no-deps |
-    sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')"
-target_dir="${target_dir:-$root/target}"
+target_dir="$(cargo_target_dir)"
 hb_bin="$target_dir/release/hb"
 [[ -x "$hb_bin" ]] || die "missing $hb_bin"
 
@@ -87,7 +85,6 @@ start_hb() {
     die "hb did not start"
 }
 
-load() { cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || uptime; }
 load_before="$(load)"
 
 start_hb
@@ -145,7 +142,6 @@ rate() {
     awk '/^Requests\/sec:/ { printf "%.1f\n", $2 }' <<<"$out"
 }
 
-median() { sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
 # --- openssl ------------------------------------------------------------------------
 # openssl_sign [ARGS]: sign/s of `openssl speed -elapsed ARGS rsa4096`, read by the

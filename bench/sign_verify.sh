@@ -22,8 +22,8 @@ TARGET_RATIO=1.2
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 
-log() { printf '%s\n' "$*" >&2; }
-die() { log "error: $*"; exit 1; }
+# shellcheck source=bench/lib.sh
+source "$root/bench/lib.sh"
 
 command -v openssl >/dev/null 2>&1 || die "openssl is needed (apt-get install openssl)"
 command -v timeout >/dev/null 2>&1 || die "timeout (coreutils) is needed"
@@ -31,9 +31,7 @@ command -v timeout >/dev/null 2>&1 || die "timeout (coreutils) is needed"
 # --- build --------------------------------------------------------------------------
 log "building the bench (release)..."
 cargo bench --quiet -p hb-codec --bench sign_verify --no-run
-target_dir="$(cargo metadata --format-version 1 --no-deps |
-    sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')"
-target_dir="${target_dir:-$root/target}"
+target_dir="$(cargo_target_dir)"
 results="$target_dir/criterion/sign_verify"
 
 # --- openssl ------------------------------------------------------------------------
@@ -56,7 +54,6 @@ openssl_speed() {
 $out"
 }
 
-load() { cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || uptime; }
 load_before="$(load)"
 log "openssl speed -elapsed -seconds $OPENSSL_SECONDS rsa4096 (before)..."
 read -r ossl_sign1 ossl_verify1 < <(openssl_speed)
@@ -72,11 +69,7 @@ read -r ossl_sign2 ossl_verify2 < <(openssl_speed)
 load_after="$(load)"
 
 # median NAME: the median time of bench sign_verify/NAME in nanoseconds.
-median() {
-    local f="$results/$1/new/estimates.json"
-    [[ -f "$f" ]] || die "no criterion result $f"
-    sed -n 's/.*"median":{"confidence_interval":{[^}]*},"point_estimate":\([0-9.eE+-]*\).*/\1/p' "$f"
-}
+median() { criterion_median "$results" "$1"; }
 
 sign_ns="$(median rsa_pss_sign)"
 verify_ns="$(median rsa_pss_verify)"

