@@ -85,6 +85,9 @@ pub const MEMORY_OPTION: &str = "lua_memory_limit";
 pub const DEFAULT_MEMORY_LIMIT: u64 = 256 << 20;
 /// The stack of the threads Lua runs on (see hb-lua's "Stack depth").
 const LUA_THREAD_STACK: usize = 16 << 20;
+/// How much stack a thread must have left to run Lua itself: wasm may use hb-wasm's
+/// `max_wasm_stack` (1 MiB), host calls and this crate's frames come on top.
+const INLINE_STACK: usize = 4 << 20;
 /// How deeply module collections may nest.
 const MAX_MODULE_DEPTH: usize = 8;
 /// The private key of the live state.
@@ -218,10 +221,19 @@ const MAX_IDLE_WORKERS: usize = 16;
 /// How long a Lua thread waits for work before it ends.
 const WORKER_IDLE_TIME: Duration = Duration::from_secs(30);
 
-/// Runs `f` on a thread with a large stack (one of the Lua threads, which are kept
-/// for the next calls: starting a thread with a 16 MiB stack for every call cost
-/// more than the call) and waits for it.
+/// Runs `f` where there is stack enough for Lua: on this thread when at least
+/// [`INLINE_STACK`] of its stack is left (the node's request threads, a Lua thread),
+/// else on one of the Lua threads, kept for the next calls (starting a thread with a
+/// 16 MiB stack for every call cost more than the call), waiting for it.
 fn on_lua_stack<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static) -> Result<R, String> {
+    if stacker::remaining_stack().is_some_and(|left| left >= INLINE_STACK) {
+        // Calls made from Lua (`ao.resolve`) come back to this thread: mark it as a Lua
+        // thread meanwhile, as the Lua threads are.
+        let was = ON_LUA_THREAD.with(|c| c.replace(true));
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+        ON_LUA_THREAD.with(|c| c.set(was));
+        return result.map_err(|_| "the Lua call panicked".to_owned());
+    }
     let (tx, rx) = mpsc::sync_channel::<std::thread::Result<R>>(1);
     let mut job: Job = Box::new(move || {
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
@@ -2103,6 +2115,29 @@ end
         );
         let state = aos_slot(&ctx, &state, 12, json_msg);
         assert_eq!(data(&state), Value::text("42"));
+    }
+
+    /// On a thread with stack enough (as the `hb` binary's request threads), calls run
+    /// on that thread itself, `ao.resolve` coming back to it included, and the limits,
+    /// errors and the aos library behave as on the Lua threads.
+    #[test]
+    fn calls_run_inline_on_a_big_stack() {
+        std::thread::Builder::new()
+            .stack_size(32 << 20)
+            .spawn(|| {
+                assert!(stacker::remaining_stack().is_some_and(|left| left >= INLINE_STACK));
+                checklist_9_to_11_ao_library();
+                checklist_12_15_errors();
+                limits_stop_calls_and_the_state_goes_on();
+                checklist_20_21_aos_library();
+                assert!(
+                    !ON_LUA_THREAD.with(Cell::get),
+                    "the mark is taken off again"
+                );
+            })
+            .unwrap()
+            .join()
+            .unwrap();
     }
 
     /// `Send(...).onReply(fn)` (and its alias `receive`): the reply from the target,

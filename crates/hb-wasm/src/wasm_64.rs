@@ -45,9 +45,10 @@
 //! = the trap text; `json-iface@1.0` turns it into the slot's error results) and the
 //! process carries on; a bare `compute` answers status 500 with the trap text.
 //!
-//! Calls into wasm run on a thread of their own with an 8 MiB stack, so that neither
-//! the depth of the resolution that led to the call nor the module's recursion can
-//! overflow a server thread; a panic there is an error, not a crash.
+//! Calls into wasm run where at least 4 MiB of stack is left (the `hb` binary's request
+//! threads have 16 MiB), else on a thread of their own with an 8 MiB stack, so that
+//! neither the depth of the resolution that led to the call nor the module's recursion
+//! can overflow a server thread; a panic there is an error, not a crash.
 //!
 //! ## The engine
 //!
@@ -87,6 +88,9 @@ pub const CACHE_DIR_OPTION: &str = "wasm_cache_dir";
 pub const DEFAULT_MEMORY_LIMIT: u64 = 1 << 30;
 /// The stack of the threads wasm runs on.
 const WASM_THREAD_STACK: usize = 8 << 20;
+/// How much stack a thread must have left to run wasm itself: the engine's
+/// `max_wasm_stack` (1 MiB by default), and the host's frames around it.
+const INLINE_STACK: usize = 4 << 20;
 /// What `priv/<out>/import-resolver` names: the key that resolves imports.
 const IMPORT_RESOLVER: &str = "wasm-64@1.0/import";
 
@@ -360,8 +364,18 @@ thread_local! {
     static ON_WASM_THREAD: Cell<bool> = const { Cell::new(false) };
 }
 
-/// Runs `f` on a thread of its own with a large stack (see the module docs).
+/// Runs `f` where there is stack enough for wasm (see the module docs): on this
+/// thread when at least [`INLINE_STACK`] of its stack is left, else on a thread of its
+/// own with a large stack.
 pub(crate) fn on_wasm_stack<R: Send>(f: impl FnOnce() -> R + Send) -> Result<R, SlotError> {
+    if stacker::remaining_stack().is_some_and(|left| left >= INLINE_STACK) {
+        // Imports that call back in come to this thread: mark it as a wasm thread
+        // meanwhile, as the threads of their own are.
+        let was = ON_WASM_THREAD.with(|c| c.replace(true));
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+        ON_WASM_THREAD.with(|c| c.set(was));
+        return result.map_err(|_| SlotError::Thread("the wasm call panicked".into()));
+    }
     std::thread::scope(|s| {
         let handle = std::thread::Builder::new()
             .name("hb-wasm".into())

@@ -1011,3 +1011,21 @@ fn interleaved_computations_do_not_mix() {
     let again = node.ok(&state, req("return 'again'"));
     assert_eq!(text(&again, "results/data"), "again");
 }
+
+/// On a thread with stack enough (as the `hb` binary's request threads), calls into
+/// wasm run on that thread itself: imports that call back in, traps and limits, and
+/// aos processes behave as on threads of their own.
+#[test]
+fn calls_run_inline_on_a_big_stack() {
+    std::thread::Builder::new()
+        .stack_size(32 << 20)
+        .spawn(|| {
+            imports_resolve_through_the_stdlib_device();
+            a_trap_is_the_slots_result_and_the_process_carries_on();
+            the_modules_memory_limit_caps_its_memory();
+            aos_process_slots_now_and_lua_errors();
+        })
+        .unwrap()
+        .join()
+        .unwrap();
+}
