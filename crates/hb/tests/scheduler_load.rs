@@ -6,7 +6,9 @@
 //!   the node is gone, which also shows they were on disk);
 //! * a node killed (SIGKILL) while 8 clients post loses no acknowledged slot, leaves no
 //!   gap and no broken hash chain, continues at the next slot when restarted, and
-//!   computes from its latest stored snapshot, not from slot 0 (three kills in a row).
+//!   computes from its latest stored snapshot, not from slot 0 (three kills in a row);
+//! * a Lua process gives the same `pairs()` order, outputs and state IDs in two `hb
+//!   serve` processes with fresh data directories.
 //!
 //! Run with `--nocapture` to see the timings.
 
@@ -42,6 +44,11 @@ struct Node {
 impl Node {
     /// `hb serve` on a free loopback port, its data (and its log, `hb.log`) in `dir`.
     fn start(dir: &Path) -> Node {
+        Node::start_with(dir, &[])
+    }
+
+    /// [`Node::start`] with more arguments for `hb serve`.
+    fn start_with(dir: &Path, extra: &[&str]) -> Node {
         std::fs::create_dir_all(dir).unwrap();
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -54,6 +61,7 @@ impl Node {
             // check that a restarted node resumes from the one at the slot computed.
             .args(["--set", "process_snapshot_slots=1", "--data-dir"])
             .arg(dir)
+            .args(extra)
             .env("HB_LOG", "warn")
             // No config.flat lying around is picked up.
             .current_dir(dir)
@@ -166,7 +174,8 @@ fn get(addr: &str, target: &str, extra: &str) -> Reply {
 /// A POST of `msg` as HTTP header fields (and body), the way clients send messages,
 /// asking for a JSON reply.
 fn post_request(target: &str, msg: &Message) -> Vec<u8> {
-    let http = hb_core::httpsig::encode_rich(msg).expect("encode");
+    // Values that cannot be header fields (a newline in Lua source) go as body parts.
+    let http = hb_core::httpsig::encode_rich_wire(msg).expect("encode");
     let body = http.body.map(|b| b.to_vec()).unwrap_or_default();
     let mut req = format!(
         "POST {target} HTTP/1.1\r\nhost: x\r\nconnection: close\r\naccept: application/json\r\n"
@@ -719,4 +728,97 @@ fn a_killed_node_loses_no_acknowledged_slot_and_resumes_from_its_snapshot() {
         checking.elapsed(),
         start.elapsed()
     );
+}
+
+/// A Lua process for [`a_lua_process_is_the_same_in_two_os_processes`]: each message
+/// counts and prints the `pairs()` order of 1,000 string keys.
+const KEYS: &str = r#"
+function compute(base, req)
+  local t = {}
+  for i = 1, 1000 do t["key-" .. i] = i end
+  local order = {}
+  for k in pairs(t) do order[#order + 1] = k end
+  Count = (Count or 0) + 1
+  base.count = Count
+  base.results = { output = { data = Count .. ":" .. table.concat(order, ",") } }
+  return base
+end
+"#;
+
+/// Determinism across OS processes (issue 7): two `hb serve` processes with fresh data
+/// directories (the same wallet, so the same scheduler and process ID) get the same
+/// signed process and messages; `pairs()` over 1,000 string keys gives the same order
+/// on both (and not insertion order), in the serverless form and in every slot, and the
+/// state stored at every slot has the same ID on both.
+#[test]
+fn a_lua_process_is_the_same_in_two_os_processes() {
+    let wallet = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../tests/fixtures/key-2.json"
+    );
+    let scheduler = hb_codec::Wallet::load(wallet).unwrap().address();
+    let def = Message::new()
+        .with("device", "process@1.0")
+        .with("type", "Process")
+        .with("scheduler", scheduler.as_str())
+        .with("execution-device", "lua@5.3a")
+        .with("module", KEYS)
+        .with("nonce", "two-os-processes");
+    let def = hb_codec::httpsig_commit::commit(&def, &key1()).unwrap();
+    let pid = id_all(&def).unwrap().to_human();
+    let messages: Vec<Message> = (0..3)
+        .map(|n| {
+            let m = Message::new()
+                .with("type", "Message")
+                .with("target", pid.as_str())
+                .with("action", "Keys")
+                .with("n", n);
+            hb_codec::httpsig_commit::commit(&m, &key1()).unwrap()
+        })
+        .collect();
+    let serverless = "/~lua@5.3a&script=local%20t%20%3D%20%7B%7D%20for%20i%20%3D%201%2C%201000%20do%20t%5B'k'%20..%20i%5D%20%3D%20i%20end%20local%20o%20%3D%20%7B%7D%20for%20k%20in%20pairs(t)%20do%20o%5B%23o%20%2B%201%5D%20%3D%20k%20end%20return%20table.concat(o%2C%20'%2C')/result";
+    let mut runs = Vec::new();
+    for name in ["a", "b"] {
+        let dir = TempDir::new(&format!("lua-{name}"));
+        let node = Node::start_with(&dir.0, &["--wallet", wallet]);
+        let r = get(&node.addr, serverless, "");
+        assert_eq!(r.status, 200, "{}", r.text());
+        let keys = r.text();
+        assert_eq!(keys.split(',').count(), 1000);
+        let r = exchange(&node.addr, &post_request("/~process@1.0/schedule", &def)).unwrap();
+        assert_eq!(r.status, 200, "{}", r.text());
+        for m in &messages {
+            let r = exchange(&node.addr, &post_request(&format!("/{pid}/schedule"), m)).unwrap();
+            assert_eq!(r.status, 200, "{}", r.text());
+        }
+        let mut outputs = Vec::new();
+        for slot in 1..=3 {
+            let r = get(
+                &node.addr,
+                &format!("/{pid}/compute/results/output/data?slot={slot}"),
+                "",
+            );
+            assert_eq!(r.status, 200, "{}", r.text());
+            outputs.push(r.text());
+        }
+        drop(node);
+        let store = LmdbStore::open(dir.0.join("store"), Durability::Sync).unwrap();
+        let cache = MessageCache::new(Arc::new(store));
+        let states: Vec<String> = (0..=3)
+            .map(|slot| {
+                id_all(&stored_state(&cache, &pid, slot))
+                    .unwrap()
+                    .to_human()
+            })
+            .collect();
+        runs.push((keys, outputs, states));
+    }
+    assert_eq!(runs[0], runs[1], "the two OS processes differ");
+    let (keys, outputs, _) = &runs[0];
+    assert_ne!(
+        keys.split(',').take(3).collect::<Vec<_>>(),
+        ["k1", "k2", "k3"],
+        "hash order, not insertion order"
+    );
+    assert!(outputs[2].starts_with("4:key-"), "{}", outputs[2]);
 }
