@@ -24,6 +24,18 @@ pub const NAME: &str = "local-name@1.0";
 /// The node option holding the registered names (a message: name → value).
 pub const NAMES_OPTION: &str = "local_names";
 
+/// The info of a device whose every key is a name (this one, `node-process@1.0`): keys
+/// it does not implement go to its default function, but for the message keys.
+pub(crate) fn names_info() -> DeviceInfo {
+    DeviceInfo {
+        default: DefaultHandler::Function,
+        excludes: ["keys", "set", "set-path", "id", "commit", "verify"]
+            .map(String::from)
+            .to_vec(),
+        ..DeviceInfo::default()
+    }
+}
+
 /// The `local-name@1.0` device.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct LocalName;
@@ -34,13 +46,7 @@ impl Device for LocalName {
     }
 
     fn info(&self, _base: &Message) -> DeviceInfo {
-        DeviceInfo {
-            default: DefaultHandler::Function,
-            excludes: ["keys", "set", "set-path", "id", "commit", "verify"]
-                .map(String::from)
-                .to_vec(),
-            ..DeviceInfo::default()
-        }
+        names_info()
     }
 
     fn functions(&self) -> &'static [&'static str] {

@@ -16,7 +16,7 @@
 use std::sync::Arc;
 
 use hb_codec::Wallet;
-use hb_core::device::{Call, DefaultHandler, Device, DeviceInfo, DeviceResult, Outcome};
+use hb_core::device::{Call, Device, DeviceInfo, DeviceResult, Outcome};
 use hb_core::message::id_all;
 use hb_core::{Ctx, Message, Value};
 use parking_lot::Mutex;
@@ -54,13 +54,7 @@ impl Device for NodeProcess {
     }
 
     fn info(&self, _base: &Message) -> DeviceInfo {
-        DeviceInfo {
-            default: DefaultHandler::Function,
-            excludes: ["keys", "set", "set-path", "id", "commit", "verify"]
-                .map(String::from)
-                .to_vec(),
-            ..DeviceInfo::default()
-        }
+        crate::local_name::names_info()
     }
 
     fn functions(&self) -> &'static [&'static str] {
