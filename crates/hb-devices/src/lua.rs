@@ -85,9 +85,6 @@ pub const MEMORY_OPTION: &str = "lua_memory_limit";
 pub const DEFAULT_MEMORY_LIMIT: u64 = 256 << 20;
 /// The stack of the threads Lua runs on (see hb-lua's "Stack depth").
 const LUA_THREAD_STACK: usize = 16 << 20;
-/// How much stack a thread must have left to run Lua itself: wasm may use hb-wasm's
-/// `max_wasm_stack` (1 MiB), host calls and this crate's frames come on top.
-const INLINE_STACK: usize = 4 << 20;
 /// How deeply module collections may nest.
 const MAX_MODULE_DEPTH: usize = 8;
 /// The private key of the live state.
@@ -222,11 +219,11 @@ const MAX_IDLE_WORKERS: usize = 16;
 const WORKER_IDLE_TIME: Duration = Duration::from_secs(30);
 
 /// Runs `f` where there is stack enough for Lua: on this thread when at least
-/// [`INLINE_STACK`] of its stack is left (the node's request threads, a Lua thread),
+/// [`hb_wasm::INLINE_STACK`] of its stack is left (the node's request threads, a Lua thread),
 /// else on one of the Lua threads, kept for the next calls (starting a thread with a
 /// 16 MiB stack for every call cost more than the call), waiting for it.
 fn on_lua_stack<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static) -> Result<R, String> {
-    if stacker::remaining_stack().is_some_and(|left| left >= INLINE_STACK) {
+    if hb_wasm::stack_enough_for_wasm() {
         // Calls made from Lua (`ao.resolve`) come back to this thread: mark it as a Lua
         // thread meanwhile, as the Lua threads are.
         let was = ON_LUA_THREAD.with(|c| c.replace(true));
@@ -2125,7 +2122,7 @@ end
         std::thread::Builder::new()
             .stack_size(32 << 20)
             .spawn(|| {
-                assert!(stacker::remaining_stack().is_some_and(|left| left >= INLINE_STACK));
+                assert!(hb_wasm::stack_enough_for_wasm());
                 checklist_9_to_11_ao_library();
                 checklist_12_15_errors();
                 limits_stop_calls_and_the_state_goes_on();

@@ -451,15 +451,34 @@ fn normalise_path(path: &str) -> String {
 
 /// Time and size limits of one request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Limits {
-    connect: Duration,
-    total: Duration,
-    max_reply: u64,
+pub(crate) struct Limits {
+    pub(crate) connect: Duration,
+    pub(crate) total: Duration,
+    pub(crate) max_reply: u64,
 }
 
 impl Limits {
     /// The node's limits, overridden by a route node's `opts`.
     fn of(node: &Message, opts: Option<&Message>) -> Limits {
+        Limits::read(
+            node,
+            opts,
+            &["relay_timeout", "http_request_send_timeout"],
+            "relay_max_reply_bytes",
+            DEFAULT_MAX_REPLY,
+        )
+    }
+
+    /// Limits read from `opts`, else `node`: `http_connect_timeout`, the first of
+    /// `total_keys` set, and `max_reply_key` (else `default_max_reply`), in ms and
+    /// bytes, each key also in its dashed form; timeouts at most [`MAX_TIMEOUT`].
+    pub(crate) fn read(
+        node: &Message,
+        opts: Option<&Message>,
+        total_keys: &[&str],
+        max_reply_key: &str,
+        default_max_reply: u64,
+    ) -> Limits {
         let get = |keys: &[&str]| -> Option<u64> {
             keys.iter().find_map(|k| {
                 let dashed = k.replace('_', "-");
@@ -474,10 +493,8 @@ impl Limits {
         let ms = |v: u64| Duration::from_millis(v.max(1)).min(MAX_TIMEOUT);
         Limits {
             connect: ms(get(&["http_connect_timeout"]).unwrap_or(DEFAULT_CONNECT_TIMEOUT_MS)),
-            total: ms(
-                get(&["relay_timeout", "http_request_send_timeout"]).unwrap_or(DEFAULT_TIMEOUT_MS)
-            ),
-            max_reply: get(&["relay_max_reply_bytes"]).unwrap_or(DEFAULT_MAX_REPLY),
+            total: ms(get(total_keys).unwrap_or(DEFAULT_TIMEOUT_MS)),
+            max_reply: get(&[max_reply_key]).unwrap_or(default_max_reply),
         }
     }
 }
@@ -581,12 +598,31 @@ pub(crate) fn send_direct(
     msg: &Message,
     node: &Message,
 ) -> Result<(u16, Message), (u16, String)> {
+    send_to(method, url, msg, Limits::of(node, None)).map(|a| (a.code, a.msg))
+}
+
+/// Sends `msg` (its keys as the request's fields) with `method` to `url` within
+/// `limits`, following no redirect: the peer's decoded reply (its signature checked).
+/// No allow-list check: for URLs the node itself chose.
+///
+/// # Errors
+/// The URL is not an http(s) URL (400), the peer cannot be reached or its reply does
+/// not decode (502), or no reply came in time (504): the status and why.
+pub(crate) fn send_to(
+    method: &str,
+    url: &str,
+    msg: &Message,
+    limits: Limits,
+) -> Result<Answer, (u16, String)> {
     let (encoded, _, _) = parse_url(url).map_err(|why| (400, format!("`{url}`: {why}")))?;
-    let target = Target {
-        url: encoded,
-        limits: Limits::of(node, None),
-    };
-    exchange(method, msg, &target).map(|a| (a.code, a.msg))
+    exchange(
+        method,
+        msg,
+        &Target {
+            url: encoded,
+            limits,
+        },
+    )
 }
 
 /// A routed node (`uri` plus `opts`) as a target.
@@ -780,11 +816,13 @@ struct Prepared {
 
 /// A peer's reply, decoded.
 #[derive(Debug)]
-struct Answer {
-    code: u16,
-    msg: Message,
+pub(crate) struct Answer {
+    pub(crate) code: u16,
+    pub(crate) msg: Message,
     /// The reply's `ao-result` field.
     ao_result: Option<String>,
+    /// The reply's `location` field (of a redirect).
+    pub(crate) location: Option<String>,
 }
 
 /// Why there is no reply: the status to answer with and the reason.
@@ -982,15 +1020,19 @@ fn exchange(method: &str, msg: &Message, t: &Target) -> Result<Answer, Failed> {
         .and_then(|i| t.url[i + 3..].find('/').map(|j| i + 3 + j))
         .map_or("/", |i| &t.url[i..]);
     let request_path = request_path.split('?').next().unwrap_or("/");
-    let ao_result = headers
-        .get("ao-result")
-        .map(|v| String::from_utf8_lossy(v).into_owned());
+    let field = |name: &str| {
+        headers
+            .get(name)
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+    };
+    let (ao_result, location) = (field("ao-result"), field("location"));
     let msg = decode(code, headers, body, method, request_path)
         .map_err(|why| (502, format!("{what}: {why}")))?;
     Ok(Answer {
         code,
         msg,
         ao_result,
+        location,
     })
 }
 

@@ -469,3 +469,13 @@ impl Module {
         &self.inner.module
     }
 }
+
+/// How much stack a thread must have left to call into wasm itself: the engine's
+/// `max_wasm_stack` (1 MiB by default), and the host's frames around it.
+pub const INLINE_STACK: usize = 4 << 20;
+
+/// Whether this thread has [`INLINE_STACK`] of its stack left, so that a call into
+/// wasm may run on it rather than on a thread with a large stack.
+pub fn stack_enough_for_wasm() -> bool {
+    stacker::remaining_stack().is_some_and(|left| left >= INLINE_STACK)
+}

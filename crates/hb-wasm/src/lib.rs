@@ -126,7 +126,9 @@ pub mod json_iface;
 pub mod wasi;
 pub mod wasm_64;
 
-pub use engine::{Engine, EngineConfig, ExportKind, LoadSource, Module};
+pub use engine::{
+    Engine, EngineConfig, ExportKind, INLINE_STACK, LoadSource, Module, stack_enough_for_wasm,
+};
 pub use error::{Trap, TrapKind, WasmError};
 pub use imports::{
     FuncSig, HostError, ImportFunc, ImportResult, Imports, MemoryView, OutOfBounds, Stubs, Value,

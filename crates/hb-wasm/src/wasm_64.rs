@@ -88,9 +88,6 @@ pub const CACHE_DIR_OPTION: &str = "wasm_cache_dir";
 pub const DEFAULT_MEMORY_LIMIT: u64 = 1 << 30;
 /// The stack of the threads wasm runs on.
 const WASM_THREAD_STACK: usize = 8 << 20;
-/// How much stack a thread must have left to run wasm itself: the engine's
-/// `max_wasm_stack` (1 MiB by default), and the host's frames around it.
-const INLINE_STACK: usize = 4 << 20;
 /// What `priv/<out>/import-resolver` names: the key that resolves imports.
 const IMPORT_RESOLVER: &str = "wasm-64@1.0/import";
 
@@ -365,10 +362,10 @@ thread_local! {
 }
 
 /// Runs `f` where there is stack enough for wasm (see the module docs): on this
-/// thread when at least [`INLINE_STACK`] of its stack is left, else on a thread of its
+/// thread when at least [`crate::INLINE_STACK`] of its stack is left, else on a thread of its
 /// own with a large stack.
 pub(crate) fn on_wasm_stack<R: Send>(f: impl FnOnce() -> R + Send) -> Result<R, SlotError> {
-    if stacker::remaining_stack().is_some_and(|left| left >= INLINE_STACK) {
+    if crate::stack_enough_for_wasm() {
         // Imports that call back in come to this thread: mark it as a wasm thread
         // meanwhile, as the threads of their own are.
         let was = ON_WASM_THREAD.with(|c| c.replace(true));

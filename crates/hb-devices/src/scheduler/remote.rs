@@ -46,12 +46,11 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use hb_codec::httpsig_commit;
+use hb_core::device::Outcome;
 use hb_core::id::b64url;
 use hb_core::message::id_all;
 use hb_core::{Ctx, Id, Message, Value};
-use hb_store::http::BodyError;
 use parking_lot::Mutex;
 use percent_encoding::percent_decode_str;
 
@@ -59,7 +58,7 @@ use super::{
     Chain, Refusal, Scheduler, assignment_path, bare_id, committed_only, id_text, is_process,
     latest_location, location_path, next_chain, refuse, stored_head,
 };
-use hb_core::device::Outcome;
+use crate::relay::Limits;
 
 /// Assignments asked for in one request.
 pub const REMOTE_PAGE: i64 = 256;
@@ -70,17 +69,8 @@ pub const MAX_PAGES: usize = 8;
 /// Redirects (307) from scheduler nodes followed at most.
 pub const MAX_HOPS: usize = 3;
 
-/// Total time of one request when the node sets no `scheduler_remote_timeout`, in ms.
-pub const DEFAULT_TIMEOUT_MS: u64 = 30_000;
-
-/// Connect timeout when the node sets no `http_connect_timeout`, in ms.
-pub const DEFAULT_CONNECT_TIMEOUT_MS: u64 = 5_000;
-
 /// Largest reply read when the node sets no `scheduler_remote_max_reply_bytes`.
 pub const DEFAULT_MAX_REPLY: u64 = 64 * 1024 * 1024;
-
-/// Longest timeout a setting may ask for.
-const MAX_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// Whose schedule a process is.
 pub(super) enum Whose {
@@ -90,30 +80,17 @@ pub(super) enum Whose {
     Remote(Box<Message>),
 }
 
-/// Time and size limits of the requests to scheduler nodes.
-#[derive(Debug, Clone, Copy)]
-struct Limits {
-    connect: Duration,
-    total: Duration,
-    max_reply: u64,
-}
-
-impl Limits {
-    fn of(ctx: &Ctx) -> Limits {
-        let node = ctx.node().get();
-        let get = |k: &str| {
-            node.get(k)
-                .or_else(|| node.get(&k.replace('_', "-")))
-                .and_then(Value::as_int)
-                .and_then(|v| u64::try_from(v).ok())
-        };
-        let ms = |v: u64| Duration::from_millis(v.max(1)).min(MAX_TIMEOUT);
-        Limits {
-            connect: ms(get("http_connect_timeout").unwrap_or(DEFAULT_CONNECT_TIMEOUT_MS)),
-            total: ms(get("scheduler_remote_timeout").unwrap_or(DEFAULT_TIMEOUT_MS)),
-            max_reply: get("scheduler_remote_max_reply_bytes").unwrap_or(DEFAULT_MAX_REPLY),
-        }
-    }
+/// The limits of requests to scheduler nodes: `http_connect_timeout`,
+/// `scheduler_remote_timeout` (else relay@1.0's 30 s) and
+/// `scheduler_remote_max_reply_bytes` (else [`DEFAULT_MAX_REPLY`]).
+fn limits(ctx: &Ctx) -> Limits {
+    Limits::read(
+        &ctx.node().get(),
+        None,
+        &["scheduler_remote_timeout"],
+        "scheduler_remote_max_reply_bytes",
+        DEFAULT_MAX_REPLY,
+    )
 }
 
 /// The request key (and header field) this node sends with its requests to scheduler
@@ -356,52 +333,22 @@ fn get(node: &str, path: &str, limits: Limits) -> Result<(String, Reply), Refusa
 }
 
 fn get_once(node: &str, path: &str, limits: Limits) -> Result<Reply, Refusal> {
-    let url = format!("{node}{path}");
-    let what = format!("GET {url}");
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_connect(Some(limits.connect))
-        .timeout_global(Some(limits.total))
-        .max_redirects(0)
-        .user_agent(concat!("hyperbeam-rs/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .into();
-    let transport = |e: ureq::Error| match e {
-        ureq::Error::Timeout(_) => refuse(
-            504,
-            &format!(
-                "The scheduler node did not answer in time ({} ms): {what}",
-                limits.total.as_millis()
+    let request = Message::new()
+        .with("accept-codec", "httpsig@1.0")
+        .with(NO_FORWARD, "false");
+    let answer = crate::relay::send_to("GET", &format!("{node}{path}"), &request, limits).map_err(
+        |(code, why)| match code {
+            504 => refuse(
+                504,
+                &format!("The scheduler node did not answer in time: {why}"),
             ),
-        ),
-        other => refuse(
-            502,
-            &format!("The scheduler node cannot be reached: {what}: {other}"),
-        ),
-    };
-    let mut resp = agent
-        .get(&url)
-        .header("accept-codec", "httpsig@1.0")
-        .header(NO_FORWARD, "false")
-        .call()
-        .map_err(transport)?;
-    let code = resp.status().as_u16();
-    let headers = hb_store::http::response_headers(&resp);
-    let body = match hb_store::http::read_capped(&mut resp, limits.max_reply, &what) {
-        Ok(b) => Bytes::from(b),
-        Err(BodyError::TooLarge(text)) => return Err(refuse(502, &text)),
-        Err(BodyError::Transport(_, e)) => return Err(transport(e)),
-    };
-    let location = headers
-        .get("location")
-        .map(|v| String::from_utf8_lossy(v).into_owned());
-    let request_path = path.split('?').next().unwrap_or("/");
-    let msg = crate::relay::decode(code, headers, body, "GET", request_path)
-        .map_err(|why| refuse(502, &format!("{what}: {why}")))?;
+            _ => refuse(502, &format!("The scheduler node failed: {why}")),
+        },
+    )?;
     Ok(Reply {
-        code,
-        msg,
-        location,
+        code: answer.code,
+        msg: answer.msg,
+        location: answer.location,
     })
 }
 
@@ -552,7 +499,7 @@ impl Scheduler {
     /// `slot` of a process another node schedules (spec 04 §2.9, remote): its current
     /// slot as that node answers it.
     pub(super) fn remote_slot(&self, pid: &str, definition: &Message, ctx: &Ctx) -> Outcome {
-        let limits = Limits::of(ctx);
+        let limits = limits(ctx);
         let asked = self.scheduler_node(definition, ctx).and_then(|node| {
             let (node, reply) = get(&node, &format!("/~scheduler@1.0/slot?target={pid}"), limits)?;
             if reply.code != 200 {
@@ -606,7 +553,7 @@ impl Scheduler {
         max_pages: usize,
         ctx: &Ctx,
     ) -> Result<bool, Refusal> {
-        let limits = Limits::of(ctx);
+        let limits = limits(ctx);
         let lock = self.fetch_lock(pid);
         let wait = limits.connect + limits.total + Duration::from_secs(1);
         let Some(_held) = lock.try_lock_for(wait) else {
