@@ -16,6 +16,8 @@
 #    core. The node signs assignments in parallel on every core, so the all-core rate is
 #    the ceiling, and the one judged; the one-core ratio is printed too. Target (from the
 #    issue): scheduled/s >= 80 % of the signing rate, since every assignment is signed.
+#    The node's own signer (AWS-LC, `crates/hb-codec/examples/sign_rate.rs`) is faster
+#    than `openssl speed` here, so its all-core rate and that ratio are printed as well.
 # 3. Restarts the node (cold: no live process state, nothing computed yet) and times
 #    `GET /<pid>/compute/at-slot?slot=N`, first for the first COMPUTE_FIRST (500) slots,
 #    then on to the last: every slot computed on test-device@1.0 and its state stored
@@ -45,9 +47,12 @@ done
 # --- build --------------------------------------------------------------------------
 log "building (release)..."
 cargo build --release --quiet -p hb --bin hb
+cargo build --release --quiet -p hb-codec --example sign_rate
 target_dir="$(cargo_target_dir)"
 hb_bin="$target_dir/release/hb"
 [[ -x "$hb_bin" ]] || die "missing $hb_bin"
+sign_rate_bin="$target_dir/release/examples/sign_rate"
+[[ -x "$sign_rate_bin" ]] || die "missing $sign_rate_bin"
 
 # --- the node -----------------------------------------------------------------------
 work="$(mktemp -d)"
@@ -189,6 +194,8 @@ log "openssl speed -elapsed -seconds $OPENSSL_SECONDS rsa4096 (one core)..."
 sign_one="$(openssl_sign)"
 log "openssl speed -elapsed -seconds $OPENSSL_SECONDS -multi $cores rsa4096 (every core, after)..."
 sign_all2="$(openssl_sign -multi "$cores")"
+log "the node's own signer, $OPENSSL_SECONDS s on $cores threads..."
+sign_node="$("$sign_rate_bin" "$OPENSSL_SECONDS" "$cores")"
 dsync2="$(dsync_rate)"
 # The ceiling: the faster of the two all-core runs (a slow stretch of the machine during
 # one of them cannot make our ratio look better).
@@ -224,7 +231,7 @@ awk -v s="$scheduled" -v one="$sign_one" -v all="$sign_all" -v cores="$cores" \
     -v first="$first" -v last="$last" -v sf="$secs_first" -v sr="$secs_rest" \
     -v sa="$secs_again" -v target="$TARGET_RATIO" -v conns="$CONNECTIONS" \
     -v rounds="$ROUNDS" -v dur="$DURATION" -v lb="$load_before" -v la="$load_after" \
-    -v bytes="$store_bytes" '
+    -v bytes="$store_bytes" -v node="$sign_node" '
     BEGIN {
         printf "load average: %s (before), %s (after) on %s cores\n\n", lb, la, cores
         printf "scheduled (durable, signed) messages/s, one process, %d connections: %.0f (median of %d x %ds)\n", conns, s, rounds, dur
@@ -232,6 +239,7 @@ awk -v s="$scheduled" -v one="$sign_one" -v all="$sign_all" -v cores="$cores" \
         printf "disk: %s and %s synchronous 4 KiB writes/s (dd oflag=dsync; before, after)\n", ds1, ds2
         printf "scheduled / one-core signing rate = %.2f\n", s / one
         printf "scheduled / %d-core signing rate = %.2f (target >= %.2f)%s\n", cores, s / all, target, (s / all >= target) ? "  MET" : "  MISSED"
+        printf "hb signer (AWS-LC, sign_rate) on %d threads: %.1f sign/s; scheduled / that rate = %.2f\n", cores, node, s / node
         printf "\ncomputed from a cold start (test-device@1.0, each state stored durably):\n"
         printf "  slots 0..%d: %.2f s = %.0f slots/s\n", first, sf, (first + 1) / sf
         if (last > first)

@@ -49,16 +49,21 @@ impl Hash {
 /// # Errors
 /// The RNG or the private-key operation fails.
 pub fn sign(wallet: &Wallet, hash: Hash, msg: &[u8]) -> Result<Vec<u8>, WalletError> {
-    // ring's PSS uses salt length = hash length, exactly the reference's profile, and
-    // signs about 3x faster than `rsa` (as fast as OpenSSL; docs/adr/0003).
-    if let Some(key) = wallet.ring_key() {
+    // AWS-LC's PSS uses salt length = hash length, exactly the reference's profile, and
+    // signs about 2.5x faster than OpenSSL 3.0 and 7x faster than `rsa` (docs/adr/0003).
+    if let Some(key) = wallet.fast_key() {
         let padding = match hash {
-            Hash::Sha256 => &ring::signature::RSA_PSS_SHA256,
-            Hash::Sha512 => &ring::signature::RSA_PSS_SHA512,
+            Hash::Sha256 => &aws_lc_rs::signature::RSA_PSS_SHA256,
+            Hash::Sha512 => &aws_lc_rs::signature::RSA_PSS_SHA512,
         };
-        let mut sig = vec![0u8; key.public().modulus_len()];
-        key.sign(padding, &ring::rand::SystemRandom::new(), msg, &mut sig)
-            .map_err(|e| WalletError::Ring(e.to_string()))?;
+        let mut sig = vec![0u8; key.public_modulus_len()];
+        key.sign(
+            padding,
+            &aws_lc_rs::rand::SystemRandom::new(),
+            msg,
+            &mut sig,
+        )
+        .map_err(|e| WalletError::Signer(e.to_string()))?;
         return Ok(sig);
     }
     sign_with_salt_len(wallet, hash, msg, hash.output_len())
@@ -100,14 +105,14 @@ pub fn verify(modulus_n: &[u8], hash: Hash, msg: &[u8], sig: &[u8]) -> bool {
     if modulus_n.is_empty() || sig.len() != modulus_n.len() {
         return false;
     }
-    // Fast path: ring verifies salt length = hash length (every signature made by the
+    // Fast path: AWS-LC verifies salt length = hash length (every signature made by the
     // reference or by us) 3x faster than `rsa`; anything else (JS clients sign with the
     // maximum salt) goes through the salt-recovering verifier.
     let fast = match hash {
-        Hash::Sha256 => &ring::signature::RSA_PSS_2048_8192_SHA256,
-        Hash::Sha512 => &ring::signature::RSA_PSS_2048_8192_SHA512,
+        Hash::Sha256 => &aws_lc_rs::signature::RSA_PSS_2048_8192_SHA256,
+        Hash::Sha512 => &aws_lc_rs::signature::RSA_PSS_2048_8192_SHA512,
     };
-    let key = ring::signature::RsaPublicKeyComponents {
+    let key = aws_lc_rs::signature::RsaPublicKeyComponents {
         n: modulus_n,
         e: &[1u8, 0, 1][..],
     };

@@ -72,9 +72,9 @@ pub enum WalletError {
     /// Signing failed.
     #[error("RSA-PSS signing failed: {0}")]
     Sign(rsa::Error),
-    /// The fast signer (ring) failed.
+    /// The fast signer (AWS-LC) failed.
     #[error("RSA-PSS signing failed: {0}")]
-    Ring(String),
+    Signer(String),
 }
 
 /// An RSA wallet with its private key.
@@ -83,9 +83,9 @@ pub enum WalletError {
 #[derive(Clone)]
 pub struct Wallet {
     key: PrivateKey,
-    /// The same key for `ring`, which signs 3x faster than `rsa` (docs/adr/0003). `None`
-    /// only for keys ring refuses (outside 2048–8192 bits); those sign with `rsa`.
-    signer: Option<Arc<ring::rsa::KeyPair>>,
+    /// The same key for AWS-LC, which signs 7x faster than `rsa` (docs/adr/0003). `None`
+    /// only for keys AWS-LC refuses (outside 2048–8192 bits); those sign with `rsa`.
+    signer: Option<Arc<aws_lc_rs::rsa::KeyPair>>,
     /// `n`, big-endian, minimal (its top bit is set, so 512 bytes for RSA-4096).
     modulus: Vec<u8>,
     address: [u8; 32],
@@ -167,7 +167,7 @@ impl Wallet {
         let signer = key
             .to_pkcs1_der()
             .ok()
-            .and_then(|der| ring::rsa::KeyPair::from_der(der.as_bytes()).ok())
+            .and_then(|der| aws_lc_rs::rsa::KeyPair::from_der(der.as_bytes()).ok())
             .map(Arc::new);
         Wallet {
             key,
@@ -322,8 +322,8 @@ impl Wallet {
         httpsig_name_of(&self.address)
     }
 
-    /// The key as `ring` holds it, when ring accepts it.
-    pub(crate) fn ring_key(&self) -> Option<&ring::rsa::KeyPair> {
+    /// The key as AWS-LC holds it, when AWS-LC accepts it.
+    pub(crate) fn fast_key(&self) -> Option<&aws_lc_rs::rsa::KeyPair> {
         self.signer.as_deref()
     }
 
