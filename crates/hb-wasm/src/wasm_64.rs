@@ -419,8 +419,9 @@ pub enum SlotError {
 enum Checkpoint {
     /// The module's initial memory (a fresh instance).
     Fresh,
-    /// A copy of the memory.
-    Memory(Bytes),
+    /// A copy of the memory, with which of its 4 KiB chunks are known to be zero
+    /// (for the next checkpoint that reuses the buffer; see `update_copy`).
+    Memory(Bytes, Vec<bool>),
 }
 
 /// The linear memory of an instance; empty when it has none (its state is then
@@ -438,7 +439,7 @@ fn checkpoint_of(memory: Bytes) -> Checkpoint {
     if memory.is_empty() {
         Checkpoint::Fresh
     } else {
-        Checkpoint::Memory(memory)
+        Checkpoint::Memory(memory, Vec::new())
     }
 }
 
@@ -477,7 +478,7 @@ impl Slot {
         let instance = self.instance.take().ok_or(SlotError::Terminated)?;
         let restored = on_wasm_stack(move || match &checkpoint {
             Checkpoint::Fresh => instance.reset(None),
-            Checkpoint::Memory(m) => instance.reset(Some(m)),
+            Checkpoint::Memory(m, _) => instance.reset(Some(m)),
         })?;
         self.txn = None;
         match restored {
@@ -526,19 +527,23 @@ impl Slot {
             .as_ref()
             .is_none_or(|(g, _)| *g != generation)
         {
-            // The previous checkpoint's buffer, unless a snapshot still shares it.
-            let mut buffer = match self.checkpoint.take() {
-                Some((_, Checkpoint::Memory(old))) => {
-                    old.try_into_mut().map(Vec::from).unwrap_or_default()
-                }
-                _ => Vec::new(),
+            // The previous checkpoint's buffer, unless a snapshot still shares it:
+            // brought up to date, it is written only where the memory changed.
+            let (mut buffer, mut zero) = match self.checkpoint.take() {
+                Some((_, Checkpoint::Memory(old, zero))) => match old.try_into_mut() {
+                    Ok(old) => (Vec::from(old), zero),
+                    Err(_) => (Vec::new(), Vec::new()),
+                },
+                _ => (Vec::new(), Vec::new()),
             };
-            let memory = match self.live()?.snapshot_into(&mut buffer) {
-                Ok(()) => Bytes::from(buffer),
-                Err(WasmError::NoMemory) => Bytes::new(),
-                Err(e) => return Err(e.into()),
-            };
-            self.checkpoint = Some((generation, checkpoint_of(memory)));
+            self.checkpoint = Some((
+                generation,
+                match self.live()?.snapshot_into(&mut buffer, &mut zero) {
+                    Ok(()) if !buffer.is_empty() => Checkpoint::Memory(Bytes::from(buffer), zero),
+                    Ok(()) | Err(WasmError::NoMemory) => Checkpoint::Fresh,
+                    Err(e) => return Err(e.into()),
+                },
+            ));
         }
         let token = next_generation();
         self.txn = Some((generation, token));
@@ -621,7 +626,7 @@ impl InstanceRef {
             None => module.instantiate(router, config),
         })??;
         let generation = next_generation();
-        let checkpoint = snapshot.map_or(Checkpoint::Fresh, Checkpoint::Memory);
+        let checkpoint = snapshot.map_or(Checkpoint::Fresh, checkpoint_of);
         Ok(InstanceRef {
             slot: Arc::new(Mutex::new(Slot {
                 instance: Some(instance),
