@@ -487,14 +487,66 @@ fn queue_state(pid: &str, slot: i64, state: &Message, pending: &mut Pending) -> 
 }
 
 /// Writes the queued states, durably, in one batch.
-fn store_states(pending: &mut Pending, ctx: &Ctx) -> Result<(), String> {
-    if pending.is_empty() {
+fn store_states(batch: Pending, ctx: &Ctx) -> Result<(), String> {
+    if batch.is_empty() {
         return Ok(());
     }
-    let batch = std::mem::take(pending);
     ctx.cache()
         .store_messages(&batch)
         .map_err(|e| e.to_string())
+}
+
+/// A thread that writes batches of computed states in the order it gets them, while
+/// the computing thread goes on. At most one batch waits for it (bounded memory).
+struct StateWriter<'scope> {
+    batches: std::sync::mpsc::SyncSender<Pending>,
+    thread: std::thread::ScopedJoinHandle<'scope, Result<(), String>>,
+}
+
+impl<'scope> StateWriter<'scope> {
+    /// The writer, or `None` when no thread can be started (the caller then writes
+    /// itself).
+    fn start<'env>(
+        scope: &'scope std::thread::Scope<'scope, 'env>,
+        ctx: &'env Ctx,
+    ) -> Option<Self> {
+        let (batches, received) = std::sync::mpsc::sync_channel::<Pending>(1);
+        let thread = std::thread::Builder::new()
+            .name("hb-state-writer".into())
+            .spawn_scoped(scope, move || {
+                // After a failure the rest is received and dropped, so that the
+                // computing thread never blocks on a writer that gave up.
+                let mut result = Ok(());
+                for batch in received {
+                    if result.is_ok() {
+                        result = store_states(batch, ctx);
+                    }
+                }
+                result
+            });
+        match thread {
+            Ok(thread) => Some(StateWriter { batches, thread }),
+            Err(e) => {
+                tracing::warn!(error = %e, "no state writer thread; writing on the computing thread");
+                None
+            }
+        }
+    }
+
+    /// Queues `batch` (waiting while another one is queued).
+    fn send(&self, batch: Pending) -> Result<(), String> {
+        self.batches
+            .send(batch)
+            .map_err(|_| "the state writer stopped".to_owned())
+    }
+
+    /// Waits until every batch sent is written; the first failure, if any.
+    fn finish(self) -> Result<(), String> {
+        drop(self.batches);
+        self.thread
+            .join()
+            .unwrap_or_else(|_| Err("the state writer panicked".to_owned()))
+    }
 }
 
 impl Process {
@@ -663,9 +715,29 @@ impl Process {
         ctx: &Ctx,
     ) -> Result<(), Outcome> {
         let mut pending = Pending::new();
-        let result = self.run_slots_queued(state, worker, pid, target, ctx, &mut pending);
+        let (result, stored) = std::thread::scope(|scope| {
+            // Full batches go to a writer thread, started with the first one, so that
+            // a long run computes the next slots while the last batch is written; a
+            // request for a few slots starts no thread.
+            let mut writer: Option<StateWriter<'_>> = None;
+            let mut flush = |batch: Pending| -> Result<(), String> {
+                if writer.is_none() && batch.len() >= STATE_BATCH {
+                    writer = StateWriter::start(scope, ctx);
+                }
+                match &writer {
+                    Some(w) => w.send(batch),
+                    None => store_states(batch, ctx),
+                }
+            };
+            let result =
+                self.run_slots_queued(state, worker, pid, target, ctx, &mut pending, &mut flush);
+            let written = writer.map_or(Ok(()), StateWriter::finish);
+            // After the writer's batches: the states stay in slot order on disk.
+            let stored = written.and(store_states(std::mem::take(&mut pending), ctx));
+            (result, stored)
+        });
         let at = state.get("at-slot").and_then(Value::as_int).unwrap_or(-1);
-        match (store_states(&mut pending, ctx), result) {
+        match (stored, result) {
             (Err(e), Ok(())) => Err(phase_error(
                 Outcome::error_status(500, &format!("Cannot store the state: {e}")),
                 "compute",
@@ -675,8 +747,9 @@ impl Process {
         }
     }
 
-    /// [`Process::run_slots`], the states queued in `pending` (written every
-    /// [`STATE_BATCH`] slots and before a snapshot).
+    /// [`Process::run_slots`], the states queued in `pending` (handed to `flush`
+    /// every [`STATE_BATCH`] slots and when a snapshot is taken).
+    #[allow(clippy::too_many_arguments)]
     fn run_slots_queued(
         &self,
         state: &mut Message,
@@ -685,6 +758,7 @@ impl Process {
         target: i64,
         ctx: &Ctx,
         pending: &mut Pending,
+        flush: &mut dyn FnMut(Pending) -> Result<(), String>,
     ) -> Result<(), Outcome> {
         let policy = SnapshotPolicy::of(ctx);
         // Bounded: every round applies one slot, and the slot number only grows.
@@ -761,7 +835,7 @@ impl Process {
             let due = policy.due(n, worker);
             let queued = queue_state(pid, n, state, pending).and_then(|()| {
                 if due || pending.len() >= STATE_BATCH {
-                    store_states(pending, ctx)
+                    flush(std::mem::take(pending))
                 } else {
                     Ok(())
                 }

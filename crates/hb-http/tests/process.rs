@@ -136,6 +136,49 @@ async fn a_process_computes_its_slots() {
     node.stop().await;
 }
 
+/// One request that computes more slots than a batch of states (64) writes the full
+/// batches on a writer thread while it computes on: when it answers, every slot's
+/// state is stored, and a second node on the same store answers a slot of the run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_long_run_stores_every_state_before_it_answers() {
+    let cache = Arc::new(MessageCache::new(Arc::new(MemoryStore::new())));
+    let node = common::start_node(Message::new(), cache.clone(), key2()).await;
+    let addr = node.addr;
+    let pid = spawn(addr, "long-run").await;
+    const LAST: i64 = 150;
+    for n in 1..=LAST {
+        let msg = Message::new()
+            .with("type", "Message")
+            .with("target", pid.as_str())
+            .with("n", n);
+        let r = send(addr, &post(&format!("/{pid}/schedule"), &msg, None)).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    let r = send(addr, &get(&format!("/{pid}/compute/at-slot?slot={LAST}"))).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.text(), LAST.to_string());
+    for slot in 0..=LAST {
+        let Some(Value::Message(state)) = cache
+            .read_path(&format!("computed/{pid}/slot/{slot}"))
+            .unwrap()
+        else {
+            panic!("slot {slot} not stored");
+        };
+        assert_eq!(state.get("at-slot"), Some(&Value::Integer(slot)));
+    }
+    node.stop().await;
+    // A fresh node on the same store (no live state) answers slot 100.
+    let again = common::start_node(Message::new(), cache.clone(), key2()).await;
+    let r = send(
+        again.addr,
+        &get(&format!("/{pid}/compute/results/assignment-slot?slot=100")),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.text(), "100");
+    again.stop().await;
+}
+
 /// Spawns a test-device process scheduled by `node` and returns its ID.
 async fn spawn(addr: std::net::SocketAddr, nonce: &str) -> String {
     let def = hb_codec::httpsig_commit::commit(
