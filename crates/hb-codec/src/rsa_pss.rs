@@ -237,6 +237,23 @@ mod tests {
     use super::{Hash, aws_lc, sign_with_salt_len, verify_with_rsa};
     use crate::Wallet;
 
+    /// Moduli no key has (zero, even, one byte, 24,000 bits: AWS-LC refuses the last,
+    /// so `rsa` sees it) verify nothing, and nothing panics.
+    #[test]
+    fn odd_moduli_verify_nothing() {
+        for n in [
+            vec![0u8; 512],
+            vec![2u8; 512],
+            vec![0xff; 1],
+            vec![0xff; 3000],
+        ] {
+            let sig = vec![1u8; n.len()];
+            for hash in [Hash::Sha256, Hash::Sha512] {
+                assert!(!super::verify(&n, hash, b"m", &sig), "{} bytes", n.len());
+            }
+        }
+    }
+
     /// AWS-LC and `rsa` agree on valid signatures of every salt length, on a wrong
     /// digest and on a flipped bit.
     #[test]
