@@ -42,12 +42,8 @@ cd "$root"
 source "$root/bench/lib.sh"
 
 [[ "$N" =~ ^[1-9][0-9]*$ ]] || die "N must be a positive integer (got \`$N\`)"
-for tool in cargo node npm timeout; do
-    command -v "$tool" >/dev/null 2>&1 || die "$tool is needed"
-done
-wasm="${AOS_WASM:-$root/../shared/fixtures/aos-2-pure-xs.wasm}"
-[[ -f "$wasm" ]] || die "missing module $wasm (set AOS_WASM)"
-AOS_WASM="$(cd "$(dirname "$wasm")" && pwd)/$(basename "$wasm")"
+need cargo node npm timeout
+AOS_WASM="$(aos_module)"
 export AOS_WASM
 
 # --- build --------------------------------------------------------------------------

@@ -62,12 +62,8 @@ source "$root/bench/lib.sh"
 
 ((ROUNDS >= 2)) || die "ROUNDS must be at least 2 (round 1 is cold, the others warm)"
 
-for tool in node curl openssl timeout; do
-    command -v "$tool" >/dev/null 2>&1 || die "$tool is needed"
-done
-wasm="${AOS_WASM:-$root/../shared/fixtures/aos-2-pure-xs.wasm}"
-[[ -f "$wasm" ]] || die "missing module $wasm (set AOS_WASM)"
-wasm="$(cd "$(dirname "$wasm")" && pwd)/$(basename "$wasm")"
+need node curl openssl timeout
+wasm="$(aos_module)"
 key1="$root/tests/fixtures/key-1.json"
 key1_address="vcaPe4JWnrSOCktDHBgXge-zWUb6JRkqbom5w9t7i-4"
 loader_version="$(node -p 'require("./harness/node_modules/@permaweb/ao-loader/package.json").version' 2>/dev/null || true)"

@@ -4,6 +4,22 @@
 log() { printf '%s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 
+# need TOOL...: dies unless every TOOL is on the PATH.
+need() {
+    local tool
+    for tool in "$@"; do
+        command -v "$tool" >/dev/null 2>&1 || die "$tool is needed"
+    done
+}
+
+# aos_module: the absolute path of the aos module the benchmarks run ($AOS_WASM, else
+# aos-2-pure-xs.wasm in ../shared/fixtures beside the repository); dies if missing.
+aos_module() {
+    local wasm="${AOS_WASM:-$root/../shared/fixtures/aos-2-pure-xs.wasm}"
+    [[ -f "$wasm" ]] || die "missing module $wasm (set AOS_WASM)"
+    printf '%s\n' "$(cd "$(dirname "$wasm")" && pwd)/$(basename "$wasm")"
+}
+
 # cargo_target_dir: the workspace's target directory (CARGO_TARGET_DIR and cargo's
 # configuration honoured), else $root/target.
 cargo_target_dir() {

@@ -224,12 +224,10 @@ const WORKER_IDLE_TIME: Duration = Duration::from_secs(30);
 /// 16 MiB stack for every call cost more than the call), waiting for it.
 fn on_lua_stack<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static) -> Result<R, String> {
     if hb_wasm::stack_enough_for_wasm() {
-        // Calls made from Lua (`ao.resolve`) come back to this thread: mark it as a Lua
+        // Calls made from Lua (`ao.resolve`) come back to this thread: marked as a Lua
         // thread meanwhile, as the Lua threads are.
-        let was = ON_LUA_THREAD.with(|c| c.replace(true));
-        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
-        ON_LUA_THREAD.with(|c| c.set(was));
-        return result.map_err(|_| "the Lua call panicked".to_owned());
+        return hb_wasm::run_inline_marked(&ON_LUA_THREAD, f)
+            .map_err(|_| "the Lua call panicked".to_owned());
     }
     let (tx, rx) = mpsc::sync_channel::<std::thread::Result<R>>(1);
     let mut job: Job = Box::new(move || {

@@ -134,12 +134,7 @@ impl NodeProcess {
             Err(e) => return failed(&format!("the process could not be scheduled: {e}")),
         }
         if let Err(why) = local_name::register_direct(name, &Value::text(&pid), ctx) {
-            return Outcome::error(
-                Message::new()
-                    .with("status", 500i64)
-                    .with("body", "Failed to register process.")
-                    .with("details", why.as_str()),
-            );
+            return failure("Failed to register process.", &why);
         }
         Outcome::ok(signed)
     }
@@ -164,10 +159,15 @@ fn registered(name: &str, ctx: &Ctx) -> Option<Outcome> {
 }
 
 fn failed(why: &str) -> Outcome {
+    failure("Failed to spawn process.", why)
+}
+
+/// A 500 saying `what` failed, and why.
+fn failure(what: &str, why: &str) -> Outcome {
     Outcome::error(
         Message::new()
             .with("status", 500i64)
-            .with("body", "Failed to spawn process.")
+            .with("body", what)
             .with("details", why),
     )
 }

@@ -514,15 +514,12 @@ impl<'scope> StateWriter<'scope> {
         let thread = std::thread::Builder::new()
             .name("hb-state-writer".into())
             .spawn_scoped(scope, move || {
-                // After a failure the rest is received and dropped, so that the
-                // computing thread never blocks on a writer that gave up.
-                let mut result = Ok(());
+                // The first failure ends the thread: the next `send` fails, so the
+                // computing thread stops there, and `finish` says why.
                 for batch in received {
-                    if result.is_ok() {
-                        result = store_states(batch, ctx);
-                    }
+                    store_states(batch, ctx)?;
                 }
-                result
+                Ok(())
             });
         match thread {
             Ok(thread) => Some(StateWriter { batches, thread }),
@@ -533,11 +530,10 @@ impl<'scope> StateWriter<'scope> {
         }
     }
 
-    /// Queues `batch` (waiting while another one is queued).
-    fn send(&self, batch: Pending) -> Result<(), String> {
-        self.batches
-            .send(batch)
-            .map_err(|_| "the state writer stopped".to_owned())
+    /// Queues `batch` (waiting while another one is queued); `false` when the
+    /// writer has stopped after a failure ([`StateWriter::finish`] says which).
+    fn send(&self, batch: Pending) -> bool {
+        self.batches.send(batch).is_ok()
     }
 
     /// Waits until every batch sent is written; the first failure, if any.
@@ -724,9 +720,15 @@ impl Process {
                 if writer.is_none() && batch.len() >= STATE_BATCH {
                     writer = StateWriter::start(scope, ctx);
                 }
-                match &writer {
-                    Some(w) => w.send(batch),
-                    None => store_states(batch, ctx),
+                let Some(w) = writer.take() else {
+                    return store_states(batch, ctx);
+                };
+                if w.send(batch) {
+                    writer = Some(w);
+                    Ok(())
+                } else {
+                    // It stopped on a failure: that failure is the answer.
+                    w.finish().and(Err("the state writer stopped".to_owned()))
                 }
             };
             let result =

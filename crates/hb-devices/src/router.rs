@@ -1055,43 +1055,26 @@ fn register(ctx: &Ctx, wallet: Option<&Wallet>) -> Outcome {
     };
     let url = format!("{peer}/router~node-process@1.0/schedule");
     let request = Message::new().with("body", signed);
-    let slot = match ctx.blocking(|| crate::relay::send_direct("POST", &url, &request, &node)) {
-        Ok((code, reply)) if code < 400 => match reply.get("slot").and_then(Value::as_int) {
-            Some(slot) => slot,
-            None => {
-                return register_failed(
-                    502,
-                    &format!("the router scheduled the registration but gave no slot ({url})"),
-                );
-            }
-        },
-        Ok((code, reply)) => {
-            return register_failed(
-                code,
-                &format!(
-                    "the router refused to schedule it ({url}): {}",
-                    reply_text(&reply)
-                ),
-            );
-        }
-        Err((code, why)) => return register_failed(code, &why),
+    let reply = match ask_router(ctx, &node, "POST", &url, &request, || {
+        format!("the router refused to schedule it ({url})")
+    }) {
+        Ok(reply) => reply,
+        Err(failed) => return failed,
+    };
+    let Some(slot) = reply.get("slot").and_then(Value::as_int) else {
+        return register_failed(
+            502,
+            &format!("the router scheduled the registration but gave no slot ({url})"),
+        );
     };
     // The router process decides at compute time: read the slot's result.
     let url = format!("{peer}/router~node-process@1.0/compute/results={slot}");
-    let results =
-        match ctx.blocking(|| crate::relay::send_direct("GET", &url, &Message::new(), &node)) {
-            Ok((code, reply)) if code < 400 => reply,
-            Ok((code, reply)) => {
-                return register_failed(
-                    code,
-                    &format!(
-                        "the router's result for slot {slot} is unavailable: {}",
-                        reply_text(&reply)
-                    ),
-                );
-            }
-            Err((code, why)) => return register_failed(code, &why),
-        };
+    let results = match ask_router(ctx, &node, "GET", &url, &Message::new(), || {
+        format!("the router's result for slot {slot} is unavailable")
+    }) {
+        Ok(results) => results,
+        Err(failed) => return failed,
+    };
     if let Some(err) = results.get("error") {
         let why = err
             .as_str()
@@ -1115,6 +1098,27 @@ fn register(ctx: &Ctx, wallet: Option<&Wallet>) -> Outcome {
     ctx.node()
         .update(|n| n.clone().with("router_registered", Value::atom("true")));
     answer(ctx, Value::text("Route registered."))
+}
+
+/// `method` `msg` to the router node at `url` (a URL the operator configured): its
+/// reply when the status is below 400, else `register_failed` with the peer's status
+/// and `refused()`, followed by what the peer said (or with why it cannot be reached).
+fn ask_router(
+    ctx: &Ctx,
+    node: &Message,
+    method: &str,
+    url: &str,
+    msg: &Message,
+    refused: impl FnOnce() -> String,
+) -> Result<Message, Outcome> {
+    match ctx.blocking(|| crate::relay::send_direct(method, url, msg, node)) {
+        Ok((code, reply)) if code < 400 => Ok(reply),
+        Ok((code, reply)) => Err(register_failed(
+            code,
+            &format!("{}: {}", refused(), reply_text(&reply)),
+        )),
+        Err((code, why)) => Err(register_failed(code, &why)),
+    }
 }
 
 /// `"Failed to register route."` with its reason.

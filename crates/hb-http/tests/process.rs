@@ -87,12 +87,7 @@ async fn a_process_computes_its_slots() {
 
     // Each computed slot is stored under both cache paths, its snapshot apart.
     for slot in 0..=5i64 {
-        let Some(Value::Message(state)) = cache
-            .read_path(&format!("computed/{pid}/slot/{slot}"))
-            .unwrap()
-        else {
-            panic!("slot {slot} not stored");
-        };
+        let state = stored_state(&cache, &pid, slot);
         assert_eq!(state.get("at-slot"), Some(&Value::Integer(slot)));
         assert!(state.get("snapshot").is_none());
         assert!(
@@ -136,6 +131,18 @@ async fn a_process_computes_its_slots() {
     node.stop().await;
 }
 
+/// The state stored for `slot` of `pid` (`computed/<pid>/slot/<slot>`); panics when
+/// there is none.
+fn stored_state(cache: &MessageCache, pid: &str, slot: i64) -> Message {
+    match cache
+        .read_path(&format!("computed/{pid}/slot/{slot}"))
+        .unwrap()
+    {
+        Some(Value::Message(state)) => state,
+        other => panic!("slot {slot} not stored: {other:?}"),
+    }
+}
+
 /// One request that computes more slots than a batch of states (64) writes the full
 /// batches on a writer thread while it computes on: when it answers, every slot's
 /// state is stored, and a second node on the same store answers a slot of the run.
@@ -158,12 +165,7 @@ async fn a_long_run_stores_every_state_before_it_answers() {
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.text(), LAST.to_string());
     for slot in 0..=LAST {
-        let Some(Value::Message(state)) = cache
-            .read_path(&format!("computed/{pid}/slot/{slot}"))
-            .unwrap()
-        else {
-            panic!("slot {slot} not stored");
-        };
+        let state = stored_state(&cache, &pid, slot);
         assert_eq!(state.get("at-slot"), Some(&Value::Integer(slot)));
     }
     node.stop().await;
@@ -345,10 +347,7 @@ async fn a_stack_of_two_test_devices_and_evicted_workers() {
     .await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.text(), "1");
-    let Some(Value::Message(state)) = cache.read_path(&format!("computed/{pid}/slot/1")).unwrap()
-    else {
-        panic!("slot 1 stored");
-    };
+    let state = stored_state(&cache, &pid, 1);
     assert_eq!(
         state.get("already-seen"),
         Some(&Value::list(
@@ -380,10 +379,7 @@ async fn a_stack_of_two_test_devices_and_evicted_workers() {
         .await;
         assert_eq!(r.text(), slot.to_string());
     }
-    let Some(Value::Message(state)) = cache.read_path(&format!("computed/{pid}/slot/4")).unwrap()
-    else {
-        panic!("slot 4 stored");
-    };
+    let state = stored_state(&cache, &pid, 4);
     let seen: Vec<i64> = [4i64, 4, 3, 3, 2, 2, 1, 1, 0, 0].to_vec();
     assert_eq!(
         state.get("already-seen"),

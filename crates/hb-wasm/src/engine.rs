@@ -479,3 +479,16 @@ pub const INLINE_STACK: usize = 4 << 20;
 pub fn stack_enough_for_wasm() -> bool {
     stacker::remaining_stack().is_some_and(|left| left >= INLINE_STACK)
 }
+
+/// Runs `f` on this thread with the thread-local `mark` set meanwhile (so that calls
+/// coming back to this thread know where they are, as on a thread of its own), and
+/// restores it after; a panic is caught.
+pub fn run_inline_marked<R>(
+    mark: &'static std::thread::LocalKey<std::cell::Cell<bool>>,
+    f: impl FnOnce() -> R,
+) -> std::thread::Result<R> {
+    let was = mark.with(|c| c.replace(true));
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    mark.with(|c| c.set(was));
+    result
+}

@@ -127,7 +127,8 @@ pub mod wasi;
 pub mod wasm_64;
 
 pub use engine::{
-    Engine, EngineConfig, ExportKind, INLINE_STACK, LoadSource, Module, stack_enough_for_wasm,
+    Engine, EngineConfig, ExportKind, INLINE_STACK, LoadSource, Module, run_inline_marked,
+    stack_enough_for_wasm,
 };
 pub use error::{Trap, TrapKind, WasmError};
 pub use imports::{

@@ -366,12 +366,10 @@ thread_local! {
 /// own with a large stack.
 pub(crate) fn on_wasm_stack<R: Send>(f: impl FnOnce() -> R + Send) -> Result<R, SlotError> {
     if crate::stack_enough_for_wasm() {
-        // Imports that call back in come to this thread: mark it as a wasm thread
+        // Imports that call back in come to this thread: marked as a wasm thread
         // meanwhile, as the threads of their own are.
-        let was = ON_WASM_THREAD.with(|c| c.replace(true));
-        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
-        ON_WASM_THREAD.with(|c| c.set(was));
-        return result.map_err(|_| SlotError::Thread("the wasm call panicked".into()));
+        return crate::run_inline_marked(&ON_WASM_THREAD, f)
+            .map_err(|_| SlotError::Thread("the wasm call panicked".into()));
     }
     std::thread::scope(|s| {
         let handle = std::thread::Builder::new()

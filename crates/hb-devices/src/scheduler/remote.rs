@@ -58,7 +58,7 @@ use super::{
     Chain, Refusal, Scheduler, assignment_path, bare_id, committed_only, id_text, is_process,
     latest_location, location_path, next_chain, refuse, stored_head,
 };
-use crate::relay::Limits;
+use crate::relay::{Answer, Limits};
 
 /// Assignments asked for in one request.
 pub const REMOTE_PAGE: i64 = 256;
@@ -299,17 +299,9 @@ fn check_assignment(
     Ok((kept, chain.0.to_vec()))
 }
 
-/// One reply of a scheduler node, decoded.
-struct Reply {
-    code: u16,
-    msg: Message,
-    /// The reply's `location` field (a redirect's target).
-    location: Option<String>,
-}
-
 /// `GET <node><path>`, following at most [`MAX_HOPS`] redirects to other nodes; the
-/// reply and the node that gave it.
-fn get(node: &str, path: &str, limits: Limits) -> Result<(String, Reply), Refusal> {
+/// decoded reply and the node that gave it.
+fn get(node: &str, path: &str, limits: Limits) -> Result<(String, Answer), Refusal> {
     let mut node = node.to_owned();
     for _ in 0..=MAX_HOPS {
         let reply = get_once(&node, path, limits)?;
@@ -332,11 +324,11 @@ fn get(node: &str, path: &str, limits: Limits) -> Result<(String, Reply), Refusa
     ))
 }
 
-fn get_once(node: &str, path: &str, limits: Limits) -> Result<Reply, Refusal> {
+fn get_once(node: &str, path: &str, limits: Limits) -> Result<Answer, Refusal> {
     let request = Message::new()
         .with("accept-codec", "httpsig@1.0")
         .with(NO_FORWARD, "false");
-    let answer = crate::relay::send_to("GET", &format!("{node}{path}"), &request, limits).map_err(
+    crate::relay::send_to("GET", &format!("{node}{path}"), &request, limits).map_err(
         |(code, why)| match code {
             504 => refuse(
                 504,
@@ -344,16 +336,11 @@ fn get_once(node: &str, path: &str, limits: Limits) -> Result<Reply, Refusal> {
             ),
             _ => refuse(502, &format!("The scheduler node failed: {why}")),
         },
-    )?;
-    Ok(Reply {
-        code: answer.code,
-        msg: answer.msg,
-        location: answer.location,
-    })
+    )
 }
 
 /// A non-200 reply as a refusal.
-fn unexpected(node: &str, what: &str, reply: &Reply) -> Refusal {
+fn unexpected(node: &str, what: &str, reply: &Answer) -> Refusal {
     let said = reply
         .msg
         .get("body")
