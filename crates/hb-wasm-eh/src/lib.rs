@@ -52,9 +52,14 @@ use wasmparser::{
     WasmFeatures,
 };
 
-/// Version of the rewrite algorithm; part of the key of compiled artifacts on disk, so
-/// that a change to the rewrite never reuses code compiled from an older rewrite.
-pub const REWRITE_VERSION: u32 = 1;
+mod memory64;
+
+pub use memory64::{declares_memory64, lower_memory64};
+
+/// Version of the load-time rewrites (this one and [`lower_memory64`]); part of the
+/// key of compiled artifacts on disk, so that a change to a rewrite never reuses code
+/// compiled from an older one.
+pub const REWRITE_VERSION: u32 = 2;
 
 /// Why a module could not be rewritten.
 #[derive(Debug, thiserror::Error)]

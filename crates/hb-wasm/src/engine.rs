@@ -122,6 +122,9 @@ impl Engine {
             // emscripten longjmp); trap texts do not need them.
             .wasm_backtrace_max_frames(None)
             .parallel_compilation(config.parallel_compilation);
+        if std::env::var_os("HB_TMP_PERFMAP").is_some() {
+            c.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
         let engine = wasmtime::Engine::new(&c).map_err(|e| WasmError::Config(format!("{e:#}")))?;
 
         if let Some(tick) = config.epoch_tick {
@@ -167,7 +170,8 @@ impl Engine {
         self.inner.fuel
     }
 
-    /// Compiles `wasm` (after the legacy exception-handling rewrite) or takes it from
+    /// Compiles `wasm` (after the load-time rewrites: legacy exception handling, then a
+    /// 64-bit memory of at most 4 GiB lowered to a 32-bit one) or takes it from
     /// the cache: in memory by the sha256 of `wasm`, then on disk under
     /// `cache_dir/<engine key>/<sha256>.cwasm`, where the engine key hashes the
     /// wasmtime version, its compilation settings and the rewrite version.
@@ -200,8 +204,12 @@ impl Engine {
             Some(module) => (module, LoadSource::Disk),
             None => {
                 let rewritten = eh::rewrite_legacy_eh(wasm)?;
-                let module = wasmtime::Module::new(&self.inner.engine, &rewritten)
-                    .map_err(|e| WasmError::InvalidModule(format!("{e:#}")))?;
+                let lowered = eh::lower_memory64(&rewritten)?;
+                let module = wasmtime::Module::new(
+                    &self.inner.engine,
+                    lowered.as_deref().unwrap_or(&rewritten),
+                )
+                .map_err(|e| WasmError::InvalidModule(format!("{e:#}")))?;
                 self.store_artifact(&hash, &module);
                 (module, LoadSource::Compiled)
             }
@@ -212,7 +220,8 @@ impl Engine {
             elapsed_ms = started.elapsed().as_secs_f64() * 1e3,
             "wasm module loaded"
         );
-        let inner = Arc::new(ModuleInner::new(module, hash, self.inner.clone()));
+        let memory64 = eh::declares_memory64(wasm)?;
+        let inner = Arc::new(ModuleInner::new(module, hash, memory64, self.inner.clone()));
         self.remember(hash, inner.clone());
         Ok(Module { inner, source })
     }
@@ -379,10 +388,18 @@ pub(crate) struct ModuleInner {
     pub(crate) engine: Arc<EngineInner>,
     /// The imported functions, in import order.
     pub(crate) funcs: Arc<[ImportFunc]>,
+    /// Whether the module as given declares a 64-bit memory: its pointers are 64-bit
+    /// even when the compiled code has a lowered 32-bit memory.
+    pub(crate) memory64: bool,
 }
 
 impl ModuleInner {
-    fn new(module: wasmtime::Module, hash: [u8; 32], engine: Arc<EngineInner>) -> Self {
+    fn new(
+        module: wasmtime::Module,
+        hash: [u8; 32],
+        memory64: bool,
+        engine: Arc<EngineInner>,
+    ) -> Self {
         let funcs = module
             .imports()
             .enumerate()
@@ -401,6 +418,7 @@ impl ModuleInner {
             hash,
             engine,
             funcs,
+            memory64,
         }
     }
 }

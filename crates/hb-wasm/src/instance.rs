@@ -14,10 +14,12 @@ use crate::error::{Trap, TrapKind, WasmError};
 use crate::imports::{ImportFunc, Imports, MemoryView, Value, ValueType};
 
 /// Fuel given to each call by default: about 0.3 s of compute-bound wasm on a current
-/// x86-64 core (wasmtime charges about one unit per wasm instruction; measured 11 per
-/// ns). An aos `handle` of a small evaluation uses about 2 million, the first one
-/// (Lua's boot) 60 million; a Lua loop of 10 million additions 1.7 billion.
-pub const DEFAULT_FUEL_PER_CALL: u64 = 3_000_000_000;
+/// x86-64 core. Wasmtime charges about one unit per instruction of the module as
+/// compiled, after the load-time rewrites (the memory64 lowering adds eight to each
+/// memory access: measured 34 per ns on aos, 13 without the lowering). An aos
+/// `handle` of a small evaluation uses about 4.7 million, the first one (Lua's boot)
+/// 146 million; a Lua loop of 10 million additions 10 billion.
+pub const DEFAULT_FUEL_PER_CALL: u64 = 10_000_000_000;
 
 /// Limits for one instance.
 #[derive(Debug, Clone)]
@@ -232,7 +234,9 @@ impl Module {
                 exports.into_iter().find_map(Extern::into_memory)
             })
             .or(imported_memory);
-        let memory64 = memory.is_some_and(|m| m.ty(&store).is_64());
+        // The width of the module's pointers: that of the memory it declares, even when
+        // the compiled code has it lowered to 32 bits.
+        let memory64 = memory.is_some() && self.inner.memory64;
         let emscripten = Emscripten {
             table: instance.get_table(&mut store, "__indirect_function_table"),
             stack_get: instance.get_func(&mut store, "emscripten_stack_get_current"),

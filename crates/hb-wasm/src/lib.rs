@@ -1,7 +1,8 @@
 //! # hb-wasm
 //!
 //! The WebAssembly engine of hyperbeam-rs (spec 06 §2, §2.9): wasmtime with memory64
-//! and exceptions, the aos modules' legacy exception opcodes rewritten at load time,
+//! and exceptions, the aos modules' legacy exception opcodes rewritten and their
+//! 64-bit memory lowered to a 32-bit one at load time,
 //! compiled modules cached in memory and on disk, every import bound, emscripten's
 //! `invoke_*` trampolines, per-call fuel (or wall-clock) budgets and a per-instance
 //! memory cap; and, on top of it, the AO-Core devices that run WebAssembly processes:
@@ -13,7 +14,8 @@
 //! ## A tour
 //!
 //! * [`Engine`] — one per node. [`Engine::load`] takes module bytes, rewrites legacy
-//!   exception handling ([`eh`]), compiles, and caches by the sha256 of the bytes
+//!   exception handling and lowers a 64-bit memory under 4 GiB to a 32-bit one
+//!   ([`eh`]), compiles, and caches by the sha256 of the bytes
 //!   (in memory, and under [`EngineConfig::cache_dir`] so that a restart does not
 //!   recompile).
 //! * [`Module::instantiate`] binds every import: `invoke_*` and
@@ -58,6 +60,14 @@
 //! re-targeted (see [`eh`]). `rethrow` and `delegate` (unused by every fixture) are
 //! rejected with an error naming the function. Modules without legacy opcodes are
 //! not touched; in the others only the functions with a `try` are re-encoded.
+//!
+//! **Memory64 lowering** (docs/adr/0007). Wasmtime checks every access to a 64-bit
+//! memory in code; a 32-bit one sits in a guarded 4 GiB reservation and needs no
+//! check. A module whose one memory is 64-bit and under 4 GiB is compiled with a
+//! 32-bit memory: each address goes through `select(wrap(a), 0xffffffff, a < 2³²)`,
+//! so addresses of 4 GiB and more still trap as out of bounds. The module's pointers
+//! stay 64-bit: the host reads iovecs and `size_t`s with the width the module
+//! declares ([`eh::declares_memory64`]).
 //!
 //! **Module cache.** In memory, keyed by the sha256 of the bytes as given (before the
 //! rewrite), least recently used dropped past [`EngineConfig::memory_cache_capacity`];
