@@ -67,9 +67,7 @@ pub fn preloaded(wallet: Option<Arc<Wallet>>) -> Vec<Arc<dyn Device>> {
         Arc::new(relay::Relay {
             wallet: wallet.clone(),
         }),
-        Arc::new(router::Router {
-            wallet: wallet.clone(),
-        }),
+        Arc::new(router::Router::new(wallet.clone())),
         Arc::new(scheduler::Scheduler::new(wallet.clone())),
         Arc::new(stack::Stack),
         Arc::new(structured::Structured),

@@ -734,8 +734,9 @@ impl Process {
             let result =
                 self.run_slots_queued(state, worker, pid, target, ctx, &mut pending, &mut flush);
             let written = writer.map_or(Ok(()), StateWriter::finish);
-            // After the writer's batches: the states stay in slot order on disk.
-            let stored = written.and(store_states(std::mem::take(&mut pending), ctx));
+            // After the writer's batches, and only if they were all written: the states
+            // stay in slot order on disk, with no gap before a stored one.
+            let stored = written.and_then(|()| store_states(std::mem::take(&mut pending), ctx));
             (result, stored)
         });
         let at = state.get("at-slot").and_then(Value::as_int).unwrap_or(-1);

@@ -19,7 +19,8 @@
 //! (the first of the *base's* `routes` the request matches); `preprocess` (a `request`
 //! hook that hands matching requests to `relay@1.0`, §7.5); `register` (§7.7: schedules
 //! a signed registration on the router node's `router` process, without attestation —
-//! this node cannot make one — and reads whether the router took it).
+//! this node cannot make one — and reads whether the router took it; one attempt at a
+//! time, at least 10 s apart).
 //!
 //! Regular expressions are Rust's `regex` (linear time, size-limited: a hostile
 //! template cannot stall the node), searched unanchored as the reference's `re:run`.
@@ -28,6 +29,7 @@
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher};
 use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 use hb_codec::Wallet;
 use hb_core::device::{Call, DefaultHandler, Device, DeviceInfo, DeviceResult, Outcome, Status};
@@ -56,7 +58,23 @@ pub const STRATEGIES: [&str; 5] = ["All", "Random", "By-Base", "By-Weight", "Nea
 pub struct Router {
     /// The node's wallet: it signs the registrations `register` sends.
     pub wallet: Option<Arc<Wallet>>,
+    /// When this node last tried to register; held while it tries.
+    register_gate: Arc<Mutex<Option<Instant>>>,
 }
+
+impl Router {
+    /// The device, signing registrations with `wallet`.
+    pub fn new(wallet: Option<Arc<Wallet>>) -> Self {
+        Router {
+            wallet,
+            register_gate: Arc::default(),
+        }
+    }
+}
+
+/// The least time between two attempts of `register` to reach the router node: anyone
+/// may call `register` (as on the reference), and each attempt sends two requests.
+const REGISTER_INTERVAL: Duration = Duration::from_secs(10);
 
 impl Device for Router {
     fn name(&self) -> &'static str {
@@ -85,7 +103,7 @@ impl Device for Router {
             "routes" => routes_key(req, ctx),
             "route" => route_key(req, ctx),
             "match" => match_key(base, req, ctx),
-            "register" => register(ctx, self.wallet.as_deref()),
+            "register" => register(ctx, self.wallet.as_deref(), &self.register_gate),
             "preprocess" => preprocess(req, ctx),
             other => return Err(ResolveError::call(NAME, other, "no such function")),
         })
@@ -1005,7 +1023,11 @@ const REGISTER_OPTS: [&str; 4] = [
 /// router process says whether it took the route. This node has no SEV-SNP hardware
 /// and `snp@1.0` is not implemented, so the registration carries no attestation: it
 /// says `attestation: none`, and only routers configured to accept that take it.
-fn register(ctx: &Ctx, wallet: Option<&Wallet>) -> Outcome {
+///
+/// At most one attempt runs at a time, and attempts are [`REGISTER_INTERVAL`] apart
+/// (`gate` holds the time of the last one); a call in between answers 429 without
+/// sending anything.
+fn register(ctx: &Ctx, wallet: Option<&Wallet>, gate: &Mutex<Option<Instant>>) -> Outcome {
     let node = ctx.node().get();
     if node
         .get("router_registered")
@@ -1034,6 +1056,22 @@ fn register(ctx: &Ctx, wallet: Option<&Wallet>) -> Outcome {
     let Some(wallet) = wallet else {
         return register_failed(503, "this node has no wallet to sign the registration");
     };
+    let Some(mut last) = gate.try_lock() else {
+        return register_failed(429, "another registration is under way");
+    };
+    if let Some(at) = *last
+        && at.elapsed() < REGISTER_INTERVAL
+    {
+        return register_failed(
+            429,
+            &format!(
+                "the last attempt was {} ms ago; attempts are at least {} s apart",
+                at.elapsed().as_millis(),
+                REGISTER_INTERVAL.as_secs()
+            ),
+        );
+    }
+    *last = Some(Instant::now());
     let opt = |k: &str| node.get(k).cloned().unwrap_or_else(|| Value::text(""));
     let Some(peer) = node.get_str("router_peer_location") else {
         return register_failed(400, "`router_peer_location` is not a text");
@@ -1611,12 +1649,18 @@ mod tests {
 
     #[test]
     fn register_checks() {
-        let out = register(&ctx(Message::new().with("router_registered", true)), None);
+        let gate = Mutex::new(None);
+        let out = register(
+            &ctx(Message::new().with("router_registered", true)),
+            None,
+            &gate,
+        );
         assert_eq!(out.value, Value::text("Route already registered."));
         let history = Value::list(vec![Value::Message(Message::new())]);
         let out = register(
             &ctx(Message::new().with("node_history", history.clone())),
             None,
+            &gate,
         );
         assert_eq!(
             out.value,
@@ -1629,7 +1673,7 @@ mod tests {
             full.insert(k, Value::text("x"));
         }
         // Without a wallet it cannot sign the registration.
-        let out = register(&ctx(full.clone()), None);
+        let out = register(&ctx(full.clone()), None, &gate);
         let m = out.value.as_message().unwrap();
         assert_eq!(m.get("status"), Some(&Value::Integer(503)));
         assert_eq!(m.get_str("body"), Some("Failed to register route."));
@@ -1637,9 +1681,34 @@ mod tests {
         full.insert("router_peer_location", Value::text("http://127.0.0.1:1"));
         full.insert("http_connect_timeout", Value::Integer(200));
         let wallet = key1();
-        let out = register(&ctx(full), Some(&wallet));
+        let out = register(&ctx(full.clone()), Some(&wallet), &gate);
         let m = out.value.as_message().unwrap();
         assert_eq!(m.get_str("body"), Some("Failed to register route."));
+        assert!(
+            m.get_str("reason").unwrap().contains("cannot be reached"),
+            "{m:?}"
+        );
+        // Straight after: refused without trying (nothing listens at port 1 either
+        // way; the reason tells which path answered).
+        let out = register(&ctx(full.clone()), Some(&wallet), &gate);
+        let m = out.value.as_message().unwrap();
+        assert_eq!(m.get("status"), Some(&Value::Integer(429)), "{m:?}");
+        assert!(
+            m.get_str("reason").unwrap().contains("at least 10 s apart"),
+            "{m:?}"
+        );
+        // While an attempt is under way.
+        *gate.lock() = None;
+        let held = gate.lock();
+        let out = register(&ctx(full.clone()), Some(&wallet), &gate);
+        drop(held);
+        let m = out.value.as_message().unwrap();
+        assert_eq!(m.get("status"), Some(&Value::Integer(429)), "{m:?}");
+        assert!(m.get_str("reason").unwrap().contains("under way"), "{m:?}");
+        // Once the interval has passed, it tries again.
+        *gate.lock() = Instant::now().checked_sub(REGISTER_INTERVAL);
+        let out = register(&ctx(full), Some(&wallet), &gate);
+        let m = out.value.as_message().unwrap();
         assert!(
             m.get_str("reason").unwrap().contains("cannot be reached"),
             "{m:?}"

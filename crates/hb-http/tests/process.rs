@@ -9,6 +9,7 @@ mod common;
 use std::sync::Arc;
 
 use common::{get, key1, key2, post, send};
+use hb_core::cache::CacheOpError;
 use hb_core::message::id_all;
 use hb_core::{Cache, Message, Value};
 use hb_store::{MemoryStore, MessageCache};
@@ -179,6 +180,132 @@ async fn a_long_run_stores_every_state_before_it_answers() {
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.text(), "100");
     again.stop().await;
+}
+
+/// A message cache whose batch writes fail once they hold the state of a slot at or
+/// above `fail_from` (a full disk, say), and that records every state slot it was asked
+/// to write.
+#[derive(Debug)]
+struct FailingStates {
+    inner: MessageCache,
+    fail_from: i64,
+    asked: std::sync::Mutex<Vec<i64>>,
+}
+
+impl FailingStates {
+    /// The slots of the states in `batch` (`computed/<pid>/slot/<n>` aliases).
+    fn slots(batch: &[(Message, Vec<String>)]) -> Vec<i64> {
+        batch
+            .iter()
+            .flat_map(|(_, aliases)| aliases)
+            .filter_map(|a| {
+                a.strip_prefix("computed/")?
+                    .split_once("/slot/")?
+                    .1
+                    .parse()
+                    .ok()
+            })
+            .collect()
+    }
+}
+
+impl Cache for FailingStates {
+    fn read_result(&self, hashpath: &str) -> Option<Value> {
+        Cache::read_result(&self.inner, hashpath)
+    }
+    fn write_result(&self, hashpath: &str, value: &Value) {
+        Cache::write_result(&self.inner, hashpath, value)
+    }
+    fn read_message(&self, id: &hb_core::id::Id) -> Option<Message> {
+        Cache::read_message(&self.inner, id)
+    }
+    fn write_message(&self, id: hb_core::id::Id, msg: &Message) {
+        Cache::write_message(&self.inner, id, msg)
+    }
+    fn read_path(&self, path: &str) -> Result<Option<Value>, CacheOpError> {
+        Cache::read_path(&self.inner, path)
+    }
+    fn write_binary(&self, bytes: &bytes::Bytes) -> Result<String, CacheOpError> {
+        Cache::write_binary(&self.inner, bytes)
+    }
+    fn link(&self, existing: &str, new: &str) -> Result<(), CacheOpError> {
+        Cache::link(&self.inner, existing, new)
+    }
+    fn store_message(
+        &self,
+        msg: &Message,
+        aliases: &[String],
+    ) -> Result<hb_core::id::Id, CacheOpError> {
+        Cache::store_message(&self.inner, msg, aliases)
+    }
+    fn store_messages(&self, batch: &[(Message, Vec<String>)]) -> Result<(), CacheOpError> {
+        let slots = Self::slots(batch);
+        self.asked.lock().unwrap().extend(&slots);
+        if slots.iter().any(|&s| s >= self.fail_from) {
+            return Err(CacheOpError::Failed("the disk is full (test)".into()));
+        }
+        Cache::store_messages(&self.inner, batch)
+    }
+    fn list(&self, path: &str) -> Result<Option<Vec<String>>, CacheOpError> {
+        Cache::list(&self.inner, path)
+    }
+}
+
+/// A long run whose state writes start failing (the second batch of 64, on the writer
+/// thread) stops computing there and answers that failure: the states before the
+/// failing batch are stored, nothing after it is written, and the slot it stopped at
+/// is in the answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_failing_state_write_stops_a_long_run() {
+    let cache = Arc::new(FailingStates {
+        inner: MessageCache::new(Arc::new(MemoryStore::new())),
+        fail_from: 100,
+        asked: std::sync::Mutex::default(),
+    });
+    // Snapshots (and the writes before them) only at slot 0: full batches of 64.
+    let opts = Message::new().with("process_snapshot_slots", 1000);
+    let node = common::start_node(opts, cache.clone(), key2()).await;
+    let addr = node.addr;
+    let pid = spawn(addr, "failing-writes").await;
+    const LAST: i64 = 400;
+    for n in 1..=LAST {
+        let msg = Message::new()
+            .with("type", "Message")
+            .with("target", pid.as_str())
+            .with("n", n);
+        let r = send(addr, &post(&format!("/{pid}/schedule"), &msg, None)).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    let r = send(addr, &get(&format!("/{pid}/compute/at-slot?slot={LAST}"))).await;
+    assert_eq!(r.status, 500, "{}", r.text());
+    assert!(r.text().contains("Cannot store the state"), "{}", r.text());
+    assert!(r.text().contains("the disk is full (test)"), "{}", r.text());
+    // Slot 0 is written alone (its snapshot is due), then full batches of 64 go to the
+    // writer thread: 1..=64 is stored, 65..=128 fails.
+    for slot in 0..=64 {
+        assert_eq!(
+            stored_state(&cache.inner, &pid, slot).get("at-slot"),
+            Some(&Value::Integer(slot))
+        );
+    }
+    for slot in [65, 100, 128, 129] {
+        let path = format!("computed/{pid}/slot/{slot}");
+        assert_eq!(cache.inner.read_path(&path).unwrap(), None, "{path}");
+    }
+    // The writer stopped at the failing batch: nothing after it was asked for.
+    let asked = cache.asked.lock().unwrap().clone();
+    assert_eq!(asked, (0..=128).collect::<Vec<i64>>());
+    // And the computing stopped there too, not at 400: at the next full batch (slot
+    // 192), or the one after it (256) when the failing batch was still being written
+    // as the next one was queued.
+    let attempted = r
+        .header("attempted-slot")
+        .unwrap_or_else(|| panic!("no attempted-slot: {:?} {}", r.headers, r.text()));
+    assert!(
+        ["192", "256"].contains(&attempted),
+        "stopped at slot {attempted}"
+    );
+    node.stop().await;
 }
 
 /// Spawns a test-device process scheduled by `node` and returns its ID.
