@@ -154,14 +154,7 @@ async fn a_long_run_stores_every_state_before_it_answers() {
     let addr = node.addr;
     let pid = spawn(addr, "long-run").await;
     const LAST: i64 = 150;
-    for n in 1..=LAST {
-        let msg = Message::new()
-            .with("type", "Message")
-            .with("target", pid.as_str())
-            .with("n", n);
-        let r = send(addr, &post(&format!("/{pid}/schedule"), &msg, None)).await;
-        assert_eq!(r.status, 200, "{}", r.text());
-    }
+    schedule_messages(addr, &pid, LAST).await;
     let r = send(addr, &get(&format!("/{pid}/compute/at-slot?slot={LAST}"))).await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.text(), LAST.to_string());
@@ -268,14 +261,7 @@ async fn a_failing_state_write_stops_a_long_run() {
     let addr = node.addr;
     let pid = spawn(addr, "failing-writes").await;
     const LAST: i64 = 400;
-    for n in 1..=LAST {
-        let msg = Message::new()
-            .with("type", "Message")
-            .with("target", pid.as_str())
-            .with("n", n);
-        let r = send(addr, &post(&format!("/{pid}/schedule"), &msg, None)).await;
-        assert_eq!(r.status, 200, "{}", r.text());
-    }
+    schedule_messages(addr, &pid, LAST).await;
     let r = send(addr, &get(&format!("/{pid}/compute/at-slot?slot={LAST}"))).await;
     assert_eq!(r.status, 500, "{}", r.text());
     assert!(r.text().contains("Cannot store the state"), "{}", r.text());
@@ -306,6 +292,18 @@ async fn a_failing_state_write_stops_a_long_run() {
         "stopped at slot {attempted}"
     );
     node.stop().await;
+}
+
+/// Schedules messages `n = 1..=last` on `pid` (slots 1..=last).
+async fn schedule_messages(addr: std::net::SocketAddr, pid: &str, last: i64) {
+    for n in 1..=last {
+        let msg = Message::new()
+            .with("type", "Message")
+            .with("target", pid)
+            .with("n", n);
+        let r = send(addr, &post(&format!("/{pid}/schedule"), &msg, None)).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
 }
 
 /// Spawns a test-device process scheduled by `node` and returns its ID.

@@ -323,6 +323,27 @@ fn scan_function(body: &FunctionBody<'_>, func: u32) -> Result<Option<Vec<Vec<Cl
     Ok((!tries.is_empty()).then_some(tries))
 }
 
+/// Calls `f` with the type of each import of an import section, in order.
+fn for_each_import(section: &Section<'_>, mut f: impl FnMut(TypeRef)) -> Result<(), EhError> {
+    for imports in ImportSectionReader::new(reader_for(section))? {
+        match imports? {
+            Imports::Single(_, import) => f(import.ty),
+            Imports::Compact1 { items, .. } => {
+                for item in items {
+                    f(item?.ty);
+                }
+            }
+            Imports::Compact2 { ty, names, .. } => {
+                for name in names {
+                    name?;
+                    f(ty);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 /// What the rewrite needs to know about the module.
 struct ModuleInfo {
     /// Function types by type index (`None` for struct/array types).
@@ -358,29 +379,11 @@ impl ModuleInfo {
                     }
                     info.type_count = info.types.len() as u32;
                 }
-                SECTION_IMPORT => {
-                    for imports in ImportSectionReader::new(reader_for(section))? {
-                        let mut add = |ty: TypeRef| match ty {
-                            TypeRef::Func(_) | TypeRef::FuncExact(_) => info.imported_funcs += 1,
-                            TypeRef::Tag(t) => info.tags.push(t.func_type_idx),
-                            _ => {}
-                        };
-                        match imports? {
-                            Imports::Single(_, import) => add(import.ty),
-                            Imports::Compact1 { items, .. } => {
-                                for item in items {
-                                    add(item?.ty);
-                                }
-                            }
-                            Imports::Compact2 { ty, names, .. } => {
-                                for name in names {
-                                    name?;
-                                    add(ty);
-                                }
-                            }
-                        }
-                    }
-                }
+                SECTION_IMPORT => for_each_import(section, |ty| match ty {
+                    TypeRef::Func(_) | TypeRef::FuncExact(_) => info.imported_funcs += 1,
+                    TypeRef::Tag(t) => info.tags.push(t.func_type_idx),
+                    _ => {}
+                })?,
                 SECTION_TAG => {
                     for tag in TagSectionReader::new(reader_for(section))? {
                         info.tags.push(tag?.func_type_idx);

@@ -34,12 +34,12 @@
 use wasm_encoder::{BlockType, ConstExpr, DataSection, Encode, Instruction, MemArg, ValType};
 use wasmparser::{
     BinaryReader, DataKind, DataSectionReader, FunctionBody, FunctionSectionReader,
-    ImportSectionReader, Imports, MemorySectionReader, Operator, TypeRef, Validator, WasmFeatures,
+    MemorySectionReader, Operator, TypeRef, Validator, WasmFeatures,
 };
 
 use crate::{
-    EhError, ModuleInfo, SECTION_CODE, SECTION_IMPORT, Section, code_reader, reader_for,
-    split_sections, write_section,
+    EhError, ModuleInfo, SECTION_CODE, SECTION_IMPORT, Section, code_reader, for_each_import,
+    reader_for, split_sections, write_section,
 };
 
 const SECTION_FUNCTION: u8 = 3;
@@ -159,29 +159,11 @@ fn memories(sections: &[Section<'_>]) -> Result<Vec<Memory>, EhError> {
     };
     for section in sections {
         match section.id {
-            SECTION_IMPORT => {
-                for imports in ImportSectionReader::new(reader_for(section))? {
-                    let mut add = |ty: TypeRef| {
-                        if let TypeRef::Memory(m) = ty {
-                            out.push(from(m, true));
-                        }
-                    };
-                    match imports? {
-                        Imports::Single(_, import) => add(import.ty),
-                        Imports::Compact1 { items, .. } => {
-                            for item in items {
-                                add(item?.ty);
-                            }
-                        }
-                        Imports::Compact2 { ty, names, .. } => {
-                            for name in names {
-                                name?;
-                                add(ty);
-                            }
-                        }
-                    }
+            SECTION_IMPORT => for_each_import(section, |ty| {
+                if let TypeRef::Memory(m) = ty {
+                    out.push(from(m, true));
                 }
-            }
+            })?,
             SECTION_MEMORY => {
                 for memory in MemorySectionReader::new(reader_for(section))? {
                     out.push(from(memory?, false));
