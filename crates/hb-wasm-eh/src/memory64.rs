@@ -77,21 +77,19 @@ pub fn lower_memory64(wasm: &[u8]) -> Result<Option<Vec<u8>>, EhError> {
     {
         return Ok(None);
     }
-    let data: Option<Vec<Option<Vec<u8>>>> = sections
-        .iter()
-        .map(lower_data)
-        .collect::<Result<Vec<_>, _>>()?
-        .into_iter()
-        .collect();
-    let Some(data) = data else {
-        return Ok(None);
+    let data = match sections.iter().find(|s| s.id == SECTION_DATA) {
+        Some(section) => match lower_data(section)? {
+            Some(data) => Some(data),
+            None => return Ok(None),
+        },
+        None => None,
     };
 
     let info = ModuleInfo::read(&sections)?;
     let func_types = function_types(&sections)?;
     let mut out = Vec::with_capacity(wasm.len() + wasm.len() / 8);
     out.extend_from_slice(&wasm[..8]);
-    for (section, data) in sections.iter().zip(data) {
+    for section in &sections {
         match section.id {
             SECTION_MEMORY => {
                 let mut memories = wasm_encoder::MemorySection::new();
@@ -125,10 +123,14 @@ pub fn lower_memory64(wasm: &[u8]) -> Result<Option<Vec<u8>>, EhError> {
                 }
                 write_section(&mut out, SECTION_CODE, &code);
             }
-            _ => match data {
-                Some(data) => write_section(&mut out, SECTION_DATA, &data),
-                None => out.extend_from_slice(section.raw),
-            },
+            SECTION_DATA => {
+                write_section(
+                    &mut out,
+                    SECTION_DATA,
+                    data.as_deref().unwrap_or(section.data),
+                );
+            }
+            _ => out.extend_from_slice(section.raw),
         }
     }
     // Anything the lowering does not know (atomics, say) leaves an ill-typed module:
@@ -197,13 +199,9 @@ fn section_body(section: &impl Encode) -> Vec<u8> {
     }
 }
 
-/// For the data section: `Ok(Some(Some(contents)))` with every active segment's
-/// offset as an `i32.const`; `Ok(Some(None))` for any other section (unchanged);
-/// `Ok(None)` when a segment's offset is not a constant below 4 GiB (no lowering).
-fn lower_data(section: &Section<'_>) -> Result<Option<Option<Vec<u8>>>, EhError> {
-    if section.id != SECTION_DATA {
-        return Ok(Some(None));
-    }
+/// The data section with every active segment's offset as an `i32.const`; `None`
+/// when a segment's offset is not a constant below 4 GiB (no lowering).
+fn lower_data(section: &Section<'_>) -> Result<Option<Vec<u8>>, EhError> {
     let mut data = DataSection::new();
     for segment in DataSectionReader::new(reader_for(section))? {
         let segment = segment?;
@@ -234,7 +232,7 @@ fn lower_data(section: &Section<'_>) -> Result<Option<Option<Vec<u8>>>, EhError>
             }
         }
     }
-    Ok(Some(Some(section_body(&data))))
+    Ok(Some(section_body(&data)))
 }
 
 /// How an instruction uses the memory, for the lowering.
