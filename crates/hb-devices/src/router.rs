@@ -20,7 +20,7 @@
 //! hook that hands matching requests to `relay@1.0`, §7.5); `register` (§7.7: schedules
 //! a signed registration on the router node's `router` process, without attestation —
 //! this node cannot make one — and reads whether the router took it; one attempt at a
-//! time, at least 10 s apart).
+//! time, at least `router_register_interval` ms apart, 10 s by default).
 //!
 //! Regular expressions are Rust's `regex` (linear time, size-limited: a hostile
 //! template cannot stall the node), searched unanchored as the reference's `re:run`.
@@ -72,8 +72,9 @@ impl Router {
     }
 }
 
-/// The least time between two attempts of `register` to reach the router node: anyone
-/// may call `register` (as on the reference), and each attempt sends two requests.
+/// The least time between two attempts of `register` to reach the router node, unless
+/// the node option `router_register_interval` (ms) says otherwise: anyone may call
+/// `register` (as on the reference), and each attempt sends two requests.
 const REGISTER_INTERVAL: Duration = Duration::from_secs(10);
 
 impl Device for Router {
@@ -1024,9 +1025,9 @@ const REGISTER_OPTS: [&str; 4] = [
 /// and `snp@1.0` is not implemented, so the registration carries no attestation: it
 /// says `attestation: none`, and only routers configured to accept that take it.
 ///
-/// At most one attempt runs at a time, and attempts are [`REGISTER_INTERVAL`] apart
-/// (`gate` holds the time of the last one); a call in between answers 429 without
-/// sending anything.
+/// At most one attempt runs at a time, and attempts are [`REGISTER_INTERVAL`] (or
+/// `router_register_interval` ms) apart (`gate` holds the time of the last one); a call
+/// in between answers 429 without sending anything.
 fn register(ctx: &Ctx, wallet: Option<&Wallet>, gate: &Mutex<Option<Instant>>) -> Outcome {
     let node = ctx.node().get();
     if node
@@ -1059,19 +1060,32 @@ fn register(ctx: &Ctx, wallet: Option<&Wallet>, gate: &Mutex<Option<Instant>>) -
     let Some(mut last) = gate.try_lock() else {
         return register_failed(429, "another registration is under way");
     };
+    let interval = node
+        .get("router_register_interval")
+        .and_then(Value::as_int)
+        .and_then(|ms| u64::try_from(ms).ok())
+        .map_or(REGISTER_INTERVAL, Duration::from_millis);
     if let Some(at) = *last
-        && at.elapsed() < REGISTER_INTERVAL
+        && at.elapsed() < interval
     {
         return register_failed(
             429,
             &format!(
-                "the last attempt was {} ms ago; attempts are at least {} s apart",
+                "the last attempt was {} ms ago; attempts are at least {} ms apart",
                 at.elapsed().as_millis(),
-                REGISTER_INTERVAL.as_secs()
+                interval.as_millis()
             ),
         );
     }
+    let outcome = send_registration(ctx, &node, wallet);
+    // The interval runs from the end of an attempt.
     *last = Some(Instant::now());
+    outcome
+}
+
+/// One attempt of `register`: schedules the signed registration on the router node
+/// and reads that slot's result there.
+fn send_registration(ctx: &Ctx, node: &Message, wallet: &Wallet) -> Outcome {
     let opt = |k: &str| node.get(k).cloned().unwrap_or_else(|| Value::text(""));
     let Some(peer) = node.get_str("router_peer_location") else {
         return register_failed(400, "`router_peer_location` is not a text");
@@ -1093,7 +1107,7 @@ fn register(ctx: &Ctx, wallet: Option<&Wallet>, gate: &Mutex<Option<Instant>>) -
     };
     let url = format!("{peer}/router~node-process@1.0/schedule");
     let request = Message::new().with("body", signed);
-    let reply = match ask_router(ctx, &node, "POST", &url, &request, || {
+    let reply = match ask_router(ctx, node, "POST", &url, &request, || {
         format!("the router refused to schedule it ({url})")
     }) {
         Ok(reply) => reply,
@@ -1107,7 +1121,7 @@ fn register(ctx: &Ctx, wallet: Option<&Wallet>, gate: &Mutex<Option<Instant>>) -
     };
     // The router process decides at compute time: read the slot's result.
     let url = format!("{peer}/router~node-process@1.0/compute/results={slot}");
-    let results = match ask_router(ctx, &node, "GET", &url, &Message::new(), || {
+    let results = match ask_router(ctx, node, "GET", &url, &Message::new(), || {
         format!("the router's result for slot {slot} is unavailable")
     }) {
         Ok(results) => results,
@@ -1694,7 +1708,9 @@ mod tests {
         let m = out.value.as_message().unwrap();
         assert_eq!(m.get("status"), Some(&Value::Integer(429)), "{m:?}");
         assert!(
-            m.get_str("reason").unwrap().contains("at least 10 s apart"),
+            m.get_str("reason")
+                .unwrap()
+                .contains("at least 10000 ms apart"),
             "{m:?}"
         );
         // While an attempt is under way.

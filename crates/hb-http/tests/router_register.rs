@@ -11,6 +11,7 @@ mod common;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use common::{Reply, get, key1, key2, post, send, start_node, verified_committers};
 use hb_core::{MemoryCache, Message, Value};
@@ -73,6 +74,9 @@ async fn start_router(name: &str, wallet: hb_codec::Wallet, accept: bool) -> hb_
 /// `router`: configured with the `router_*` options (`without` leaves one out), then
 /// its node message set once by the operator (`POST ~meta@1.0/info`, the one
 /// `node_history` entry `register` needs) with its own URL as `router_prefix`.
+/// B's `router_register_interval`: the least time between two registration attempts.
+const REGISTER_INTERVAL_MS: i64 = 300;
+
 async fn start_b(router: SocketAddr, without: Option<&str>) -> hb_http::Running {
     let mut node = Message::new()
         .with("name", "B")
@@ -80,7 +84,8 @@ async fn start_b(router: SocketAddr, without: Option<&str>) -> hb_http::Running 
         .with("node_history", Value::list(vec![]))
         .with("router_peer_location", url(router).as_str())
         .with("router_template", TEMPLATE)
-        .with("router_price", 0i64);
+        .with("router_price", 0i64)
+        .with("router_register_interval", REGISTER_INTERVAL_MS);
     if let Some(k) = without {
         node.remove(k);
     }
@@ -148,9 +153,18 @@ async fn a_router_refuses_unattested_registrations_by_default() {
         all.contains("accepts unattested registrations only"),
         "{all}"
     );
-    // Not registered: C still answers itself, and B may try again.
+    // Not registered: C still answers itself, and B may try again, once the interval
+    // between attempts has passed (right away it answers 429 and sends nothing).
     let r = send(c.addr, &get("/~meta@1.0/info/name")).await;
     assert_eq!(r.text(), "C");
+    let r = register(b.addr).await;
+    assert_eq!(r.status, 429, "{r:?}");
+    let reason = r.header("reason").unwrap_or_default();
+    assert!(
+        reason.contains("attempts are at least 300 ms apart"),
+        "{r:?}"
+    );
+    tokio::time::sleep(Duration::from_millis(REGISTER_INTERVAL_MS as u64 + 50)).await;
     let r = register(b.addr).await;
     assert_eq!(r.status, 403, "{r:?}");
     b.stop().await;
