@@ -122,9 +122,6 @@ impl Engine {
             // emscripten longjmp); trap texts do not need them.
             .wasm_backtrace_max_frames(None)
             .parallel_compilation(config.parallel_compilation);
-        if std::env::var_os("HB_TMP_PERFMAP").is_some() {
-            c.profiler(wasmtime::ProfilingStrategy::PerfMap);
-        }
         let engine = wasmtime::Engine::new(&c).map_err(|e| WasmError::Config(format!("{e:#}")))?;
 
         if let Some(tick) = config.epoch_tick {
