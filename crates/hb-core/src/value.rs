@@ -137,6 +137,11 @@ impl Value {
         }
     }
 
+    /// [`Value::as_int`] when it is not negative: counts, sizes, durations.
+    pub fn as_uint(&self) -> Option<u64> {
+        self.as_int().and_then(|i| u64::try_from(i).ok())
+    }
+
     /// The name of this value's type as used in `ao-types` (and in errors).
     pub fn type_name(&self) -> &'static str {
         match self {
@@ -465,6 +470,17 @@ pub fn message_to_list(msg: &Message) -> Option<Vec<Value>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn integers_from_values() {
+        assert_eq!(Value::Integer(-3).as_int(), Some(-3));
+        assert_eq!(Value::Integer(-3).as_uint(), None);
+        assert_eq!(Value::Integer(5).as_uint(), Some(5));
+        assert_eq!(Value::text(" 7 ").as_uint(), Some(7));
+        assert_eq!(Value::text("-7").as_uint(), None);
+        assert_eq!(Value::text("seven").as_uint(), None);
+        assert_eq!(Value::Float(7.0).as_uint(), None);
+    }
 
     #[test]
     fn checklist_01_1_key_normalisation() {

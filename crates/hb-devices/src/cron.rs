@@ -698,10 +698,7 @@ fn parse_record(record: &Message) -> Option<(Kind, Message)> {
     let request = record.get("request")?.as_message()?.clone();
     let kind = match record.get_str("kind")? {
         "once" => Kind::Once,
-        "every" => {
-            let ms = record.get("interval")?.as_int()?;
-            Kind::Every(u64::try_from(ms).ok().filter(|ms| *ms > 0)?)
-        }
+        "every" => Kind::Every(record.get("interval")?.as_uint().filter(|ms| *ms > 0)?),
         _ => return None,
     };
     Some((kind, request))

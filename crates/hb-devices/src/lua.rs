@@ -177,12 +177,7 @@ fn engine(ctx: &Ctx) -> Result<LuaEngine, Outcome> {
 /// The limits of new states, from the node options.
 pub fn lua_config(ctx: &Ctx) -> LuaConfig {
     let node = ctx.node().get();
-    let positive = |key: &str| {
-        node.get(key)
-            .and_then(Value::as_int)
-            .and_then(|v| u64::try_from(v).ok())
-            .filter(|v| *v > 0)
-    };
+    let positive = |key: &str| node.get(key).and_then(Value::as_uint).filter(|v| *v > 0);
     LuaConfig {
         fuel_per_call: positive(FUEL_OPTION).unwrap_or(hb_lua::DEFAULT_FUEL_PER_CALL),
         memory_limit: usize::try_from(positive(MEMORY_OPTION).unwrap_or(DEFAULT_MEMORY_LIMIT))
@@ -1167,8 +1162,7 @@ fn setup(ctx: &Ctx, base: &Message, req: &Message) -> Result<CallSetup, Outcome>
     let timestamp = req
         .get("timestamp")
         .or_else(|| body.and_then(|b| b.get("timestamp")))
-        .and_then(Value::as_int)
-        .and_then(|t| u64::try_from(t).ok());
+        .and_then(Value::as_uint);
     let seed = timestamp.map(|t| {
         // FNV-1a over what identifies the assignment.
         let mut h: u32 = 0x811c_9dc5;

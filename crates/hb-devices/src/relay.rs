@@ -482,12 +482,10 @@ impl Limits {
         let get = |keys: &[&str]| -> Option<u64> {
             keys.iter().find_map(|k| {
                 let dashed = k.replace('_', "-");
-                [opts, Some(node)].into_iter().flatten().find_map(|m| {
-                    m.get(k)
-                        .or_else(|| m.get(&dashed))
-                        .and_then(Value::as_int)
-                        .and_then(|v| u64::try_from(v).ok())
-                })
+                [opts, Some(node)]
+                    .into_iter()
+                    .flatten()
+                    .find_map(|m| m.get(k).or_else(|| m.get(&dashed)).and_then(Value::as_uint))
             })
         };
         let ms = |v: u64| Duration::from_millis(v.max(1)).min(MAX_TIMEOUT);

@@ -1062,8 +1062,7 @@ fn register(ctx: &Ctx, wallet: Option<&Wallet>, gate: &Mutex<Option<Instant>>) -
     };
     let interval = node
         .get("router_register_interval")
-        .and_then(Value::as_int)
-        .and_then(|ms| u64::try_from(ms).ok())
+        .and_then(Value::as_uint)
         .map_or(REGISTER_INTERVAL, Duration::from_millis);
     if let Some(at) = *last
         && at.elapsed() < interval

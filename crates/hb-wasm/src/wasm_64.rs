@@ -333,12 +333,7 @@ pub fn engine(ctx: &Ctx) -> Result<Engine, WasmError> {
 /// `wasm_memory_limit`.
 pub fn instance_config(ctx: &Ctx) -> InstanceConfig {
     let node = ctx.node().get();
-    let positive = |key: &str| {
-        node.get(key)
-            .and_then(Value::as_int)
-            .and_then(|v| u64::try_from(v).ok())
-            .filter(|v| *v > 0)
-    };
+    let positive = |key: &str| node.get(key).and_then(Value::as_uint).filter(|v| *v > 0);
     InstanceConfig {
         memory_limit: positive(MEMORY_OPTION).unwrap_or(DEFAULT_MEMORY_LIMIT),
         fuel_per_call: positive(FUEL_OPTION).unwrap_or(DEFAULT_FUEL_PER_CALL),
