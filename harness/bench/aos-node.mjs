@@ -78,10 +78,7 @@ const send = (req, ms = 60000) =>
     r.end()
   })
 
-const get = async (path, ms = 3600000) => {
-  const r = await fetch(url + path, { signal: AbortSignal.timeout(ms) })
-  return { status: r.status, text: await r.text() }
-}
+const get = (path, ms = 3600000) => send({ url: url + path, method: 'GET', headers: {} }, ms)
 
 // --- 1. module, process, X = 0 ---------------------------------------------------------
 let t = performance.now()

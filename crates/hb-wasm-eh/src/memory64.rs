@@ -49,6 +49,9 @@ const SECTION_DATA: u8 = 11;
 /// The largest maximum (in 64 KiB pages) of a lowered memory: one page short of
 /// 4 GiB, so that address `0xffffffff` is out of bounds in every lowered memory.
 const MAX_PAGES: u64 = (1 << 16) - 1;
+/// The most locals (parameters included) a valid function has: wasmparser's limit.
+const MAX_LOCALS: u32 = 50_000;
+
 /// The largest address or static offset a 32-bit memory can take.
 const MAX_32: u64 = u32::MAX as u64;
 
@@ -56,7 +59,7 @@ const MAX_32: u64 = u32::MAX as u64;
 /// the pointers it passes to its imports, whether or not it is lowered.
 pub fn declares_memory64(wasm: &[u8]) -> Result<bool, EhError> {
     let sections = split_sections(wasm)?;
-    Ok(memories(&sections)?.first().is_some_and(|m| m.memory64))
+    Ok(memories(&sections)?.first().is_some_and(|m| m.ty.memory64))
 }
 
 /// The module with its 64-bit memory lowered to a 32-bit one (see the module docs), or
@@ -65,15 +68,15 @@ pub fn declares_memory64(wasm: &[u8]) -> Result<bool, EhError> {
 pub fn lower_memory64(wasm: &[u8]) -> Result<Option<Vec<u8>>, EhError> {
     let sections = split_sections(wasm)?;
     let memories = memories(&sections)?;
-    let [memory] = memories.as_slice() else {
+    let [Memory { imported, ty }] = memories.as_slice() else {
         return Ok(None);
     };
-    if memory.imported
-        || !memory.memory64
-        || memory.shared
-        || memory.page_size_log2.is_some()
-        || memory.maximum.is_none_or(|max| max > MAX_PAGES)
-        || memory.initial > MAX_PAGES
+    if *imported
+        || !ty.memory64
+        || ty.shared
+        || ty.page_size_log2.is_some()
+        || ty.maximum.is_none_or(|max| max > MAX_PAGES)
+        || ty.initial > MAX_PAGES
     {
         return Ok(None);
     }
@@ -94,8 +97,8 @@ pub fn lower_memory64(wasm: &[u8]) -> Result<Option<Vec<u8>>, EhError> {
             SECTION_MEMORY => {
                 let mut memories = wasm_encoder::MemorySection::new();
                 memories.memory(wasm_encoder::MemoryType {
-                    minimum: memory.initial,
-                    maximum: memory.maximum,
+                    minimum: ty.initial,
+                    maximum: ty.maximum,
                     memory64: false,
                     shared: false,
                     page_size_log2: None,
@@ -142,33 +145,24 @@ pub fn lower_memory64(wasm: &[u8]) -> Result<Option<Vec<u8>>, EhError> {
 /// A memory of the module, imported or defined.
 struct Memory {
     imported: bool,
-    memory64: bool,
-    shared: bool,
-    initial: u64,
-    maximum: Option<u64>,
-    page_size_log2: Option<u32>,
+    ty: wasmparser::MemoryType,
 }
 
 fn memories(sections: &[Section<'_>]) -> Result<Vec<Memory>, EhError> {
     let mut out = Vec::new();
-    let from = |ty: wasmparser::MemoryType, imported| Memory {
-        imported,
-        memory64: ty.memory64,
-        shared: ty.shared,
-        initial: ty.initial,
-        maximum: ty.maximum,
-        page_size_log2: ty.page_size_log2,
-    };
     for section in sections {
         match section.id {
             SECTION_IMPORT => for_each_import(section, |ty| {
-                if let TypeRef::Memory(m) = ty {
-                    out.push(from(m, true));
+                if let TypeRef::Memory(ty) = ty {
+                    out.push(Memory { imported: true, ty });
                 }
             })?,
             SECTION_MEMORY => {
-                for memory in MemorySectionReader::new(reader_for(section))? {
-                    out.push(from(memory?, false));
+                for ty in MemorySectionReader::new(reader_for(section))? {
+                    out.push(Memory {
+                        imported: false,
+                        ty: ty?,
+                    });
                 }
             }
             _ => {}
@@ -388,9 +382,14 @@ fn lower_body(
     let mut locals = body.get_locals_reader()?;
     let mut declared = params;
     let groups = locals.get_count();
-    for _ in 0..groups {
+    for _ in 0..groups.min(MAX_LOCALS + 1) {
         let (count, _) = locals.read()?;
         declared = declared.saturating_add(count);
+    }
+    if groups > MAX_LOCALS || declared > MAX_LOCALS {
+        // Invalid anyway; left as it is (the module then fails validation and is not
+        // lowered), and the local indices below cannot overflow.
+        return Ok(None);
     }
     let mut ops = body.get_operators_reader()?;
     let locals_end = ops.original_position();
@@ -711,6 +710,24 @@ mod tests {
         .unwrap();
         assert_eq!(lower_memory64(&wasm).unwrap(), None);
         assert!(lower_memory64(b"\0asm\x01\0\0\0\x05\x7f").is_err());
+    }
+
+    /// A function declaring more locals than a valid module may have (2³² - 1): not
+    /// lowered, and no index arithmetic overflows.
+    #[test]
+    fn too_many_locals_are_left_alone() {
+        let mut wasm = b"\0asm\x01\0\0\0".to_vec();
+        wasm.extend([1, 4, 1, 0x60, 0, 0]); // type: () -> ()
+        wasm.extend([3, 2, 1, 0]); // one function of that type
+        wasm.extend([5, 4, 1, 0x05, 1, 2]); // memory i64 1 2
+        // One body: 0xffffffff locals of i32; i64.const 0, i64.load, drop, end.
+        let body = [
+            1, 0xff, 0xff, 0xff, 0xff, 0x0f, 0x7f, 0x42, 0, 0x29, 3, 0, 0x1a, 0x0b,
+        ];
+        wasm.extend([10, body.len() as u8 + 2, 1, body.len() as u8]);
+        wasm.extend(body);
+        assert!(declares_memory64(&wasm).unwrap());
+        assert_eq!(lower_memory64(&wasm).unwrap(), None);
     }
 
     /// The aos modules (after the exception rewrite) are lowered, to valid modules;
