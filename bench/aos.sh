@@ -33,6 +33,12 @@
 #    of /<pid>/compute/results/data?slot=<last Eval> (nothing computed before: the N
 #    slots run and are stored), and checks `return X` = N. Target: N / (schedule time
 #    + compute time) >= 1,000 messages/s on one process.
+# 3. The floor on this machine, from two measurements of work every node must do per
+#    message: hb's own RSA-4096 signer (crates/hb-codec/examples/sign_rate.rs) on all
+#    cores, one signature per assignment; and the module alone on the JSON the node
+#    gives it (aos_evals `node-json`: json-iface@1.0's encoders on the run's signed
+#    process and messages, fuel on). End to end cannot beat N / (signing time +
+#    module time), however fast the rest of the node is.
 #
 # Needs node (20+, with harness/node_modules installed: `cd harness && npm ci`), curl,
 # openssl. Servers listen on 127.0.0.1 only; every process the script starts is
@@ -74,11 +80,14 @@ loader_version="$(node -p 'require("./harness/node_modules/@permaweb/ao-loader/p
 log "building (release)..."
 cargo build --release --quiet -p hb --bin hb
 cargo build --release --quiet -p hb-wasm --example aos_evals
+cargo build --release --quiet -p hb-codec --example sign_rate
 target_dir="$(cargo_target_dir)"
 hb_bin="$target_dir/release/hb"
 evals_bin="$target_dir/release/examples/aos_evals"
-[[ -x "$hb_bin" ]] || die "missing $hb_bin"
-[[ -x "$evals_bin" ]] || die "missing $evals_bin"
+sign_rate_bin="$target_dir/release/examples/sign_rate"
+for bin in "$hb_bin" "$evals_bin" "$sign_rate_bin"; do
+    [[ -x "$bin" ]] || die "missing $bin"
+done
 
 work="$(mktemp -d)"
 hb_pid=""
@@ -138,6 +147,14 @@ for kind in loader ours nofuel; do
 done
 log "raw compute (evaluations/s, cold then warm): ao-loader $r_loader_cold $r_loader_warm, ours $r_ours_cold $r_ours_warm, ours without fuel $r_nofuel_cold $r_nofuel_warm"
 
+# The module on the JSON the node gives it (json-iface@1.0's encoders, the end-to-end
+# run's signed process and messages): what one slot costs in wasm alone. Two rounds;
+# the second (warm, as a node's live instance is) is used.
+log "the module alone on the node's JSON ($N evaluations x 2, fuel on)..."
+timeout 600 "$evals_bin" "$wasm" "$N" 2 fuel node-json >"$work/nodejson" || die "aos_evals node-json failed"
+[[ "$(field final "$work/nodejson")" == "$((N * 2))" ]] || die "node-json: wrong final X"
+module_secs="$(awk '$1 == "round" && $2 == 2 { print $3 }' "$work/nodejson")"
+
 # --- 2. end to end ------------------------------------------------------------------
 cores="$(nproc 2>/dev/null || echo 1)"
 log "openssl speed -elapsed -seconds $OPENSSL_SECONDS -multi $cores rsa4096..."
@@ -146,6 +163,8 @@ sign_all="$(timeout $((OPENSSL_SECONDS * 4 + 60)) \
     awk '/sign\/s/ { for (i = 1; i <= NF; i++) col[$i] = i }
          /^rsa *4096 bits/ && ("sign/s" in col) { v = $(col["sign/s"] + 3) }
          END { if (v == "") exit 1; print v }')" || die "openssl speed failed"
+log "hb's own signer (AWS-LC, sign_rate) on $cores threads for $OPENSSL_SECONDS s..."
+sign_node="$("$sign_rate_bin" "$OPENSSL_SECONDS" "$cores")" || die "sign_rate failed"
 dsync="$(dd if=/dev/zero of="$work/dsync.bin" bs=4k count=500 oflag=dsync 2>&1 |
     awk -F', ' '/copied/ { split($3, t, " "); printf "%.0f\n", 500 / t[1] }')"
 rm -f "$work/dsync.bin"
@@ -192,6 +211,7 @@ awk -v lb="$load_before" -v la="$load_after" -v cores="$cores" -v n="$N" \
     -v first="$first_slot" -v last="$last_slot" -v x="$final_x" \
     -v start="$(field start "$work/e2e.out")" -v signs="$(field sign "$work/e2e.out")" \
     -v again="$(field again "$work/e2e.out")" -v sign_all="$sign_all" -v dsync="$dsync" \
+    -v sign_node="$sign_node" -v module="$module_secs" \
     -v bytes="$store_bytes" '
     function row(name, c, w) {
         printf "%-36s %8.3f ms %7.0f/s   %8.3f ms %7.0f/s\n", name, 1000 / c, c, 1000 / w, w
@@ -216,4 +236,11 @@ awk -v lb="$load_before" -v la="$load_after" -v cores="$cores" -v n="$N" \
         printf "  client-side signing of the %d messages (not in the rates): %.2f s\n", n, signs
         printf "  openssl speed -elapsed rsa4096 on %d cores: %.0f sign/s; disk: %s synchronous 4 KiB writes/s\n", cores, sign_all, dsync
         printf "  store size: %.1f MB\n", bytes / 1e6
+        # The floor: what the protocol makes the node do per message, whatever else it
+        # does. Scheduling signs each assignment (RSA-4096); computing runs the module.
+        sig = n / sign_node
+        printf "\nwhat this machine allows (the work every node must do per message, measured above):\n"
+        printf "  assignment signatures: the hb signer (AWS-LC, sign_rate) makes %.0f RSA-4096 sign/s on %d threads: %d take >= %.2f s\n", sign_node, cores, n, sig
+        printf "  the module alone on the JSON a node gives it (json-iface@1.0 encoders, fuel on, warm): %.3f ms/slot: %d slots take >= %.2f s\n", 1000 * module / n, n, module
+        printf "  end to end <= %d / (%.2f + %.2f) s = %.0f msg/s with everything else free (%.0f if the two overlapped on %d cores)\n", n, sig, module, n / (sig + module), cores * n / (sig * cores + module), cores
     }'

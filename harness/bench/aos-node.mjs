@@ -29,8 +29,7 @@
 //
 // Messages are signed without `@path` (`sign(fields, {path: false})`: the header-only
 // form aoconnect uses). hbsig's default form, whose signature also covers `@path`, is
-// refused by the scheduler today: 400 "Given message does not correctly validate."
-// for a spawn or a message alike, although `/committers` accepts the same requests.
+// scheduled as well (the scheduler keeps the request as received when it was signed).
 
 import fs from 'node:fs'
 import http from 'node:http'
@@ -46,7 +45,7 @@ if (!url || !wasmFile || !walletFile) {
 const N = Number(nArg)
 const CONCURRENCY = Number(concArg)
 const sign = createSigner(JSON.parse(fs.readFileSync(walletFile, 'utf8')), url)
-// Signed without `@path` (see above).
+// Signed without `@path`, as aoconnect signs (see above).
 const signed = (fields) => sign(fields, { path: false })
 
 const fail = (what) => {

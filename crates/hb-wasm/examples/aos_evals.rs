@@ -3,8 +3,16 @@
 //! measures `@permaweb/ao-loader` on the same module, with the same JSON.
 //!
 //! ```text
-//! cargo run --release -p hb-wasm --example aos_evals -- <module.wasm> [N] [ROUNDS] [fuel|no-fuel]
+//! cargo run --release -p hb-wasm --example aos_evals -- <module.wasm> [N] [ROUNDS] [fuel|no-fuel] [loader-json|node-json]
 //! ```
+//!
+//! `loader-json` (the default) is the JSON of the ao-loader script: a short message and
+//! environment, ~0.5 KB together. `node-json` is the JSON a node gives the module for
+//! the end-to-end run's messages: `json-iface@1.0`'s own encoders
+//! (`json_iface::message_json`, `env_json`) on an aos process and Eval messages, all
+//! signed with `tests/fixtures/key-1.json` as `harness/bench/aos-node.mjs` signs them
+//! (~2.1 KB together: the message's signature, the process's tags). Each Eval is
+//! signed once per code; each message then gets its own nonce and `Id`, as they would.
 //!
 //! One instance (live memory, as a node's process worker keeps it), one `handle` of
 //! `X = 0`, then `ROUNDS` rounds of `N` evaluations of `X = X + 1`, each round timed,
@@ -22,18 +30,111 @@
 //! `InstanceConfig::default()`). The imports are the zero stubs of spec 06 §2.3,
 //! except `clock_time_get`, which answers errno 1 as `wasi@1.0` does.
 
+use std::collections::HashMap;
 use std::time::Instant;
 
+use hb_codec::Wallet;
+use hb_codec::httpsig_commit::commit;
+use hb_core::Message;
+use hb_core::message::id_all;
 use hb_wasm::{
     Engine, EngineConfig, ImportFunc, ImportResult, InstanceConfig, MemoryView, Value, aos,
+    json_iface,
 };
+use sha2::Digest;
 
 /// The environment of every call (the same as the ao-loader script's).
 const ENV: &str = r#"{"Process":{"Id":"PROCESS_ID","Owner":"OWNER_ADDRESS","Tags":[{"name":"Authority","value":"OWNER_ADDRESS"}]},"Module":{"Id":"MODULE","Tags":[]}}"#;
 
+/// The JSON a node gives the module (`node-json`): the environment, and the message
+/// text of each code with a nonce and an `Id` to replace per message.
+struct NodeJson {
+    env: String,
+    wallet: Wallet,
+    pid: String,
+    image: hb_core::Value,
+    /// Per code: the signed message's JSON and its `Id`.
+    templates: HashMap<String, (String, String)>,
+}
+
+/// Stands for the nonce in a message template (replaced per message).
+const NONCE: &str = "NONCE-OF-THE-MESSAGE";
+
+impl NodeJson {
+    fn new(wasm: &[u8]) -> Result<Self, Box<dyn std::error::Error>> {
+        let wallet = Wallet::from_jwk_json(include_bytes!("../../../tests/fixtures/key-1.json"))?;
+        let list = |items: &[&str]| {
+            hb_core::Value::list(items.iter().map(|s| hb_core::Value::text(s)).collect())
+        };
+        let image = hb_core::Value::text(&format!(
+            "data/{}",
+            hb_core::id::b64url(&sha2::Sha256::digest(wasm))
+        ));
+        // The process `harness/bench/aos-node.mjs` spawns.
+        let process = commit(
+            &Message::new()
+                .with("device", "process@1.0")
+                .with("type", "Process")
+                .with("scheduler", wallet.address().as_str())
+                .with("execution-device", "stack@1.0")
+                .with(
+                    "device-stack",
+                    list(&["wasi@1.0", "json-iface@1.0", "wasm-64@1.0", "multipass@1.0"]),
+                )
+                .with("passes", 2i64)
+                .with("output-prefix", "wasm")
+                .with(
+                    "stack-keys",
+                    list(&["init", "compute", "snapshot", "normalize"]),
+                )
+                .with("image", image.clone())
+                .with("patch-from", "/results/outbox")
+                .with("nonce", "bench-aos"),
+            &wallet,
+        )?;
+        let pid = id_all(&process)?.to_human();
+        Ok(NodeJson {
+            env: json_iface::env_json(&process)?,
+            wallet,
+            pid,
+            image,
+            templates: HashMap::new(),
+        })
+    }
+
+    /// The `h`-th message, evaluating `code`.
+    fn message(&mut self, h: u64, code: &str) -> Result<String, Box<dyn std::error::Error>> {
+        if !self.templates.contains_key(code) {
+            let signed = commit(
+                &Message::new()
+                    .with("type", "Message")
+                    .with("target", self.pid.as_str())
+                    .with("action", "Eval")
+                    .with("data", code)
+                    .with("nonce", NONCE),
+                &self.wallet,
+            )?;
+            let id = id_all(&signed)?.to_human();
+            let json = json_iface::message_json(
+                &signed,
+                Some(&self.image),
+                Some(&hb_core::Value::Integer(0)),
+            )?;
+            if !json.contains(NONCE) || !json.contains(&id) {
+                return Err(format!("no nonce or Id to replace in {json}").into());
+            }
+            self.templates.insert(code.to_string(), (json, id));
+        }
+        let (json, id) = &self.templates[code];
+        Ok(json
+            .replace(NONCE, &h.to_string())
+            .replace(id.as_str(), &format!("{h:0>43}")))
+    }
+}
+
 /// The `h`-th message, evaluating `code` (the same JSON text `JSON.stringify` gives
 /// for the ao-loader script's message).
-fn message(h: u64, code: &str) -> String {
+fn loader_message(h: u64, code: &str) -> String {
     format!(
         r#"{{"Id":"MSG{h}","Target":"PROCESS_ID","Owner":"OWNER_ADDRESS","From":"OWNER_ADDRESS","Block-Height":"1","Timestamp":"{}","Module":"MODULE","Tags":[{{"name":"Action","value":"Eval"}}],"Data":"{code}"}}"#,
         1_700_000_000_000u64 + h
@@ -64,9 +165,9 @@ fn output_data(answer: &str) -> Result<String, String> {
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
-    let path = args
-        .next()
-        .ok_or("usage: aos_evals <module.wasm> [N] [ROUNDS] [fuel|no-fuel]")?;
+    let path = args.next().ok_or(
+        "usage: aos_evals <module.wasm> [N] [ROUNDS] [fuel|no-fuel] [loader-json|node-json]",
+    )?;
     let n: u64 = args.next().map_or(Ok(1000), |a| a.parse())?;
     let rounds: u64 = args.next().map_or(Ok(1), |a| a.parse())?;
     let fuel = match args.next().as_deref() {
@@ -74,7 +175,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         Some("no-fuel") => false,
         Some(other) => return Err(format!("`{other}`: expected fuel or no-fuel").into()),
     };
+    let node_json = match args.next().as_deref() {
+        None | Some("loader-json") => false,
+        Some("node-json") => true,
+        Some(other) => {
+            return Err(format!("`{other}`: expected loader-json or node-json").into());
+        }
+    };
     let wasm = std::fs::read(&path).map_err(|e| format!("{path}: {e}"))?;
+    let mut node = node_json.then(|| NodeJson::new(&wasm)).transpose()?;
+    let env = node.as_ref().map_or(ENV, |n| n.env.as_str()).to_string();
 
     let t = Instant::now();
     let engine = Engine::new(EngineConfig {
@@ -85,22 +195,27 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("load {:.1}", t.elapsed().as_secs_f64() * 1e3);
 
     let mut h = 0u64;
-    let mut next = |code: &str| {
+    let mut next = |code: &str| -> Result<String, Box<dyn std::error::Error>> {
         h += 1;
-        message(h, code)
+        match node.as_mut() {
+            Some(n) => n.message(h, code),
+            None => Ok(loader_message(h, code)),
+        }
     };
     let t = Instant::now();
     let mut instance = module.instantiate(imports, InstanceConfig::default())?;
-    output_data(&aos::handle(&mut instance, &next("X = 0"), ENV)?)?;
+    output_data(&aos::handle(&mut instance, &next("X = 0")?, &env)?)?;
     println!("init {:.1}", t.elapsed().as_secs_f64() * 1e3);
 
     for round in 1..=rounds {
         // The messages are built before the clock starts, as ao-loader's are built by
         // the script (cheaply) inside its loop; building them is not what is measured.
-        let msgs: Vec<String> = (0..n).map(|_| next("X = X + 1")).collect();
+        let msgs = (0..n)
+            .map(|_| next("X = X + 1"))
+            .collect::<Result<Vec<String>, _>>()?;
         let t = Instant::now();
         for m in &msgs {
-            let answer = aos::handle(&mut instance, m, ENV)?;
+            let answer = aos::handle(&mut instance, m, &env)?;
             // A failed evaluation would make the round look fast: check each one
             // cheaply (the full parse is done for the final answer).
             if !answer.contains(r#""ok":true"#) {
@@ -109,7 +224,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         println!("round {round} {:.6}", t.elapsed().as_secs_f64());
     }
-    let x = output_data(&aos::handle(&mut instance, &next("return X"), ENV)?)?;
+    let x = output_data(&aos::handle(&mut instance, &next("return X")?, &env)?)?;
     println!("final {x}");
     Ok(())
 }
