@@ -15,6 +15,11 @@
 // 3. Schedules `return X` (slot N + 2), then times one
 //    `GET /<pid>/compute/results/data?slot=<N + 1>`: the N evaluations computed, each
 //    state stored, nothing computed before. Then reads slot N + 2, which must be N.
+// 4. Overlapped, as a busy process runs: signs N more Evals (untimed), then POSTs them
+//    from CONCURRENCY workers while one reader keeps computing up to the highest slot
+//    answered so far (`GET /<pid>/compute/results/data?slot=<that slot>`, again as soon
+//    as the last one returns), timed until every one of the N is scheduled and
+//    computed. Then `return X` must be 2N.
 //
 // Prints, for the script to read:
 //
@@ -26,6 +31,8 @@
 //   compute <s> <slots>   the timed GET; slots = how many it computed
 //   final <X>             `return X`
 //   again <s>             the same GET again (the stored result)
+//   overlap <s> <n> <r>   step 4: the N scheduled and computed, overlapped, in r reads
+//   overlap-final <X>     `return X` after step 4
 //
 // Messages are signed without `@path` (`sign(fields, {path: false})`: the header-only
 // form aoconnect uses). hbsig's default form, whose signature also covers `@path`, is
@@ -55,8 +62,8 @@ const fail = (what) => {
 
 // Requests go through node:http on keep-alive connections, one per worker: `fetch`
 // costs about 2 ms of CPU a request here, which on a 2-core machine is taken from the
-// node being measured.
-const agent = new http.Agent({ keepAlive: true, maxSockets: CONCURRENCY })
+// node being measured. One more connection is kept for the reader of step 4.
+const agent = new http.Agent({ keepAlive: true, maxSockets: CONCURRENCY + 1 })
 const send = (req, ms = 60000) =>
   new Promise((resolve, reject) => {
     const r = http.request(req.url, { method: req.method, headers: req.headers, agent, timeout: ms }, (res) => {
@@ -140,16 +147,21 @@ const requests = []
 for (let i = 0; i < N; i++) requests.push(await evalMessage('X = X + 1'))
 console.log(`sign ${((performance.now() - t) / 1000).toFixed(3)}`)
 
-const slots = []
-let next = 0
-const worker = async () => {
-  while (next < requests.length) {
-    const req = requests[next++]
-    slots.push(await schedule(req))
+// Schedules `reqs` from CONCURRENCY workers, pushing each slot got onto `slots` as
+// it is answered.
+const scheduleAll = async (reqs, slots) => {
+  let next = 0
+  const worker = async () => {
+    while (next < reqs.length) {
+      const req = reqs[next++]
+      slots.push(await schedule(req))
+    }
   }
+  await Promise.all(Array.from({ length: Math.min(CONCURRENCY, reqs.length) }, worker))
 }
+const slots = []
 t = performance.now()
-await Promise.all(Array.from({ length: Math.min(CONCURRENCY, N) }, worker))
+await scheduleAll(requests, slots)
 const scheduleSecs = (performance.now() - t) / 1000
 slots.sort((a, b) => a - b)
 console.log(`schedule ${scheduleSecs.toFixed(3)} ${slots.length}`)
@@ -168,3 +180,39 @@ console.log(`final ${await dataAt(checkSlot)}`)
 t = performance.now()
 await dataAt(last)
 console.log(`again ${((performance.now() - t) / 1000).toFixed(3)}`)
+
+// --- 4. overlapped: scheduling while a reader computes -------------------------------------
+const more = []
+for (let i = 0; i < N; i++) more.push(await evalMessage('X = X + 1'))
+const moreSlots = []
+let scheduled = false
+let reads = 0
+const reader = async () => {
+  // The highest slot answered so far: every slot below it is stored (the scheduler
+  // stores in slot order before it answers).
+  let done = checkSlot
+  for (;;) {
+    const top = moreSlots.length ? Math.max(...moreSlots) : done
+    if (top > done) {
+      await dataAt(top)
+      reads += 1
+      done = top
+    } else if (scheduled) {
+      return done
+    } else {
+      await new Promise((resolve) => setTimeout(resolve, 1))
+    }
+  }
+}
+t = performance.now()
+const computing = reader()
+await scheduleAll(more, moreSlots)
+scheduled = true
+const computedTo = await computing
+const overlapSecs = (performance.now() - t) / 1000
+if (moreSlots.length !== N || computedTo !== checkSlot + N) {
+  fail(`overlapped: ${moreSlots.length} of ${N} scheduled, computed to slot ${computedTo}, not ${checkSlot + N}`)
+}
+console.log(`overlap ${overlapSecs.toFixed(3)} ${moreSlots.length} ${reads}`)
+const finalSlot = await schedule(await evalMessage('return X'))
+console.log(`overlap-final ${await dataAt(finalSlot)}`)

@@ -791,20 +791,27 @@ fn is_zero(chunk: &[u8]) -> bool {
 /// pages non-zero and 7 % changed by a message; the rest were never written, so
 /// reading them in the memory is cheap, and their side of the copy is not read at
 /// all. Copying the whole memory instead writes 12 MiB every slot.
+///
+/// A memory that grew since (an aos heap grows by a page every few dozen messages:
+/// json-iface@1.0's strings are never freed) is compared over the old length and only
+/// its new tail is appended; one that shrank (a fresh instance) is copied whole.
 pub(crate) fn update_copy(copy: &mut Vec<u8>, zero: &mut Vec<bool>, data: &[u8]) {
-    if copy.len() != data.len() {
+    if copy.len() > data.len() || copy.is_empty() {
         copy.clear();
         copy.extend_from_slice(data);
         zero.clear();
         zero.extend(copy.chunks(COPY_CHUNK).map(is_zero));
         return;
     }
-    let chunks = data.len().div_ceil(COPY_CHUNK);
+    let old_len = copy.len();
+    let chunks = old_len.div_ceil(COPY_CHUNK);
     if zero.len() != chunks {
         zero.clear();
         zero.resize(chunks, false);
     }
-    let pairs = copy.chunks_mut(COPY_CHUNK).zip(data.chunks(COPY_CHUNK));
+    let pairs = copy
+        .chunks_mut(COPY_CHUNK)
+        .zip(data[..old_len].chunks(COPY_CHUNK));
     for ((old, new), known_zero) in pairs.zip(zero.iter_mut()) {
         let same = if *known_zero {
             is_zero(new)
@@ -818,6 +825,13 @@ pub(crate) fn update_copy(copy: &mut Vec<u8>, zero: &mut Vec<bool>, data: &[u8])
         if !(same && *known_zero) {
             *known_zero = is_zero(new);
         }
+    }
+    if data.len() > old_len {
+        copy.extend_from_slice(&data[old_len..]);
+        // From the first chunk the tail touches (a short last chunk grew).
+        let from = old_len / COPY_CHUNK;
+        zero.truncate(from);
+        zero.extend(copy[from * COPY_CHUNK..].chunks(COPY_CHUNK).map(is_zero));
     }
 }
 
@@ -849,7 +863,41 @@ fn classify(e: &wasmtime::Error) -> Trap {
 
 #[cfg(test)]
 mod tests {
-    use super::{COPY_CHUNK, update_copy};
+    use proptest::prelude::*;
+
+    use super::{COPY_CHUNK, is_zero, update_copy};
+
+    /// One change to a memory: its new length (in bytes) and writes into it.
+    fn change() -> impl Strategy<Value = (usize, Vec<(usize, u8)>)> {
+        (
+            0..COPY_CHUNK * 6,
+            proptest::collection::vec((0..COPY_CHUNK * 6, any::<u8>()), 0..8),
+        )
+    }
+
+    proptest! {
+        /// Through any sequence of growing, shrinking and written memories, the copy
+        /// equals the memory and the map never calls a non-zero chunk zero.
+        #[test]
+        fn update_copy_keeps_its_invariants(changes in proptest::collection::vec(change(), 1..12)) {
+            let (mut data, mut copy, mut zero) = (Vec::new(), Vec::new(), Vec::new());
+            for (len, writes) in changes {
+                // Mostly zero-filled growth, as a memory grows.
+                data.resize(len, 0);
+                for (at, byte) in writes {
+                    if let Some(b) = data.get_mut(at) {
+                        *b = byte;
+                    }
+                }
+                update_copy(&mut copy, &mut zero, &data);
+                prop_assert_eq!(&copy, &data);
+                prop_assert_eq!(zero.len(), data.len().div_ceil(COPY_CHUNK));
+                for (chunk, known_zero) in data.chunks(COPY_CHUNK).zip(&zero) {
+                    prop_assert!(!known_zero || is_zero(chunk));
+                }
+            }
+        }
+    }
 
     /// The copy equals the data after every update, whatever the zero map said.
     #[test]
@@ -880,10 +928,29 @@ mod tests {
         update_copy(&mut copy, &mut unknown, &data);
         assert_eq!(copy, data);
         assert_eq!(unknown, [true, true, false, true, false, false]);
-        // A grown memory is copied whole.
+        // A grown memory: the old part updated, the tail appended (here into the
+        // short last chunk, and one chunk more, zero but for its last byte). The map
+        // that travels with the copy is the last one used.
+        let mut zero = unknown;
+        data[COPY_CHUNK] = 8;
         data.extend_from_slice(&[4u8; 3]);
+        data.resize(COPY_CHUNK * 7, 0);
+        *data.last_mut().unwrap() = 1;
         update_copy(&mut copy, &mut zero, &data);
         assert_eq!(copy, data);
-        assert_eq!(zero.len(), 6);
+        assert_eq!(zero, [true, false, false, true, false, false, false]);
+        // Grown by whole zero chunks: known zero at once.
+        data.resize(COPY_CHUNK * 9, 0);
+        update_copy(&mut copy, &mut zero, &data);
+        assert_eq!(copy, data);
+        assert_eq!(
+            zero,
+            [true, false, false, true, false, false, false, true, true]
+        );
+        // A memory that shrank (a fresh instance) is copied whole.
+        data.truncate(COPY_CHUNK + 1);
+        update_copy(&mut copy, &mut zero, &data);
+        assert_eq!(copy, data);
+        assert_eq!(zero, [true, false]);
     }
 }
