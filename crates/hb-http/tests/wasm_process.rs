@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use common::{Reply, get, get_with, key1, key2, post, send};
 use hb_core::message::id_all;
-use hb_core::{Cache, Id, Message, Value};
+use hb_core::{Cache, Id, Message};
 use hb_store::{MemoryStore, MessageCache};
 
 const AOS: &str = concat!(
@@ -42,24 +42,7 @@ fn new_cache() -> Arc<MessageCache> {
 /// The tutorial's process: the AO stack over `image`, scheduled by the node (key 2),
 /// signed by key 1.
 fn aos_process(image: &str, nonce: &str) -> Message {
-    let list = |items: &[&str]| Value::list(items.iter().map(|s| Value::text(s)).collect());
-    let def = Message::new()
-        .with("device", "process@1.0")
-        .with("type", "Process")
-        .with("scheduler", key2().address().as_str())
-        .with("execution-device", "stack@1.0")
-        .with(
-            "device-stack",
-            list(&["wasi@1.0", "json-iface@1.0", "wasm-64@1.0", "multipass@1.0"]),
-        )
-        .with("passes", 2i64)
-        .with("output-prefix", "wasm")
-        .with(
-            "stack-keys",
-            list(&["init", "compute", "snapshot", "normalize"]),
-        )
-        .with("image", image)
-        .with("patch-from", "/results/outbox")
+    let def = hb_devices::genesis_wasm::process_definition(key2().address().as_str(), image)
         .with("nonce", nonce);
     hb_codec::httpsig_commit::commit(&def, &key1()).unwrap()
 }

@@ -39,7 +39,7 @@ use hb_core::Message;
 use hb_core::message::id_all;
 use hb_wasm::{
     Engine, EngineConfig, ImportFunc, ImportResult, InstanceConfig, MemoryView, Value, aos,
-    json_iface,
+    genesis_wasm, json_iface,
 };
 use sha2::Digest;
 
@@ -63,35 +63,14 @@ const NONCE: &str = "NONCE-OF-THE-MESSAGE";
 impl NodeJson {
     fn new(wasm: &[u8]) -> Result<Self, Box<dyn std::error::Error>> {
         let wallet = Wallet::from_jwk_json(include_bytes!("../../../tests/fixtures/key-1.json"))?;
-        let list = |items: &[&str]| {
-            hb_core::Value::list(items.iter().map(|s| hb_core::Value::text(s)).collect())
-        };
-        let image = hb_core::Value::text(&format!(
-            "data/{}",
-            hb_core::id::b64url(&sha2::Sha256::digest(wasm))
-        ));
+        let image = format!("data/{}", hb_core::id::b64url(&sha2::Sha256::digest(wasm)));
         // The process `harness/bench/aos-node.mjs` spawns.
+        let address = wallet.address();
         let process = commit(
-            &Message::new()
-                .with("device", "process@1.0")
-                .with("type", "Process")
-                .with("scheduler", wallet.address().as_str())
-                .with("execution-device", "stack@1.0")
-                .with(
-                    "device-stack",
-                    list(&["wasi@1.0", "json-iface@1.0", "wasm-64@1.0", "multipass@1.0"]),
-                )
-                .with("passes", 2i64)
-                .with("output-prefix", "wasm")
-                .with(
-                    "stack-keys",
-                    list(&["init", "compute", "snapshot", "normalize"]),
-                )
-                .with("image", image.clone())
-                .with("patch-from", "/results/outbox")
-                .with("nonce", "bench-aos"),
+            &genesis_wasm::process_definition(address.as_str(), &image).with("nonce", "bench-aos"),
             &wallet,
         )?;
+        let image = hb_core::Value::text(&image);
         let pid = id_all(&process)?.to_human();
         Ok(NodeJson {
             env: json_iface::env_json(&process)?,

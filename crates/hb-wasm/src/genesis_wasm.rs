@@ -37,6 +37,26 @@ pub const STACK: [&str; 4] = ["wasi@1.0", "json-iface@1.0", "wasm-64@1.0", "mult
 /// The keys the stack carries (spec 06 §2.6).
 const STACK_KEYS: [&str; 4] = ["init", "compute", "snapshot", "normalize"];
 
+/// An unsigned definition of a process that runs the module `image` on [`STACK`]
+/// directly (`execution-device: stack@1.0`), scheduled by `scheduler`, with the
+/// outbox's `PATCH` messages applied (`patch-from`): the form a client that is not
+/// aoconnect posts to `/~process@1.0/schedule` (the benches and tests do). Sign it
+/// (and give it a `nonce` to make it unique) before posting.
+pub fn process_definition(scheduler: &str, image: &str) -> Message {
+    let list = |items: &[&str]| Value::list(items.iter().map(|s| Value::text(s)).collect());
+    Message::new()
+        .with("device", "process@1.0")
+        .with("type", "Process")
+        .with("scheduler", scheduler)
+        .with("execution-device", "stack@1.0")
+        .with("device-stack", list(&STACK))
+        .with("passes", 2i64)
+        .with("output-prefix", "wasm")
+        .with("stack-keys", list(&STACK_KEYS))
+        .with("image", image)
+        .with("patch-from", "/results/outbox")
+}
+
 /// The keys this device sets on the state for the stack, restored afterwards.
 const CONFIG_KEYS: [&str; 9] = [
     "device",
