@@ -796,7 +796,7 @@ fn is_zero(chunk: &[u8]) -> bool {
 /// json-iface@1.0's strings are never freed) is compared over the old length and only
 /// its new tail is appended; one that shrank (a fresh instance) is copied whole.
 pub(crate) fn update_copy(copy: &mut Vec<u8>, zero: &mut Vec<bool>, data: &[u8]) {
-    if copy.len() > data.len() || copy.is_empty() {
+    if copy.len() > data.len() {
         copy.clear();
         copy.extend_from_slice(data);
         zero.clear();
